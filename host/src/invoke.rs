@@ -1,0 +1,93 @@
+//! One tool call from JSON arguments to a protocol-neutral outcome: convert the
+//! arguments, run the export, and present the result (structured value + text,
+//! MCP content blocks, or a tool error). Used by the MCP adapter and `mcpplus call`.
+
+use serde_json::{Map, Value, json};
+use tokio_util::sync::CancellationToken;
+use wasmtime::component::Val;
+
+use crate::runtime::call::call_tool;
+use crate::runtime::{LoadedComponent, Runtime};
+use crate::schema::signature::{is_content, structured_output};
+use crate::schema::{ResultShape, ToolSignature, WitType, arguments_to_values, from_value};
+
+/// What a tool call produced, ready to become an MCP `CallToolResult`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolOutcome {
+    /// MCP content blocks (JSON objects with a `type`).
+    pub content: Vec<Value>,
+    /// `structuredContent`, present exactly when the tool declares an `outputSchema`
+    /// and succeeded.
+    pub structured: Option<Value>,
+    pub is_error: bool,
+}
+
+impl ToolOutcome {
+    pub fn error(message: impl Into<String>) -> Self {
+        Self { content: vec![text_block(message.into())], structured: None, is_error: true }
+    }
+}
+
+/// Run `tool` with `arguments`. Every failure is a tool error the caller can read.
+pub async fn invoke(
+    runtime: &Runtime,
+    component: &LoadedComponent,
+    tool: &ToolSignature,
+    arguments: Option<&Map<String, Value>>,
+    cancel: &CancellationToken,
+) -> ToolOutcome {
+    let args = match arguments_to_values(arguments, &tool.params) {
+        Ok(args) => args,
+        Err(e) => return ToolOutcome::error(format!("invalid arguments: {e}")),
+    };
+    let results = match call_tool(runtime, component, &tool.name, &args, cancel).await {
+        Ok(results) => results,
+        Err(e) => return ToolOutcome::error(e.to_string()),
+    };
+    present(tool, results.first()).unwrap_or_else(|e| ToolOutcome::error(format!("the tool returned a malformed value: {e}")))
+}
+
+fn present(tool: &ToolSignature, result: Option<&Val>) -> Result<ToolOutcome, String> {
+    match (&tool.result, result) {
+        (ResultShape::Nothing, _) => Ok(success(None, None)),
+        (ResultShape::Value(ty), Some(v)) => success_value(ty, v),
+        (ResultShape::Fallible { ok, err }, Some(Val::Result(r))) => match (r, ok, err) {
+            (Ok(Some(v)), Some(ty), _) => success_value(ty, v),
+            (Ok(None), None, _) => Ok(success(None, None)),
+            (Err(Some(v)), _, Some(ty)) => Ok(ToolOutcome::error(render_text(&from_value(v, ty)?))),
+            (Err(None), _, None) => Ok(ToolOutcome::error("the tool reported an error without details")),
+            _ => Err(format!("result does not match the declared type: {r:?}")),
+        },
+        (_, other) => Err(format!("unexpected result {other:?}")),
+    }
+}
+
+fn success_value(ty: &WitType, value: &Val) -> Result<ToolOutcome, String> {
+    if is_content(ty) {
+        let blocks = match from_value(value, ty)? {
+            Value::Array(blocks) => blocks,
+            block => vec![block],
+        };
+        return Ok(ToolOutcome { content: blocks, structured: None, is_error: false });
+    }
+    let json = from_value(value, ty)?;
+    let text = render_text(&json);
+    Ok(success(Some(structured_output(ty, json)), Some(text)))
+}
+
+fn success(structured: Option<Value>, text: Option<String>) -> ToolOutcome {
+    let text = text.unwrap_or_else(|| "done".into());
+    ToolOutcome { content: vec![text_block(text)], structured, is_error: false }
+}
+
+/// Strings as they are; anything else as compact JSON.
+fn render_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn text_block(text: String) -> Value {
+    json!({"type": "text", "text": text})
+}

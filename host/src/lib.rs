@@ -1,0 +1,12 @@
+//! mcpplus: serve sandboxed WebAssembly components (wasm32-wasip2) as MCP tools.
+//!
+//! The way of one call: `mcp` (protocol) → `catalog` (name → component) →
+//! `invoke` (JSON ⇄ values via `schema`) → `runtime` (fresh Store, limits) → back.
+
+pub mod catalog;
+pub mod cli;
+pub mod content;
+pub mod invoke;
+pub mod mcp;
+pub mod runtime;
+pub mod schema;

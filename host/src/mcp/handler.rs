@@ -1,0 +1,128 @@
+//! `ServerHandler` for both protocol eras: 2025-11-25 clients (`initialize`,
+//! sessions) and 2026-07-28 clients (`server/discover`, per-request `_meta`,
+//! `subscriptions/listen`). rmcp does the era negotiation; this file maps the
+//! catalog to tools and calls to the invoke layer.
+
+use std::sync::Arc;
+
+use rmcp::model::{
+    CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, SubscriptionFilter, Tool,
+};
+use rmcp::service::{RequestContext, SubscriptionContext};
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
+use serde_json::json;
+
+use crate::catalog::{LiveCatalog, ToolEntry};
+use crate::invoke::{ToolOutcome, invoke};
+use crate::runtime::Runtime;
+
+/// How long clients may cache `tools/list`: zero, because tools can be replaced at
+/// any moment (clients that asked are also told through list_changed).
+const TOOLS_LIST_TTL_MS: u64 = 0;
+
+#[derive(Clone)]
+pub struct McpServer {
+    catalog: Arc<LiveCatalog>,
+    runtime: Arc<Runtime>,
+}
+
+impl McpServer {
+    pub fn new(catalog: Arc<LiveCatalog>, runtime: Arc<Runtime>) -> Self {
+        Self { catalog, runtime }
+    }
+}
+
+fn to_tool(entry: &ToolEntry<'_>) -> Tool {
+    let sig = entry.signature;
+    let mut tool = json!({
+        "name": sig.name,
+        "description": sig.description,
+        "inputSchema": sig.input_schema,
+        "_meta": {"mcpplus/component": entry.component.name, "mcpplus/export": sig.export.to_string()},
+    });
+    if let Some(output) = &sig.output_schema {
+        tool["outputSchema"] = output.clone();
+    }
+    serde_json::from_value(tool).expect("a tool built from JSON Schema objects is a valid rmcp Tool")
+}
+
+fn to_result(outcome: ToolOutcome) -> Result<CallToolResult, McpError> {
+    let content: Vec<ContentBlock> = outcome
+        .content
+        .into_iter()
+        .map(serde_json::from_value)
+        .collect::<Result<_, _>>()
+        .map_err(|e| McpError::internal_error(format!("tool produced an invalid content block: {e}"), None))?;
+    let mut result = if outcome.is_error { CallToolResult::error(content) } else { CallToolResult::success(content) };
+    result.structured_content = outcome.structured;
+    Ok(result)
+}
+
+impl ServerHandler for McpServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_tool_list_changed().build())
+            .with_server_info(Implementation::new("mcpplus", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "Tools served by mcpplus: each is a sandboxed WebAssembly component. \
+                 The tool list can change while the server runs.",
+            )
+    }
+
+    async fn list_tools(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        // One page holds every tool; a cursor can only be one we never issued.
+        if let Some(cursor) = request.and_then(|r| r.cursor) {
+            return Err(McpError::invalid_params(format!("invalid cursor `{cursor}`: this server returns all tools in one page"), None));
+        }
+        let catalog = self.catalog.snapshot();
+        let tools = catalog.tools().map(|e| to_tool(&e)).collect();
+        Ok(ListToolsResult::with_all_items(tools).with_ttl_ms(TOOLS_LIST_TTL_MS).with_cache_scope(CacheScope::Public))
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.catalog.snapshot().tool(name).map(|e| to_tool(&e))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let catalog = self.catalog.snapshot();
+        let Some(entry) = catalog.tool(&request.name) else {
+            return Err(McpError::invalid_params(
+                format!("Unknown tool: {}", request.name),
+                Some(json!({"tool": request.name, "hint": "call tools/list for the available tools"})),
+            ));
+        };
+        let outcome =
+            invoke(&self.runtime, entry.component, entry.signature, request.arguments.as_ref(), &context.ct).await;
+        to_result(outcome).map(CallToolResponse::from)
+    }
+
+    fn accepted_subscription_filter(&self, requested: &SubscriptionFilter) -> Option<SubscriptionFilter> {
+        Some(requested.supported_by(&self.get_info().capabilities))
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
+        let mut changes = self.catalog.subscribe();
+        loop {
+            tokio::select! {
+                _ = context.cancelled() => return Ok(()),
+                change = changes.recv() => match change {
+                    Ok(()) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        if context.sink().notify_tool_list_changed().await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+                },
+            }
+        }
+    }
+}
+

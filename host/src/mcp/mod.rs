@@ -1,0 +1,8 @@
+//! The MCP protocol adapter: rmcp's `ServerHandler` over the live catalog, and the
+//! stdio and Streamable HTTP transports. rmcp types stop at this module's edge.
+
+mod handler;
+mod transport;
+
+pub use handler::McpServer;
+pub use transport::{HttpOptions, serve_http, serve_stdio};

@@ -1,0 +1,131 @@
+//! One tool call: a fresh `Store` from the component's `InstancePre`, limits armed,
+//! the export called, guest output captured into the host log.
+//!
+//! Every way a guest can fail (trap, panic, missing import, deadline, cancellation,
+//! memory limit) comes back as a [`CallError`] with a message meant for the caller;
+//! none of them can take the host down.
+
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use wasmtime::component::Val;
+use wasmtime::{Store, StoreLimitsBuilder, UpdateDeadline};
+
+use super::engine::Runtime;
+use super::host_state::{CapturedOutput, HostState};
+use super::loaded::LoadedComponent;
+
+/// Per-call limits. Defaults suit a laptop; the sandbox issue makes them per tool.
+#[derive(Debug, Clone)]
+pub struct CallLimits {
+    /// Wall-clock time a call may run, instantiation included.
+    pub timeout: Duration,
+    /// Linear memory a call's instance may grow to, in bytes.
+    pub memory_bytes: usize,
+    /// Bytes kept of each of the guest's stdout and stderr.
+    pub output_bytes: usize,
+}
+
+impl Default for CallLimits {
+    fn default() -> Self {
+        Self { timeout: Duration::from_secs(30), memory_bytes: 256 << 20, output_bytes: 64 << 10 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("the tool did not finish within its time limit of {0:?} and was stopped")]
+    Timeout(Duration),
+    #[error("the call was cancelled by the client")]
+    Cancelled,
+    #[error("the tool exceeded its memory limit of {} MiB and was stopped", .0 >> 20)]
+    MemoryLimit(usize),
+    #[error("the tool crashed: {message}{}", stderr_suffix(.stderr))]
+    Trap { message: String, stderr: String },
+    #[error("unknown tool `{0}` in this component")]
+    UnknownTool(String),
+}
+
+fn stderr_suffix(stderr: &str) -> String {
+    if stderr.is_empty() { String::new() } else { format!("\nguest stderr:\n{stderr}") }
+}
+
+/// Call `tool` of `component` with `args`; returns the export's results.
+pub async fn call_tool(
+    runtime: &Runtime,
+    component: &LoadedComponent,
+    tool: &str,
+    args: &[Val],
+    cancel: &CancellationToken,
+) -> Result<Vec<Val>, CallError> {
+    let limits = runtime.limits().clone();
+    let export = component.export(tool).ok_or_else(|| CallError::UnknownTool(tool.to_string()))?;
+    let result_count = usize::from(component.tool(tool).is_some_and(|t| t.result != crate::schema::ResultShape::Nothing));
+
+    let store_limits = StoreLimitsBuilder::new().memory_size(limits.memory_bytes).trap_on_grow_failure(true).build();
+    let (state, output) = HostState::new(store_limits, limits.output_bytes);
+    let mut store = Store::new(runtime.engine(), state);
+    store.limiter(|s| &mut s.limits);
+    // Yield to the executor on every epoch tick so a deadline or a cancellation can
+    // drop the call even when the guest never returns on its own.
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+
+    let started = Instant::now();
+    let run = async {
+        let instance = component.instance_pre().instantiate_async(&mut store).await?;
+        let func = instance
+            .get_func(&mut store, export)
+            .ok_or_else(|| wasmtime::format_err!("export for `{tool}` is not a function"))?;
+        let mut results = vec![Val::Bool(false); result_count];
+        func.call_async(&mut store, args, &mut results).await?;
+        wasmtime::Result::Ok(results)
+    };
+    let outcome = tokio::select! {
+        biased;
+        _ = cancel.cancelled() => Err(CallError::Cancelled),
+        _ = tokio::time::sleep(limits.timeout) => Err(CallError::Timeout(limits.timeout)),
+        r = run => r.map_err(|e| classify(e, &output, &limits)),
+    };
+    log_guest_output(&component.name, tool, &output);
+    tracing::debug!(component = %component.name, tool, elapsed_ms = started.elapsed().as_millis() as u64, ok = outcome.is_ok(), "call finished");
+    outcome
+}
+
+fn classify(error: wasmtime::Error, output: &CapturedOutput, limits: &CallLimits) -> CallError {
+    let text = format!("{error:#}");
+    if text.contains("forcing trap when growing memory") || text.contains("forcing a memory growth failure") {
+        return CallError::MemoryLimit(limits.memory_bytes);
+    }
+    let message = match error.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => format!("{trap} ({})", first_line(&text)),
+        None => text,
+    };
+    let stderr = String::from_utf8_lossy(&output.stderr.contents()).trim_end().to_string();
+    CallError::Trap { message, stderr: tail(&stderr, 2000) }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
+fn tail(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut start = s.len() - max;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("…{}", &s[start..])
+}
+
+/// Guest output goes to the host log (stderr or a file), line by line.
+fn log_guest_output(component: &str, tool: &str, output: &CapturedOutput) {
+    for (stream, pipe) in [("stdout", &output.stdout), ("stderr", &output.stderr)] {
+        let bytes = pipe.contents();
+        for line in String::from_utf8_lossy(&bytes).lines() {
+            tracing::info!(target: "guest", component, tool, stream, "{line}");
+        }
+    }
+}

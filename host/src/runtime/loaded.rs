@@ -1,0 +1,103 @@
+//! A component ready to call: compiled, described (its tools and imports), and
+//! pre-instantiated so each call only has to create a `Store` and instantiate.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use wasmtime::component::{Component, ComponentExportIndex, InstancePre};
+
+use super::cache::{CacheOutcome, digest};
+use super::engine::Runtime;
+use super::host_state::HostState;
+use crate::schema::{ComponentDescription, ToolSignature, describe_component};
+
+pub struct LoadedComponent {
+    /// The component's name: its file name without `.wasm`.
+    pub name: String,
+    pub path: PathBuf,
+    /// sha256 of the component file, hex.
+    pub digest: String,
+    pub description: ComponentDescription,
+    pub cache: CacheOutcome,
+    pub compile_time: std::time::Duration,
+    pre: InstancePre<HostState>,
+    exports: HashMap<String, ComponentExportIndex>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{path}: cannot read the file: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl LoadedComponent {
+    pub(crate) fn load_file(runtime: &Runtime, path: &Path) -> Result<Self, LoadError> {
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: path.to_owned(), source })?;
+        let name = component_name(path);
+        Self::load_bytes(runtime, &name, path, &bytes)
+    }
+
+    pub(crate) fn load_bytes(runtime: &Runtime, name: &str, path: &Path, bytes: &[u8]) -> Result<Self, LoadError> {
+        let invalid = |message: String| LoadError::Invalid { path: path.to_owned(), message };
+        let description = describe_component(name, bytes).map_err(|e| invalid(e.to_string()))?;
+        let digest = digest(bytes);
+        let started = Instant::now();
+        let (component, cache) = match runtime.cache() {
+            Some(cache) => cache.load(runtime.engine(), bytes, &digest),
+            None => Component::new(runtime.engine(), bytes).map(|c| (c, CacheOutcome::Disabled)),
+        }
+        .map_err(|e| invalid(format!("does not compile: {e:#}")))?;
+        let compile_time = started.elapsed();
+        let linker = runtime.linker_for(&component).map_err(|e| invalid(format!("cannot link: {e:#}")))?;
+        let pre = linker.instantiate_pre(&component).map_err(|e| invalid(format!("cannot link: {e:#}")))?;
+
+        let mut exports = HashMap::new();
+        for tool in &description.tools {
+            let index = export_index(&component, tool)
+                .ok_or_else(|| invalid(format!("export `{}` not found in the component", tool.export)))?;
+            exports.insert(tool.name.clone(), index);
+        }
+        Ok(Self {
+            name: name.to_string(),
+            path: path.to_owned(),
+            digest,
+            description,
+            cache,
+            compile_time,
+            pre,
+            exports,
+        })
+    }
+
+    pub fn tools(&self) -> &[ToolSignature] {
+        &self.description.tools
+    }
+
+    pub fn tool(&self, name: &str) -> Option<&ToolSignature> {
+        self.description.tools.iter().find(|t| t.name == name)
+    }
+
+    pub(crate) fn instance_pre(&self) -> &InstancePre<HostState> {
+        &self.pre
+    }
+
+    pub(crate) fn export(&self, tool: &str) -> Option<&ComponentExportIndex> {
+        self.exports.get(tool)
+    }
+}
+
+fn export_index(component: &Component, tool: &ToolSignature) -> Option<ComponentExportIndex> {
+    let parent = match &tool.export.interface {
+        Some(iface) => Some(component.get_export_index(None, iface)?),
+        None => None,
+    };
+    component.get_export_index(parent.as_ref(), &tool.export.function)
+}
+
+/// `tools/text_utils.wasm` → `text_utils`.
+pub fn component_name(path: &Path) -> String {
+    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "component".into())
+}

@@ -1,0 +1,13 @@
+//! The WebAssembly side: one wasmtime `Engine`, compiled components (with an on-disk
+//! precompile cache), and per-call execution in a fresh `Store` under limits.
+//! Nothing here knows about MCP.
+
+pub mod cache;
+pub mod call;
+pub mod engine;
+pub mod host_state;
+pub mod loaded;
+
+pub use call::{CallError, CallLimits};
+pub use engine::Runtime;
+pub use loaded::{LoadError, LoadedComponent};

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Build the bundled tool components into guest-tools/dist/ (test fixtures into
+# guest-tools/dist/fixtures/), and embed their WIT doc comments.
+# Needs: the wasm32-wasip2 target, .venv with componentize-py, target/debug/mcpplus.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT/guest-tools"
+MCPPLUS="${MCPPLUS_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/mcpplus}"
+DIST="$ROOT/guest-tools/dist"
+mkdir -p "$DIST/fixtures"
+
+cargo build --locked --release --target wasm32-wasip2 --quiet
+OUT="$ROOT/guest-tools/target/wasm32-wasip2/release"
+
+install_rust_tool() { # crate-dir artifact-name dest
+    cp "$OUT/$2.wasm" "$3.tmp"
+    "$MCPPLUS" embed-docs "$3.tmp" --wit "$1/wit" 2>/dev/null
+    mv "$3.tmp" "$3"
+}
+install_rust_tool showcase showcase "$DIST/showcase.wasm"
+install_rust_tool text-utils text_utils "$DIST/text_utils.wasm"
+install_rust_tool fixtures fixtures "$DIST/fixtures/misbehaving.wasm"
+
+# The Python tool: componentize-py bundles CPython, so only rebuild when its
+# sources change.
+PY_OUT="$DIST/py_stats.wasm"
+PY_SRC=(py-stats/app.py py-stats/wit/world.wit)
+if [[ ! -f "$PY_OUT" ]] || [[ -n "$(find "${PY_SRC[@]}" -newer "$PY_OUT")" ]]; then
+    (cd py-stats && "$ROOT/.venv/bin/componentize-py" -d wit -w py-stats componentize app -o "$PY_OUT.tmp" >/dev/null)
+    "$MCPPLUS" embed-docs "$PY_OUT.tmp" --wit py-stats/wit 2>/dev/null
+    mv "$PY_OUT.tmp" "$PY_OUT"
+fi
+ls -1 "$DIST"/*.wasm "$DIST"/fixtures/*.wasm >&2

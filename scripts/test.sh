@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The whole test suite: unit and property tests, Rust integration tests (rmcp
+# client), and Python integration tests (the official `mcp` client), all against
+# the real binary and real components.
+source "$(dirname "$0")/common.sh"
+ensure_toolchain
+ensure_venv
+build_host
+build_guests
+export MCPPLUS_BIN="$ROOT/${CARGO_TARGET_DIR:-target}/debug/mcpplus"
+[[ "${CARGO_TARGET_DIR:-}" = /* ]] && export MCPPLUS_BIN="$CARGO_TARGET_DIR/debug/mcpplus"
+export MCPPLUS_TOOLS_DIST="$ROOT/guest-tools/dist"
+# A cache private to this run, so tests see cold and warm starts for real.
+export MCPPLUS_CACHE_DIR="${MCPPLUS_CACHE_DIR:-$ROOT/target/test-cache}"
+log "cargo test"
+cargo test --locked --workspace
+log "pytest (official mcp client)"
+.venv/bin/python -m pytest tests/python -q -p no:cacheprovider
