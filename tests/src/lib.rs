@@ -1,1 +1,87 @@
-//! Integration tests live in tests/*.rs; this library is intentionally empty.
+//! Shared helpers for the integration tests: where the built binary and the
+//! bundled components are, and a server process that is killed when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The `mcpplus` binary under test (`$MCPPLUS_BIN`, else target/debug/mcpplus).
+pub fn mcpplus_bin() -> PathBuf {
+    std::env::var_os("MCPPLUS_BIN").map(PathBuf::from).unwrap_or_else(|| root().join("target/debug/mcpplus"))
+}
+
+/// The bundled components built by scripts/build-guest-tools.sh.
+pub fn dist() -> PathBuf {
+    std::env::var_os("MCPPLUS_TOOLS_DIST").map(PathBuf::from).unwrap_or_else(|| root().join("guest-tools/dist"))
+}
+
+/// Named test artifacts, so tests say what they use rather than spell paths.
+pub mod artifacts {
+    use std::path::PathBuf;
+    pub fn showcase() -> PathBuf {
+        super::dist().join("showcase.wasm")
+    }
+    pub fn text_utils() -> PathBuf {
+        super::dist().join("text_utils.wasm")
+    }
+    pub fn misbehaving() -> PathBuf {
+        super::dist().join("fixtures/misbehaving.wasm")
+    }
+}
+
+/// `mcpplus serve --http 127.0.0.1:0 ARGS…`, killed on drop.
+pub struct HttpServer {
+    child: Child,
+    pub url: String,
+    pub stderr: mpsc::Receiver<String>,
+}
+
+impl HttpServer {
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(mcpplus_bin())
+            .args(["serve", "--http", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start mcpplus");
+        let (tx, rx) = mpsc::channel();
+        let stderr = child.stderr.take().expect("stderr piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut seen = Vec::new();
+        loop {
+            match rx.recv_timeout(Duration::from_secs(180)) {
+                Ok(line) => {
+                    if let Some(url) = line.strip_prefix("mcpplus: listening on ") {
+                        return Self { child, url: url.trim().to_string(), stderr: rx };
+                    }
+                    seen.push(line);
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("mcpplus did not start listening:\n{}", seen.join("\n"));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,93 @@
+"""Fixtures that start the real `mcpplus` binary and connect the official Python
+MCP client (PyPI `mcp`, pinned in requirements.txt) in either protocol era, over
+stdio or Streamable HTTP on 127.0.0.1 (ephemeral port)."""
+
+import contextlib
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import threading
+
+import pytest
+from mcp import Client, StdioServerParameters
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+MCPPLUS = os.environ.get("MCPPLUS_BIN", str(ROOT / "target" / "debug" / "mcpplus"))
+DIST = pathlib.Path(os.environ.get("MCPPLUS_TOOLS_DIST", ROOT / "guest-tools" / "dist"))
+FIXTURES = DIST / "fixtures"
+
+# Every era this server speaks: "legacy" = 2025-11-25 initialize handshake;
+# "2026-07-28" = stateless modern requests with per-request _meta.
+ERAS = ["legacy", "2026-07-28"]
+TRANSPORTS = ["stdio", "http"]
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+class HttpServer:
+    """`mcpplus serve --http 127.0.0.1:0`, stopped when the test ends."""
+
+    def __init__(self, *args: str):
+        self.proc = subprocess.Popen(
+            [MCPPLUS, "serve", "--http", "127.0.0.1:0", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.stderr_lines: list[str] = []
+        self.url = None
+        ready = threading.Event()
+
+        def pump():
+            for line in self.proc.stderr:
+                self.stderr_lines.append(line)
+                m = re.search(r"listening on (http://\S+)", line)
+                if m and not self.url:
+                    self.url = m.group(1)
+                    ready.set()
+            ready.set()
+
+        threading.Thread(target=pump, daemon=True).start()
+        if not ready.wait(180) or not self.url:
+            self.stop()
+            raise RuntimeError("mcpplus did not start:\n" + "".join(self.stderr_lines))
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def http_server():
+    server = HttpServer()
+    yield server
+    server.stop()
+
+
+def stdio_params(*args: str) -> StdioServerParameters:
+    return StdioServerParameters(command=MCPPLUS, args=["serve", *args], env=dict(os.environ))
+
+
+@contextlib.asynccontextmanager
+async def connect(transport: str, mode: str, http_server: HttpServer | None = None, serve_args=()):
+    if transport == "stdio":
+        target = stdio_params(*serve_args)
+    else:
+        assert http_server is not None
+        target = http_server.url
+    async with Client(target, mode=mode, read_timeout_seconds=120) as client:
+        yield client
+
+
+def pytest_report_header(config):
+    return [f"mcpplus binary: {MCPPLUS}", f"tools: {DIST}", f"python: {sys.version.split()[0]}"]
