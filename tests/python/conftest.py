@@ -18,9 +18,10 @@ MCPPLUS = os.environ.get("MCPPLUS_BIN", str(ROOT / "target" / "debug" / "mcpplus
 DIST = pathlib.Path(os.environ.get("MCPPLUS_TOOLS_DIST", ROOT / "guest-tools" / "dist"))
 FIXTURES = DIST / "fixtures"
 
-# Every era this server speaks: "legacy" = 2025-11-25 initialize handshake;
-# "2026-07-28" = stateless modern requests with per-request _meta.
-ERAS = ["legacy", "2026-07-28"]
+# Every era this server speaks: "legacy" = the 2025-11-25 initialize handshake;
+# "auto" = the client probes server/discover and, since we answer it, speaks
+# 2026-07-28 (stateless requests with per-request _meta).
+ERAS = ["legacy", "auto"]
 TRANSPORTS = ["stdio", "http"]
 
 

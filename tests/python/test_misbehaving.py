@@ -11,7 +11,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.timeout(300)]
 SERVE = ("--tools", str(FIXTURES), "--call-timeout", "2", "--call-memory", "64")
 
 
-@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
 async def test_guest_output_does_not_corrupt_stdio(mode):
     async with connect("stdio", mode, serve_args=SERVE) as client:
         for _ in range(3):

@@ -97,17 +97,18 @@ fn classify(error: wasmtime::Error, output: &CapturedOutput, limits: &CallLimits
     if text.contains("forcing trap when growing memory") || text.contains("forcing a memory growth failure") {
         return CallError::MemoryLimit(limits.memory_bytes);
     }
+    // The root cause says what happened; the wasm backtrace goes to the log only.
     let message = match error.downcast_ref::<wasmtime::Trap>() {
-        Some(trap) => format!("{trap} ({})", first_line(&text)),
-        None => text,
+        Some(trap) => trap.to_string(),
+        None => error.root_cause().to_string(),
     };
+    if let Some(backtrace) = error.downcast_ref::<wasmtime::WasmBacktrace>() {
+        tracing::warn!(error = %message, "guest failed\n{backtrace}");
+    }
     let stderr = String::from_utf8_lossy(&output.stderr.contents()).trim_end().to_string();
     CallError::Trap { message, stderr: tail(&stderr, 2000) }
 }
 
-fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or(s)
-}
 
 fn tail(s: &str, max: usize) -> String {
     if s.len() <= max {

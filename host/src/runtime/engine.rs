@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use wasmtime::component::Linker;
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::types::ComponentFunc;
+use wasmtime::component::{Component, Linker, Val};
+use wasmtime::StoreContextMut;
 use wasmtime::{Config, Engine};
 
 use super::cache::CompileCache;
@@ -50,17 +53,47 @@ impl Runtime {
     }
 
     /// A linker for one component: the host's interfaces, plus a trapping stub for
-    /// every import the host does not provide, so the component still loads and
-    /// only a call that reaches the missing import fails.
-    pub(crate) fn linker_for(&self, component: &wasmtime::component::Component) -> wasmtime::Result<Linker<HostState>> {
+    /// every other import the host does not provide, so the component still loads
+    /// and only a call that reaches the missing import fails (with its name).
+    ///
+    /// WASI imports are left to the real WASI linker, whose semver matching lets a
+    /// component built against a newer 0.2.x patch release use our 0.2 host.
+    pub(crate) fn linker_for(&self, component: &Component) -> wasmtime::Result<Linker<HostState>> {
         let mut linker = self.linker.clone();
-        linker.define_unknown_imports_as_traps(component)?;
+        for (name, item) in component.component_type().imports(&self.engine) {
+            if name.starts_with("wasi:") {
+                continue;
+            }
+            match item.ty {
+                ComponentItem::ComponentInstance(instance) => {
+                    let mut stub = linker.instance(name)?;
+                    for (func, item) in instance.exports(&self.engine) {
+                        if matches!(item.ty, ComponentItem::ComponentFunc(_)) {
+                            stub.func_new(func, missing_import(format!("{name}#{func}")))?;
+                        }
+                    }
+                }
+                ComponentItem::ComponentFunc(_) => linker.root().func_new(name, missing_import(name.to_string()))?,
+                _ => {}
+            }
+        }
         Ok(linker)
     }
 
     /// Compile (or fetch from cache), describe and prepare the component at `path`.
     pub fn load_file(&self, path: &Path) -> Result<LoadedComponent, LoadError> {
         LoadedComponent::load_file(self, path)
+    }
+}
+
+/// A host function that fails the call, naming the import the host lacks.
+fn missing_import(
+    name: String,
+) -> impl Fn(StoreContextMut<'_, HostState>, ComponentFunc, &[Val], &mut [Val]) -> wasmtime::Result<()> + Send + Sync + 'static {
+    move |_, _, _, _| {
+        Err(wasmtime::format_err!(
+            "the component called `{name}`, an import this host does not provide"
+        ))
     }
 }
 

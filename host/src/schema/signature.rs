@@ -14,6 +14,10 @@ use super::json_schema::{Direction, describe, object_schema, schema_for};
 use super::naming::tool_name;
 use super::wit_type::{UnsupportedType, WitType};
 
+/// Exports that toolchains add for their own use, never tools:
+/// componentize-py's pre-initialization hook (`exports#init`).
+const TOOLCHAIN_EXPORTS: &[&str] = &["exports"];
+
 /// Where a tool lives inside its component: `interface` is the export name of the
 /// instance (e.g. `mcpplus:examples/text@0.1.0`), `None` for a top-level function.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -125,6 +129,9 @@ pub fn describe_component(component_name: &str, bytes: &[u8]) -> Result<Componen
                     continue;
                 }
                 let export_name = resolve.name_world_key(key);
+                if TOOLCHAIN_EXPORTS.contains(&export_name.as_str()) {
+                    continue;
+                }
                 let short = match key {
                     WorldKey::Name(n) => n.clone(),
                     WorldKey::Interface(_) => iface.name.clone().unwrap_or_else(|| export_name.clone()),
