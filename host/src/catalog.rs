@@ -32,10 +32,20 @@ pub struct ToolEntry<'a> {
 pub enum CatalogError {
     #[error(transparent)]
     Load(#[from] LoadError),
-    #[error("{path}: tool `{tool}` is already provided by component `{existing}` ({existing_path}); rename the export or remove one of the components")]
-    NameCollision { path: PathBuf, tool: String, existing: String, existing_path: PathBuf },
+    #[error(
+        "{path}: tool `{tool}` is already provided by component `{existing}` ({existing_path}); rename the export or remove one of the components"
+    )]
+    NameCollision {
+        path: PathBuf,
+        tool: String,
+        existing: String,
+        existing_path: PathBuf,
+    },
     #[error("{path}: cannot read the tools folder: {source}")]
-    ReadDir { path: PathBuf, source: std::io::Error },
+    ReadDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl Catalog {
@@ -64,13 +74,19 @@ impl Catalog {
     pub fn tools(&self) -> impl Iterator<Item = ToolEntry<'_>> {
         self.tools.iter().filter_map(|(name, &i)| {
             let component = &self.components[i];
-            Some(ToolEntry { component, signature: component.tool(name)? })
+            Some(ToolEntry {
+                component,
+                signature: component.tool(name)?,
+            })
         })
     }
 
     pub fn tool(&self, name: &str) -> Option<ToolEntry<'_>> {
         let component = &self.components[*self.tools.get(name)?];
-        Some(ToolEntry { component, signature: component.tool(name)? })
+        Some(ToolEntry {
+            component,
+            signature: component.tool(name)?,
+        })
     }
 
     pub fn components(&self) -> &[Arc<LoadedComponent>] {
@@ -80,23 +96,38 @@ impl Catalog {
 
 /// Load every `*.wasm` in `dir` (in name order, compiled in parallel). Components
 /// that fail to load are returned as errors beside the catalog of those that did.
-pub fn load_dir(runtime: &Runtime, dir: &Path) -> Result<(Catalog, Vec<CatalogError>), CatalogError> {
+pub fn load_dir(
+    runtime: &Runtime,
+    dir: &Path,
+) -> Result<(Catalog, Vec<CatalogError>), CatalogError> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|source| CatalogError::ReadDir { path: dir.to_owned(), source })?
+        .map_err(|source| CatalogError::ReadDir {
+            path: dir.to_owned(),
+            source,
+        })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "wasm") && p.is_file())
         .collect();
     paths.sort();
 
     let loaded: Vec<Result<LoadedComponent, LoadError>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = paths.iter().map(|p| scope.spawn(|| runtime.load_file(p))).collect();
-        handles.into_iter().map(|h| h.join().expect("component loading thread panicked")).collect()
+        let handles: Vec<_> = paths
+            .iter()
+            .map(|p| scope.spawn(|| runtime.load_file(p)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("component loading thread panicked"))
+            .collect()
     });
 
     let mut catalog = Catalog::default();
     let mut errors = Vec::new();
     for result in loaded {
-        match result.map_err(CatalogError::from).and_then(|c| catalog.add(c)) {
+        match result
+            .map_err(CatalogError::from)
+            .and_then(|c| catalog.add(c))
+        {
             Ok(()) => {}
             Err(e) => errors.push(e),
         }
@@ -112,12 +143,18 @@ pub struct LiveCatalog {
 
 impl LiveCatalog {
     pub fn new(catalog: Catalog) -> Self {
-        Self { current: RwLock::new(Arc::new(catalog)), changes: broadcast::channel(16).0 }
+        Self {
+            current: RwLock::new(Arc::new(catalog)),
+            changes: broadcast::channel(16).0,
+        }
     }
 
     /// The current snapshot; hold it for the length of one request.
     pub fn snapshot(&self) -> Arc<Catalog> {
-        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Swap in a new catalog and tell subscribers the tool list changed.

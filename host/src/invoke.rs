@@ -24,7 +24,11 @@ pub struct ToolOutcome {
 
 impl ToolOutcome {
     pub fn error(message: impl Into<String>) -> Self {
-        Self { content: vec![text_block(message.into())], structured: None, is_error: true }
+        Self {
+            content: vec![text_block(message.into())],
+            structured: None,
+            is_error: true,
+        }
     }
 }
 
@@ -44,7 +48,8 @@ pub async fn invoke(
         Ok(results) => results,
         Err(e) => return ToolOutcome::error(e.to_string()),
     };
-    present(tool, results.first()).unwrap_or_else(|e| ToolOutcome::error(format!("the tool returned a malformed value: {e}")))
+    present(tool, results.first())
+        .unwrap_or_else(|e| ToolOutcome::error(format!("the tool returned a malformed value: {e}")))
 }
 
 fn present(tool: &ToolSignature, result: Option<&Val>) -> Result<ToolOutcome, String> {
@@ -55,7 +60,9 @@ fn present(tool: &ToolSignature, result: Option<&Val>) -> Result<ToolOutcome, St
             (Ok(Some(v)), Some(ty), _) => success_value(ty, v),
             (Ok(None), None, _) => Ok(success(None, None)),
             (Err(Some(v)), _, Some(ty)) => Ok(ToolOutcome::error(render_text(&from_value(v, ty)?))),
-            (Err(None), _, None) => Ok(ToolOutcome::error("the tool reported an error without details")),
+            (Err(None), _, None) => Ok(ToolOutcome::error(
+                "the tool reported an error without details",
+            )),
             _ => Err(format!("result does not match the declared type: {r:?}")),
         },
         (_, other) => Err(format!("unexpected result {other:?}")),
@@ -68,7 +75,11 @@ fn success_value(ty: &WitType, value: &Val) -> Result<ToolOutcome, String> {
             Value::Array(blocks) => blocks,
             block => vec![block],
         };
-        return Ok(ToolOutcome { content: blocks, structured: None, is_error: false });
+        return Ok(ToolOutcome {
+            content: blocks,
+            structured: None,
+            is_error: false,
+        });
     }
     let json = from_value(value, ty)?;
     let text = render_text(&json);
@@ -77,7 +88,11 @@ fn success_value(ty: &WitType, value: &Val) -> Result<ToolOutcome, String> {
 
 fn success(structured: Option<Value>, text: Option<String>) -> ToolOutcome {
     let text = text.unwrap_or_else(|| "done".into());
-    ToolOutcome { content: vec![text_block(text)], structured, is_error: false }
+    ToolOutcome {
+        content: vec![text_block(text)],
+        structured,
+        is_error: false,
+    }
 }
 
 /// Strings as they are; anything else as compact JSON.

@@ -14,12 +14,16 @@ pub fn root() -> PathBuf {
 
 /// The `mcpplus` binary under test (`$MCPPLUS_BIN`, else target/debug/mcpplus).
 pub fn mcpplus_bin() -> PathBuf {
-    std::env::var_os("MCPPLUS_BIN").map(PathBuf::from).unwrap_or_else(|| root().join("target/debug/mcpplus"))
+    std::env::var_os("MCPPLUS_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/debug/mcpplus"))
 }
 
 /// The bundled components built by scripts/build-guest-tools.sh.
 pub fn dist() -> PathBuf {
-    std::env::var_os("MCPPLUS_TOOLS_DIST").map(PathBuf::from).unwrap_or_else(|| root().join("guest-tools/dist"))
+    std::env::var_os("MCPPLUS_TOOLS_DIST")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("guest-tools/dist"))
 }
 
 /// Named test artifacts, so tests say what they use rather than spell paths.
@@ -66,7 +70,11 @@ impl HttpServer {
             match rx.recv_timeout(Duration::from_secs(180)) {
                 Ok(line) => {
                     if let Some(url) = line.strip_prefix("mcpplus: listening on ") {
-                        return Self { child, url: url.trim().to_string(), stderr: rx };
+                        return Self {
+                            child,
+                            url: url.trim().to_string(),
+                            stderr: rx,
+                        };
                     }
                     seen.push(line);
                 }

@@ -23,7 +23,13 @@ async fn post(url: &str, host: Option<&str>, origin: Option<&str>) -> u16 {
 async fn host_and_origin_are_checked() {
     let server = HttpServer::start(&[]);
     assert_eq!(post(&server.url, None, None).await, 200);
-    assert_eq!(post(&server.url, None, Some("http://localhost:3000")).await, 200);
+    assert_eq!(
+        post(&server.url, None, Some("http://localhost:3000")).await,
+        200
+    );
     assert_eq!(post(&server.url, Some("evil.example.com"), None).await, 403);
-    assert_eq!(post(&server.url, None, Some("http://evil.example.com")).await, 403);
+    assert_eq!(
+        post(&server.url, None, Some("http://evil.example.com")).await,
+        403
+    );
 }

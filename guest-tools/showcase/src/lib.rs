@@ -22,7 +22,10 @@ impl Guest for Showcase {
     }
 
     fn scale(p: Point, factor: f32) -> Point {
-        Point { x: p.x * factor as f64, y: p.y * factor as f64 }
+        Point {
+            x: p.x * factor as f64,
+            y: p.y * factor as f64,
+        }
     }
 
     fn area(s: Shape) -> f64 {
@@ -40,14 +43,26 @@ impl Guest for Showcase {
             Color::Blue => "blue",
         };
         let mut granted = Vec::new();
-        for (flag, name) in [(Permissions::READ, "read"), (Permissions::WRITE, "write"), (Permissions::EXECUTE, "execute")] {
+        for (flag, name) in [
+            (Permissions::READ, "read"),
+            (Permissions::WRITE, "write"),
+            (Permissions::EXECUTE, "execute"),
+        ] {
             if perms.contains(flag) {
                 granted.push(name);
             }
         }
-        let granted = if granted.is_empty() { "nothing".to_string() } else { granted.join("+") };
+        let granted = if granted.is_empty() {
+            "nothing".to_string()
+        } else {
+            granted.join("+")
+        };
         let sentence = format!("{initial} is {color} and may {granted}");
-        if loud { sentence.to_uppercase() } else { sentence }
+        if loud {
+            sentence.to_uppercase()
+        } else {
+            sentence
+        }
     }
 
     fn summarize(items: Vec<InventoryItem>) -> InventorySummary {
@@ -76,7 +91,9 @@ impl Guest for Showcase {
         if text.is_empty() {
             return Err(PortError::Empty);
         }
-        let n: u64 = text.parse().map_err(|_| PortError::NotANumber(text.to_string()))?;
+        let n: u64 = text
+            .parse()
+            .map_err(|_| PortError::NotANumber(text.to_string()))?;
         u16::try_from(n).map_err(|_| PortError::OutOfRange(n))
     }
 
@@ -91,8 +108,14 @@ impl Guest for Showcase {
     fn badge(label: String) -> Vec<ContentBlock> {
         vec![
             ContentBlock::Text(format!("badge: {label}")),
-            ContentBlock::Image(Media { data: ONE_PIXEL_PNG.to_vec(), mime_type: "image/png".into() }),
-            ContentBlock::Audio(Media { data: silent_wav(), mime_type: "audio/wav".into() }),
+            ContentBlock::Image(Media {
+                data: ONE_PIXEL_PNG.to_vec(),
+                mime_type: "image/png".into(),
+            }),
+            ContentBlock::Audio(Media {
+                data: silent_wav(),
+                mime_type: "audio/wav".into(),
+            }),
             ContentBlock::Resource(EmbeddedResource {
                 uri: format!("badge://{label}"),
                 mime_type: Some("text/plain".into()),
@@ -106,10 +129,11 @@ impl Guest for Showcase {
 
 /// A valid 1×1 transparent PNG.
 const ONE_PIXEL_PNG: [u8; 67] = [
-    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52, 0x00, 0x00, 0x00,
-    0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1f, 0x15, 0xc4, 0x89, 0x00, 0x00, 0x00, 0x0a, 0x49,
-    0x44, 0x41, 0x54, 0x78, 0x9c, 0x63, 0x00, 0x01, 0x00, 0x00, 0x05, 0x00, 0x01, 0x0d, 0x0a, 0x2d, 0xb4, 0x00, 0x00,
-    0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,
+    0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1f, 0x15, 0xc4,
+    0x89, 0x00, 0x00, 0x00, 0x0a, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9c, 0x63, 0x00, 0x01, 0x00, 0x00,
+    0x05, 0x00, 0x01, 0x0d, 0x0a, 0x2d, 0xb4, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae,
+    0x42, 0x60, 0x82,
 ];
 
 /// 10 ms of 8 kHz 8-bit mono silence as a WAV file.

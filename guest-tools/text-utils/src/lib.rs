@@ -85,7 +85,11 @@ impl Guest for TextUtils {
                 .map(|(i, w)| if i == 0 { w.clone() } else { capitalize(w) })
                 .collect(),
             CaseStyle::Pascal => words.iter().map(|w| capitalize(w)).collect(),
-            CaseStyle::Title => words.iter().map(|w| capitalize(w)).collect::<Vec<_>>().join(" "),
+            CaseStyle::Title => words
+                .iter()
+                .map(|w| capitalize(w))
+                .collect::<Vec<_>>()
+                .join(" "),
             CaseStyle::Upper => words.join(" ").to_uppercase(),
             CaseStyle::Lower => words.join(" "),
         }
@@ -100,7 +104,11 @@ impl Guest for TextUtils {
         for paragraph in text.lines() {
             let mut line = String::new();
             for word in paragraph.split_whitespace() {
-                let needed = if line.is_empty() { word.chars().count() } else { line.chars().count() + 1 + word.chars().count() };
+                let needed = if line.is_empty() {
+                    word.chars().count()
+                } else {
+                    line.chars().count() + 1 + word.chars().count()
+                };
                 if needed > width && !line.is_empty() {
                     lines.push(std::mem::take(&mut line));
                 }
@@ -130,7 +138,8 @@ impl Guest for TextUtils {
         text.split_whitespace()
             .filter_map(|token| {
                 let start = token.find("https://").or_else(|| token.find("http://"))?;
-                let url = token[start..].trim_end_matches(['.', ',', ';', ':', ')', ']', '>', '"', '\'', '!', '?']);
+                let url = token[start..]
+                    .trim_end_matches(['.', ',', ';', ':', ')', ']', '>', '"', '\'', '!', '?']);
                 (url.len() > "https://".len()).then(|| url.to_string())
             })
             .collect()

@@ -26,7 +26,9 @@ pub struct CallArgs {
 pub async fn run(args: CallArgs, common: &super::CommonArgs) -> anyhow::Result<ExitCode> {
     let arguments: Value = serde_json::from_str(&args.args).context("--args is not valid JSON")?;
     let Value::Object(arguments) = arguments else {
-        anyhow::bail!("--args must be a JSON object such as '{{\"text\": \"hi\"}}', got {arguments}");
+        anyhow::bail!(
+            "--args must be a JSON object such as '{{\"text\": \"hi\"}}', got {arguments}"
+        );
     };
     let runtime = common.runtime()?;
     let component = runtime.load_file(&args.component)?;
@@ -39,11 +41,22 @@ pub async fn run(args: CallArgs, common: &super::CommonArgs) -> anyhow::Result<E
             names.join(", ")
         );
     };
-    let outcome = invoke(&runtime, &component, tool, Some(&arguments), &CancellationToken::new()).await;
+    let outcome = invoke(
+        &runtime,
+        &component,
+        tool,
+        Some(&arguments),
+        &CancellationToken::new(),
+    )
+    .await;
     let mut printed = json!({"content": outcome.content, "isError": outcome.is_error});
     if let Some(structured) = &outcome.structured {
         printed["structuredContent"] = structured.clone();
     }
     println!("{}", serde_json::to_string_pretty(&printed)?);
-    Ok(if outcome.is_error { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if outcome.is_error {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

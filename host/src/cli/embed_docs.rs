@@ -26,12 +26,18 @@ pub fn run(args: EmbedDocsArgs) -> anyhow::Result<ExitCode> {
     let (package, _) = resolve
         .push_path(&args.wit)
         .with_context(|| format!("cannot parse the WIT in {}", args.wit.display()))?;
-    let encoded = wit_component::encode(&resolve, package).context("cannot encode the WIT package")?;
-    let bytes = std::fs::read(&args.component).with_context(|| format!("cannot read {}", args.component.display()))?;
+    let encoded =
+        wit_component::encode(&resolve, package).context("cannot encode the WIT package")?;
+    let bytes = std::fs::read(&args.component)
+        .with_context(|| format!("cannot read {}", args.component.display()))?;
     let with_docs = with_docs_section(&bytes, &encoded)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.component.display()))?;
     let out = args.output.unwrap_or(args.component);
     std::fs::write(&out, with_docs).with_context(|| format!("cannot write {}", out.display()))?;
-    eprintln!("embedded docs from {} into {}", args.wit.display(), out.display());
+    eprintln!(
+        "embedded docs from {} into {}",
+        args.wit.display(),
+        out.display()
+    );
     Ok(ExitCode::SUCCESS)
 }

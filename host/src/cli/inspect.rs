@@ -21,9 +21,11 @@ pub struct InspectArgs {
 }
 
 pub fn run(args: InspectArgs, _common: &super::CommonArgs) -> anyhow::Result<ExitCode> {
-    let bytes = std::fs::read(&args.component).with_context(|| format!("cannot read {}", args.component.display()))?;
+    let bytes = std::fs::read(&args.component)
+        .with_context(|| format!("cannot read {}", args.component.display()))?;
     let name = component_name(&args.component);
-    let description = describe_component(&name, &bytes).with_context(|| format!("{}", args.component.display()))?;
+    let description = describe_component(&name, &bytes)
+        .with_context(|| format!("{}", args.component.display()))?;
     let tools: Vec<_> = description
         .tools
         .iter()
@@ -71,7 +73,10 @@ pub fn run(args: InspectArgs, _common: &super::CommonArgs) -> anyhow::Result<Exi
         println!("\nwarning: {w}");
     }
     if !description.has_docs {
-        println!("\nnote: no doc comments embedded; run `mcpplus embed-docs {} --wit <your wit dir>`", args.component.display());
+        println!(
+            "\nnote: no doc comments embedded; run `mcpplus embed-docs {} --wit <your wit dir>`",
+            args.component.display()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -49,7 +49,10 @@ impl CommonArgs {
         if self.no_cache {
             return None;
         }
-        self.cache_dir.clone().or_else(CompileCache::default_dir).map(CompileCache::new)
+        self.cache_dir
+            .clone()
+            .or_else(CompileCache::default_dir)
+            .map(CompileCache::new)
     }
 
     fn limits(&self) -> anyhow::Result<CallLimits> {
@@ -87,7 +90,10 @@ enum Command {
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     logging::init(&cli.common.log, cli.common.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

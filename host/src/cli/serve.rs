@@ -49,13 +49,18 @@ pub async fn run(args: ServeArgs, common: &CommonArgs) -> anyhow::Result<ExitCod
     let (catalog, errors) = {
         let runtime = runtime.clone();
         let dir = dir.clone();
-        tokio::task::spawn_blocking(move || load_dir(&runtime, &dir)).await.context("loading components")??
+        tokio::task::spawn_blocking(move || load_dir(&runtime, &dir))
+            .await
+            .context("loading components")??
     };
     for e in &errors {
         tracing::error!(event = "tool.load_failed", error = %e, "component not loaded");
     }
     if args.strict && !errors.is_empty() {
-        anyhow::bail!("{} component(s) failed to load (see the log above); refusing to serve with --strict", errors.len());
+        anyhow::bail!(
+            "{} component(s) failed to load (see the log above); refusing to serve with --strict",
+            errors.len()
+        );
     }
     for c in catalog.components() {
         let tools: Vec<&str> = c.tools().iter().map(|t| t.name.as_str()).collect();
@@ -78,7 +83,11 @@ pub async fn run(args: ServeArgs, common: &CommonArgs) -> anyhow::Result<ExitCod
                 let _ = tokio::signal::ctrl_c().await;
                 on_signal.cancel();
             });
-            let options = HttpOptions { addr, allowed_hosts: args.allow_hosts, allowed_origins: args.allow_origins };
+            let options = HttpOptions {
+                addr,
+                allowed_hosts: args.allow_hosts,
+                allowed_origins: args.allow_origins,
+            };
             serve_http(server, options, shutdown, |bound| {
                 tracing::info!(event = "server.listening", url = %format!("http://{bound}/mcp"), "serving Streamable HTTP");
                 // Also on stderr as a plain line, so scripts can find the port.

@@ -6,8 +6,9 @@
 use std::sync::Arc;
 
 use rmcp::model::{
-    CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, SubscriptionFilter, Tool,
+    CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock,
+    Implementation, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig,
+    SubscriptionFilter, Tool,
 };
 use rmcp::service::{RequestContext, SubscriptionContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
@@ -44,7 +45,8 @@ fn to_tool(entry: &ToolEntry<'_>) -> Tool {
     if let Some(output) = &sig.output_schema {
         tool["outputSchema"] = output.clone();
     }
-    serde_json::from_value(tool).expect("a tool built from JSON Schema objects is a valid rmcp Tool")
+    serde_json::from_value(tool)
+        .expect("a tool built from JSON Schema objects is a valid rmcp Tool")
 }
 
 fn to_result(outcome: ToolOutcome) -> Result<CallToolResult, McpError> {
@@ -53,20 +55,31 @@ fn to_result(outcome: ToolOutcome) -> Result<CallToolResult, McpError> {
         .into_iter()
         .map(serde_json::from_value)
         .collect::<Result<_, _>>()
-        .map_err(|e| McpError::internal_error(format!("tool produced an invalid content block: {e}"), None))?;
-    let mut result = if outcome.is_error { CallToolResult::error(content) } else { CallToolResult::success(content) };
+        .map_err(|e| {
+            McpError::internal_error(format!("tool produced an invalid content block: {e}"), None)
+        })?;
+    let mut result = if outcome.is_error {
+        CallToolResult::error(content)
+    } else {
+        CallToolResult::success(content)
+    };
     result.structured_content = outcome.structured;
     Ok(result)
 }
 
 impl ServerHandler for McpServer {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_tool_list_changed().build())
-            .with_server_info(Implementation::new("mcpplus", env!("CARGO_PKG_VERSION")))
-            .with_instructions(
-                "Tools served by mcpplus: each is a sandboxed WebAssembly component. \
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tool_list_changed()
+                .build(),
+        )
+        .with_server_info(Implementation::new("mcpplus", env!("CARGO_PKG_VERSION")))
+        .with_instructions(
+            "Tools served by mcpplus: each is a sandboxed WebAssembly component. \
                  The tool list can change while the server runs.",
-            )
+        )
     }
 
     async fn list_tools(
@@ -76,11 +89,16 @@ impl ServerHandler for McpServer {
     ) -> Result<ListToolsResult, McpError> {
         // One page holds every tool; a cursor can only be one we never issued.
         if let Some(cursor) = request.and_then(|r| r.cursor) {
-            return Err(McpError::invalid_params(format!("invalid cursor `{cursor}`: this server returns all tools in one page"), None));
+            return Err(McpError::invalid_params(
+                format!("invalid cursor `{cursor}`: this server returns all tools in one page"),
+                None,
+            ));
         }
         let catalog = self.catalog.snapshot();
         let tools = catalog.tools().map(|e| to_tool(&e)).collect();
-        Ok(ListToolsResult::with_all_items(tools).with_ttl_ms(TOOLS_LIST_TTL_MS).with_cache_scope(CacheScope::Public))
+        Ok(ListToolsResult::with_all_items(tools)
+            .with_ttl_ms(TOOLS_LIST_TTL_MS)
+            .with_cache_scope(CacheScope::Public))
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
@@ -96,15 +114,26 @@ impl ServerHandler for McpServer {
         let Some(entry) = catalog.tool(&request.name) else {
             return Err(McpError::invalid_params(
                 format!("Unknown tool: {}", request.name),
-                Some(json!({"tool": request.name, "hint": "call tools/list for the available tools"})),
+                Some(
+                    json!({"tool": request.name, "hint": "call tools/list for the available tools"}),
+                ),
             ));
         };
-        let outcome =
-            invoke(&self.runtime, entry.component, entry.signature, request.arguments.as_ref(), &context.ct).await;
+        let outcome = invoke(
+            &self.runtime,
+            entry.component,
+            entry.signature,
+            request.arguments.as_ref(),
+            &context.ct,
+        )
+        .await;
         to_result(outcome).map(CallToolResponse::from)
     }
 
-    fn accepted_subscription_filter(&self, requested: &SubscriptionFilter) -> Option<SubscriptionFilter> {
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
         Some(requested.supported_by(&self.get_info().capabilities))
     }
 
@@ -125,4 +154,3 @@ impl ServerHandler for McpServer {
         }
     }
 }
-

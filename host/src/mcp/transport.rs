@@ -14,7 +14,10 @@ use super::handler::McpServer;
 
 /// Serve one client over stdin/stdout until it closes stdin.
 pub async fn serve_stdio(server: McpServer) -> anyhow::Result<()> {
-    let running = server.serve(rmcp::transport::stdio_pipes()).await.context("starting the stdio transport")?;
+    let running = server
+        .serve(rmcp::transport::stdio_pipes())
+        .await
+        .context("starting the stdio transport")?;
     running.waiting().await.context("serving stdio")?;
     Ok(())
 }
@@ -42,13 +45,21 @@ pub async fn serve_http(
         .with_context(|| format!("cannot listen on {}; is the port free?", options.addr))?;
     let addr = listener.local_addr()?;
 
-    let mut hosts: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into(), "[::1]".into()];
+    let mut hosts: Vec<String> = vec![
+        "localhost".into(),
+        "127.0.0.1".into(),
+        "::1".into(),
+        "[::1]".into(),
+    ];
     if !addr.ip().is_unspecified() {
         hosts.push(addr.ip().to_string());
     }
     hosts.extend(options.allowed_hosts.iter().cloned());
-    let mut origins: Vec<String> =
-        vec!["http://localhost:*".into(), "http://127.0.0.1:*".into(), "http://[::1]:*".into()];
+    let mut origins: Vec<String> = vec![
+        "http://localhost:*".into(),
+        "http://127.0.0.1:*".into(),
+        "http://[::1]:*".into(),
+    ];
     origins.extend(options.allowed_origins.iter().cloned());
 
     let config = StreamableHttpServerConfig::default()
@@ -56,8 +67,11 @@ pub async fn serve_http(
         .with_allowed_origins(origins)
         .enforce_origin_validation()
         .with_cancellation_token(shutdown.child_token());
-    let service: StreamableHttpService<McpServer, LocalSessionManager> =
-        StreamableHttpService::new(move || Ok(server.clone()), Arc::new(LocalSessionManager::default()), config);
+    let service: StreamableHttpService<McpServer, LocalSessionManager> = StreamableHttpService::new(
+        move || Ok(server.clone()),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    );
     let router = axum::Router::new().nest_service("/mcp", service);
 
     on_ready(addr);

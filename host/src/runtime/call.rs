@@ -28,7 +28,11 @@ pub struct CallLimits {
 
 impl Default for CallLimits {
     fn default() -> Self {
-        Self { timeout: Duration::from_secs(30), memory_bytes: 256 << 20, output_bytes: 64 << 10 }
+        Self {
+            timeout: Duration::from_secs(30),
+            memory_bytes: 256 << 20,
+            output_bytes: 64 << 10,
+        }
     }
 }
 
@@ -47,7 +51,11 @@ pub enum CallError {
 }
 
 fn stderr_suffix(stderr: &str) -> String {
-    if stderr.is_empty() { String::new() } else { format!("\nguest stderr:\n{stderr}") }
+    if stderr.is_empty() {
+        String::new()
+    } else {
+        format!("\nguest stderr:\n{stderr}")
+    }
 }
 
 /// Call `tool` of `component` with `args`; returns the export's results.
@@ -59,10 +67,19 @@ pub async fn call_tool(
     cancel: &CancellationToken,
 ) -> Result<Vec<Val>, CallError> {
     let limits = runtime.limits().clone();
-    let export = component.export(tool).ok_or_else(|| CallError::UnknownTool(tool.to_string()))?;
-    let result_count = usize::from(component.tool(tool).is_some_and(|t| t.result != crate::schema::ResultShape::Nothing));
+    let export = component
+        .export(tool)
+        .ok_or_else(|| CallError::UnknownTool(tool.to_string()))?;
+    let result_count = usize::from(
+        component
+            .tool(tool)
+            .is_some_and(|t| t.result != crate::schema::ResultShape::Nothing),
+    );
 
-    let store_limits = StoreLimitsBuilder::new().memory_size(limits.memory_bytes).trap_on_grow_failure(true).build();
+    let store_limits = StoreLimitsBuilder::new()
+        .memory_size(limits.memory_bytes)
+        .trap_on_grow_failure(true)
+        .build();
     let (state, output) = HostState::new(store_limits, limits.output_bytes);
     let mut store = Store::new(runtime.engine(), state);
     store.limiter(|s| &mut s.limits);
@@ -73,7 +90,10 @@ pub async fn call_tool(
 
     let started = Instant::now();
     let run = async {
-        let instance = component.instance_pre().instantiate_async(&mut store).await?;
+        let instance = component
+            .instance_pre()
+            .instantiate_async(&mut store)
+            .await?;
         let func = instance
             .get_func(&mut store, export)
             .ok_or_else(|| wasmtime::format_err!("export for `{tool}` is not a function"))?;
@@ -94,7 +114,9 @@ pub async fn call_tool(
 
 fn classify(error: wasmtime::Error, output: &CapturedOutput, limits: &CallLimits) -> CallError {
     let text = format!("{error:#}");
-    if text.contains("forcing trap when growing memory") || text.contains("forcing a memory growth failure") {
+    if text.contains("forcing trap when growing memory")
+        || text.contains("forcing a memory growth failure")
+    {
         return CallError::MemoryLimit(limits.memory_bytes);
     }
     // The root cause says what happened; the wasm backtrace goes to the log only.
@@ -105,10 +127,14 @@ fn classify(error: wasmtime::Error, output: &CapturedOutput, limits: &CallLimits
     if let Some(backtrace) = error.downcast_ref::<wasmtime::WasmBacktrace>() {
         tracing::warn!(error = %message, "guest failed\n{backtrace}");
     }
-    let stderr = String::from_utf8_lossy(&output.stderr.contents()).trim_end().to_string();
-    CallError::Trap { message, stderr: tail(&stderr, 2000) }
+    let stderr = String::from_utf8_lossy(&output.stderr.contents())
+        .trim_end()
+        .to_string();
+    CallError::Trap {
+        message,
+        stderr: tail(&stderr, 2000),
+    }
 }
-
 
 fn tail(s: &str, max: usize) -> String {
     if s.len() <= max {

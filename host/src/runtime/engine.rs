@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use wasmtime::component::types::ComponentItem;
-use wasmtime::component::types::ComponentFunc;
-use wasmtime::component::{Component, Linker, Val};
 use wasmtime::StoreContextMut;
+use wasmtime::component::types::ComponentFunc;
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, Linker, Val};
 use wasmtime::{Config, Engine};
 
 use super::cache::CompileCache;
@@ -32,12 +32,21 @@ impl Runtime {
     /// Build the engine. `cache` = `None` compiles every component from scratch.
     pub fn new(cache: Option<CompileCache>, limits: CallLimits) -> anyhow::Result<Self> {
         let mut config = Config::new();
-        config.wasm_component_model(true).epoch_interruption(true).parallel_compilation(true);
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .parallel_compilation(true);
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         let ticker = EpochTicker::start(engine.clone());
-        Ok(Self { engine, linker, cache, limits, _ticker: ticker })
+        Ok(Self {
+            engine,
+            linker,
+            cache,
+            limits,
+            _ticker: ticker,
+        })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -73,7 +82,9 @@ impl Runtime {
                         }
                     }
                 }
-                ComponentItem::ComponentFunc(_) => linker.root().func_new(name, missing_import(name.to_string()))?,
+                ComponentItem::ComponentFunc(_) => linker
+                    .root()
+                    .func_new(name, missing_import(name.to_string()))?,
                 _ => {}
             }
         }
@@ -89,7 +100,10 @@ impl Runtime {
 /// A host function that fails the call, naming the import the host lacks.
 fn missing_import(
     name: String,
-) -> impl Fn(StoreContextMut<'_, HostState>, ComponentFunc, &[Val], &mut [Val]) -> wasmtime::Result<()> + Send + Sync + 'static {
+) -> impl Fn(StoreContextMut<'_, HostState>, ComponentFunc, &[Val], &mut [Val]) -> wasmtime::Result<()>
++ Send
++ Sync
++ 'static {
     move |_, _, _, _| {
         Err(wasmtime::format_err!(
             "the component called `{name}`, an import this host does not provide"

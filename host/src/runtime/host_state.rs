@@ -27,13 +27,26 @@ impl HostState {
             stdout: MemoryOutputPipe::new(output_capacity),
             stderr: MemoryOutputPipe::new(output_capacity),
         };
-        let wasi = WasiCtxBuilder::new().stdout(output.stdout.clone()).stderr(output.stderr.clone()).build();
-        (Self { wasi, table: ResourceTable::new(), limits }, output)
+        let wasi = WasiCtxBuilder::new()
+            .stdout(output.stdout.clone())
+            .stderr(output.stderr.clone())
+            .build();
+        (
+            Self {
+                wasi,
+                table: ResourceTable::new(),
+                limits,
+            },
+            output,
+        )
     }
 }
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }

@@ -28,20 +28,34 @@ pub struct LoadedComponent {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("{path}: cannot read the file: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
 }
 
 impl LoadedComponent {
     pub(crate) fn load_file(runtime: &Runtime, path: &Path) -> Result<Self, LoadError> {
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: path.to_owned(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         let name = component_name(path);
         Self::load_bytes(runtime, &name, path, &bytes)
     }
 
-    pub(crate) fn load_bytes(runtime: &Runtime, name: &str, path: &Path, bytes: &[u8]) -> Result<Self, LoadError> {
-        let invalid = |message: String| LoadError::Invalid { path: path.to_owned(), message };
+    pub(crate) fn load_bytes(
+        runtime: &Runtime,
+        name: &str,
+        path: &Path,
+        bytes: &[u8],
+    ) -> Result<Self, LoadError> {
+        let invalid = |message: String| LoadError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
         let description = describe_component(name, bytes).map_err(|e| invalid(e.to_string()))?;
         let digest = digest(bytes);
         let started = Instant::now();
@@ -51,13 +65,21 @@ impl LoadedComponent {
         }
         .map_err(|e| invalid(format!("does not compile: {e:#}")))?;
         let compile_time = started.elapsed();
-        let linker = runtime.linker_for(&component).map_err(|e| invalid(format!("cannot link: {e:#}")))?;
-        let pre = linker.instantiate_pre(&component).map_err(|e| invalid(format!("cannot link: {e:#}")))?;
+        let linker = runtime
+            .linker_for(&component)
+            .map_err(|e| invalid(format!("cannot link: {e:#}")))?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| invalid(format!("cannot link: {e:#}")))?;
 
         let mut exports = HashMap::new();
         for tool in &description.tools {
-            let index = export_index(&component, tool)
-                .ok_or_else(|| invalid(format!("export `{}` not found in the component", tool.export)))?;
+            let index = export_index(&component, tool).ok_or_else(|| {
+                invalid(format!(
+                    "export `{}` not found in the component",
+                    tool.export
+                ))
+            })?;
             exports.insert(tool.name.clone(), index);
         }
         Ok(Self {
@@ -99,5 +121,7 @@ fn export_index(component: &Component, tool: &ToolSignature) -> Option<Component
 
 /// `tools/text_utils.wasm` → `text_utils`.
 pub fn component_name(path: &Path) -> String {
-    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "component".into())
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "component".into())
 }

@@ -23,10 +23,16 @@ pub struct ConvertError {
 
 impl ConvertError {
     fn expected(path: &str, ty: &WitType, got: &Value) -> Self {
-        Self { path: path.to_string(), problem: format!("expected {}, got {}", ty.describe(), short(got)) }
+        Self {
+            path: path.to_string(),
+            problem: format!("expected {}, got {}", ty.describe(), short(got)),
+        }
     }
     fn new(path: &str, problem: impl Into<String>) -> Self {
-        Self { path: path.to_string(), problem: problem.into() }
+        Self {
+            path: path.to_string(),
+            problem: problem.into(),
+        }
     }
 }
 
@@ -43,10 +49,20 @@ pub fn arguments_to_values(
 ) -> Result<Vec<Val>, ConvertError> {
     let empty = Map::new();
     let arguments = arguments.unwrap_or(&empty);
-    if let Some(unknown) = arguments.keys().find(|k| !params.iter().any(|(p, _)| p == *k)) {
+    if let Some(unknown) = arguments
+        .keys()
+        .find(|k| !params.iter().any(|(p, _)| p == *k))
+    {
         let names: Vec<&str> = params.iter().map(|(p, _)| p.as_str()).collect();
-        let expected = if names.is_empty() { "this tool takes no arguments".to_string() } else { format!("expected one of: {}", names.join(", ")) };
-        return Err(ConvertError::new(&format!("arguments.{unknown}"), format!("unknown argument; {expected}")));
+        let expected = if names.is_empty() {
+            "this tool takes no arguments".to_string()
+        } else {
+            format!("expected one of: {}", names.join(", "))
+        };
+        return Err(ConvertError::new(
+            &format!("arguments.{unknown}"),
+            format!("unknown argument; {expected}"),
+        ));
     }
     params
         .iter()
@@ -58,7 +74,10 @@ pub fn arguments_to_values(
 fn field_value(json: Option<&Value>, ty: &WitType, path: &str) -> Result<Val, ConvertError> {
     match (json, ty) {
         (None, WitType::Option(_)) => Ok(Val::Option(None)),
-        (None, _) => Err(ConvertError::new(path, format!("missing required value (expected {})", ty.describe()))),
+        (None, _) => Err(ConvertError::new(
+            path,
+            format!("missing required value (expected {})", ty.describe()),
+        )),
         (Some(v), _) => to_value(v, ty, path),
     }
 }
@@ -68,14 +87,46 @@ pub fn to_value(json: &Value, ty: &WitType, path: &str) -> Result<Val, ConvertEr
     let bad = || ConvertError::expected(path, ty, json);
     Ok(match ty {
         WitType::Bool => Val::Bool(json.as_bool().ok_or_else(bad)?),
-        WitType::S8 => Val::S8(integer(json).and_then(|i| i8::try_from(i).ok()).ok_or_else(bad)?),
-        WitType::U8 => Val::U8(integer(json).and_then(|i| u8::try_from(i).ok()).ok_or_else(bad)?),
-        WitType::S16 => Val::S16(integer(json).and_then(|i| i16::try_from(i).ok()).ok_or_else(bad)?),
-        WitType::U16 => Val::U16(integer(json).and_then(|i| u16::try_from(i).ok()).ok_or_else(bad)?),
-        WitType::S32 => Val::S32(integer(json).and_then(|i| i32::try_from(i).ok()).ok_or_else(bad)?),
-        WitType::U32 => Val::U32(integer(json).and_then(|i| u32::try_from(i).ok()).ok_or_else(bad)?),
-        WitType::S64 => Val::S64(integer(json).and_then(|i| i64::try_from(i).ok()).ok_or_else(bad)?),
-        WitType::U64 => Val::U64(integer(json).and_then(|i| u64::try_from(i).ok()).ok_or_else(bad)?),
+        WitType::S8 => Val::S8(
+            integer(json)
+                .and_then(|i| i8::try_from(i).ok())
+                .ok_or_else(bad)?,
+        ),
+        WitType::U8 => Val::U8(
+            integer(json)
+                .and_then(|i| u8::try_from(i).ok())
+                .ok_or_else(bad)?,
+        ),
+        WitType::S16 => Val::S16(
+            integer(json)
+                .and_then(|i| i16::try_from(i).ok())
+                .ok_or_else(bad)?,
+        ),
+        WitType::U16 => Val::U16(
+            integer(json)
+                .and_then(|i| u16::try_from(i).ok())
+                .ok_or_else(bad)?,
+        ),
+        WitType::S32 => Val::S32(
+            integer(json)
+                .and_then(|i| i32::try_from(i).ok())
+                .ok_or_else(bad)?,
+        ),
+        WitType::U32 => Val::U32(
+            integer(json)
+                .and_then(|i| u32::try_from(i).ok())
+                .ok_or_else(bad)?,
+        ),
+        WitType::S64 => Val::S64(
+            integer(json)
+                .and_then(|i| i64::try_from(i).ok())
+                .ok_or_else(bad)?,
+        ),
+        WitType::U64 => Val::U64(
+            integer(json)
+                .and_then(|i| u64::try_from(i).ok())
+                .ok_or_else(bad)?,
+        ),
         WitType::F32 => {
             let f = float(json).ok_or_else(bad)?;
             if f.is_finite() && f.abs() > f32::MAX as f64 {
@@ -96,7 +147,12 @@ pub fn to_value(json: &Value, ty: &WitType, path: &str) -> Result<Val, ConvertEr
         WitType::List(inner) if **inner == WitType::U8 && json.is_string() => {
             let bytes = BASE64
                 .decode(json.as_str().unwrap_or_default())
-                .map_err(|e| ConvertError::new(path, format!("expected {}, got invalid base64 ({e})", ty.describe())))?;
+                .map_err(|e| {
+                    ConvertError::new(
+                        path,
+                        format!("expected {}, got invalid base64 ({e})", ty.describe()),
+                    )
+                })?;
             Val::List(bytes.into_iter().map(Val::U8).collect())
         }
         WitType::List(inner) => Val::List(elements(json, inner, path, None).ok_or_else(bad)??),
@@ -104,7 +160,10 @@ pub fn to_value(json: &Value, ty: &WitType, path: &str) -> Result<Val, ConvertEr
             Val::FixedLengthList(elements(json, inner, path, Some(*n as usize)).ok_or_else(bad)??)
         }
         WitType::Tuple(types) => {
-            let items = json.as_array().filter(|a| a.len() == types.len()).ok_or_else(bad)?;
+            let items = json
+                .as_array()
+                .filter(|a| a.len() == types.len())
+                .ok_or_else(bad)?;
             Val::Tuple(
                 items
                     .iter()
@@ -116,7 +175,10 @@ pub fn to_value(json: &Value, ty: &WitType, path: &str) -> Result<Val, ConvertEr
         }
         WitType::Record(record) => {
             let object = json.as_object().ok_or_else(bad)?;
-            if let Some(unknown) = object.keys().find(|k| !record.fields.iter().any(|f| &f.name == *k)) {
+            if let Some(unknown) = object
+                .keys()
+                .find(|k| !record.fields.iter().any(|f| &f.name == *k))
+            {
                 let names: Vec<&str> = record.fields.iter().map(|f| f.name.as_str()).collect();
                 return Err(ConvertError::new(
                     &format!("{path}.{unknown}"),
@@ -127,23 +189,36 @@ pub fn to_value(json: &Value, ty: &WitType, path: &str) -> Result<Val, ConvertEr
                 record
                     .fields
                     .iter()
-                    .map(|f| Ok((f.name.clone(), field_value(object.get(&f.name), &f.ty, &format!("{path}.{}", f.name))?)))
+                    .map(|f| {
+                        Ok((
+                            f.name.clone(),
+                            field_value(object.get(&f.name), &f.ty, &format!("{path}.{}", f.name))?,
+                        ))
+                    })
                     .collect::<Result<_, _>>()?,
             )
         }
         WitType::Variant(variant) => {
             let (name, payload) = tagged(json).ok_or_else(bad)?;
-            let case = variant.cases.iter().find(|c| c.name == name).ok_or_else(bad)?;
+            let case = variant
+                .cases
+                .iter()
+                .find(|c| c.name == name)
+                .ok_or_else(bad)?;
             match (&case.ty, payload) {
                 (None, None) => Val::Variant(name.to_string(), None),
-                (Some(t), Some(p)) => {
-                    Val::Variant(name.to_string(), Some(Box::new(to_value(p, t, &format!("{path}.{name}"))?)))
-                }
+                (Some(t), Some(p)) => Val::Variant(
+                    name.to_string(),
+                    Some(Box::new(to_value(p, t, &format!("{path}.{name}"))?)),
+                ),
                 _ => return Err(bad()),
             }
         }
         WitType::Enum(e) => {
-            let s = json.as_str().filter(|s| e.cases.iter().any(|c| c.0 == *s)).ok_or_else(bad)?;
+            let s = json
+                .as_str()
+                .filter(|s| e.cases.iter().any(|c| c.0 == *s))
+                .ok_or_else(bad)?;
             Val::Enum(s.to_string())
         }
         WitType::Flags(f) => {
@@ -164,15 +239,25 @@ pub fn to_value(json: &Value, ty: &WitType, path: &str) -> Result<Val, ConvertEr
             Value::Null => Val::Option(None),
             _ if inner.json_can_be_null() => {
                 let some = single_key(json, "some").ok_or_else(bad)?;
-                Val::Option(Some(Box::new(to_value(some, inner, &format!("{path}.some"))?)))
+                Val::Option(Some(Box::new(to_value(
+                    some,
+                    inner,
+                    &format!("{path}.some"),
+                )?)))
             }
             _ => Val::Option(Some(Box::new(to_value(json, inner, path)?))),
         },
         WitType::Result { ok, err } => {
-            let side = |t: &Option<Box<WitType>>, v: &Value, key: &str| -> Result<Option<Box<Val>>, ConvertError> {
+            let side = |t: &Option<Box<WitType>>,
+                        v: &Value,
+                        key: &str|
+             -> Result<Option<Box<Val>>, ConvertError> {
                 match t {
                     None if v.is_null() => Ok(None),
-                    None => Err(ConvertError::new(&format!("{path}.{key}"), format!("expected null, got {}", short(v)))),
+                    None => Err(ConvertError::new(
+                        &format!("{path}.{key}"),
+                        format!("expected null, got {}", short(v)),
+                    )),
                     Some(t) => Ok(Some(Box::new(to_value(v, t, &format!("{path}.{key}"))?))),
                 }
             };
@@ -184,13 +269,20 @@ pub fn to_value(json: &Value, ty: &WitType, path: &str) -> Result<Val, ConvertEr
                 return Err(bad());
             }
         }
-        WitType::ContentBlock => content::content_block_value(json).map_err(|e| ConvertError::new(path, e))?,
+        WitType::ContentBlock => {
+            content::content_block_value(json).map_err(|e| ConvertError::new(path, e))?
+        }
     })
 }
 
 /// Render a guest value of type `ty` as JSON.
 pub fn from_value(val: &Val, ty: &WitType) -> Result<Value, String> {
-    let mismatch = || format!("guest returned {val:?} where the WIT type is {}", ty.describe());
+    let mismatch = || {
+        format!(
+            "guest returned {val:?} where the WIT type is {}",
+            ty.describe()
+        )
+    };
     Ok(match (ty, val) {
         (WitType::Bool, Val::Bool(b)) => json!(b),
         (WitType::S8, Val::S8(i)) => json!(i),
@@ -206,25 +298,49 @@ pub fn from_value(val: &Val, ty: &WitType) -> Result<Value, String> {
         (WitType::Char, Val::Char(c)) => json!(c.to_string()),
         (WitType::String, Val::String(s)) => json!(s),
         (WitType::List(inner), Val::List(items)) if **inner == WitType::U8 => {
-            let bytes: Vec<u8> = items.iter().map(|v| if let Val::U8(b) = v { Ok(*b) } else { Err(mismatch()) }).collect::<Result<_, _>>()?;
+            let bytes: Vec<u8> = items
+                .iter()
+                .map(|v| {
+                    if let Val::U8(b) = v {
+                        Ok(*b)
+                    } else {
+                        Err(mismatch())
+                    }
+                })
+                .collect::<Result<_, _>>()?;
             json!(base64::engine::general_purpose::STANDARD.encode(bytes))
         }
-        (WitType::List(inner), Val::List(items)) | (WitType::FixedList(inner, _), Val::FixedLengthList(items)) => {
-            Value::Array(items.iter().map(|v| from_value(v, inner)).collect::<Result<_, _>>()?)
-        }
-        (WitType::Tuple(types), Val::Tuple(items)) if types.len() == items.len() => {
-            Value::Array(items.iter().zip(types).map(|(v, t)| from_value(v, t)).collect::<Result<_, _>>()?)
-        }
+        (WitType::List(inner), Val::List(items))
+        | (WitType::FixedList(inner, _), Val::FixedLengthList(items)) => Value::Array(
+            items
+                .iter()
+                .map(|v| from_value(v, inner))
+                .collect::<Result<_, _>>()?,
+        ),
+        (WitType::Tuple(types), Val::Tuple(items)) if types.len() == items.len() => Value::Array(
+            items
+                .iter()
+                .zip(types)
+                .map(|(v, t)| from_value(v, t))
+                .collect::<Result<_, _>>()?,
+        ),
         (WitType::Record(record), Val::Record(fields)) => {
             let mut object = Map::new();
             for field in &record.fields {
-                let (_, v) = fields.iter().find(|(n, _)| *n == field.name).ok_or_else(mismatch)?;
+                let (_, v) = fields
+                    .iter()
+                    .find(|(n, _)| *n == field.name)
+                    .ok_or_else(mismatch)?;
                 object.insert(field.name.clone(), from_value(v, &field.ty)?);
             }
             Value::Object(object)
         }
         (WitType::Variant(variant), Val::Variant(name, payload)) => {
-            let case = variant.cases.iter().find(|c| &c.name == name).ok_or_else(mismatch)?;
+            let case = variant
+                .cases
+                .iter()
+                .find(|c| &c.name == name)
+                .ok_or_else(mismatch)?;
             match (&case.ty, payload) {
                 (None, None) => json!(name),
                 (Some(t), Some(p)) => json!({ name.as_str(): from_value(p, t)? }),
@@ -234,10 +350,18 @@ pub fn from_value(val: &Val, ty: &WitType) -> Result<Value, String> {
         (WitType::Enum(_), Val::Enum(name)) => json!(name),
         (WitType::Flags(f), Val::Flags(set)) => {
             // Declaration order, so output is deterministic.
-            json!(f.flags.iter().filter(|(n, _)| set.contains(n)).map(|(n, _)| n).collect::<Vec<_>>())
+            json!(
+                f.flags
+                    .iter()
+                    .filter(|(n, _)| set.contains(n))
+                    .map(|(n, _)| n)
+                    .collect::<Vec<_>>()
+            )
         }
         (WitType::Option(_), Val::Option(None)) => Value::Null,
-        (WitType::Option(inner), Val::Option(Some(v))) if inner.json_can_be_null() => json!({"some": from_value(v, inner)?}),
+        (WitType::Option(inner), Val::Option(Some(v))) if inner.json_can_be_null() => {
+            json!({"some": from_value(v, inner)?})
+        }
         (WitType::Option(inner), Val::Option(Some(v))) => from_value(v, inner)?,
         (WitType::Result { ok, err }, Val::Result(r)) => {
             let side = |t: &Option<Box<WitType>>, v: &Option<Box<Val>>| match (t, v) {
@@ -285,18 +409,33 @@ fn float_json(f: f64) -> Value {
     if f.is_nan() {
         json!(NON_FINITE[0])
     } else if f.is_infinite() {
-        json!(if f > 0.0 { NON_FINITE[1] } else { NON_FINITE[2] })
+        json!(if f > 0.0 {
+            NON_FINITE[1]
+        } else {
+            NON_FINITE[2]
+        })
     } else {
         json!(f)
     }
 }
 
-fn elements(json: &Value, inner: &WitType, path: &str, exact: Option<usize>) -> Option<Result<Vec<Val>, ConvertError>> {
+fn elements(
+    json: &Value,
+    inner: &WitType,
+    path: &str,
+    exact: Option<usize>,
+) -> Option<Result<Vec<Val>, ConvertError>> {
     let items = json.as_array()?;
     if exact.is_some_and(|n| n != items.len()) {
         return None;
     }
-    Some(items.iter().enumerate().map(|(i, v)| to_value(v, inner, &format!("{path}[{i}]"))).collect())
+    Some(
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| to_value(v, inner, &format!("{path}[{i}]")))
+            .collect(),
+    )
 }
 
 /// `"case"` → (case, None); `{"case": payload}` → (case, Some(payload)).
@@ -309,7 +448,9 @@ fn tagged(json: &Value) -> Option<(&str, Option<&Value>)> {
 }
 
 fn single_key<'a>(json: &'a Value, key: &str) -> Option<&'a Value> {
-    json.as_object().filter(|o| o.len() == 1).and_then(|o| o.get(key))
+    json.as_object()
+        .filter(|o| o.len() == 1)
+        .and_then(|o| o.get(key))
 }
 
 /// A JSON value shortened for an error message.

@@ -18,21 +18,29 @@ pub const DOCS_SECTION: &str = "mcpplus:wit-docs";
 /// decoded from the component). Items are matched by name; unmatched ones keep no docs.
 pub fn inject_docs(target: &mut Resolve, source: &Resolve) {
     // Interfaces by fully qualified name, e.g. `mcpplus:examples/text@0.1.0`.
-    let source_ifaces: HashMap<String, wit_parser::InterfaceId> =
-        source.interfaces.iter().filter_map(|(id, _)| Some((source.id_of(id)?, id))).collect();
+    let source_ifaces: HashMap<String, wit_parser::InterfaceId> = source
+        .interfaces
+        .iter()
+        .filter_map(|(id, _)| Some((source.id_of(id)?, id)))
+        .collect();
     // World-level (freestanding) functions, by name, from every world of the source.
     let mut world_funcs: HashMap<String, Docs> = HashMap::new();
     for (_, world) in source.worlds.iter() {
         for item in world.exports.values().chain(world.imports.values()) {
             if let WorldItem::Function(f) = item {
-                world_funcs.entry(f.name.clone()).or_insert_with(|| f.docs.clone());
+                world_funcs
+                    .entry(f.name.clone())
+                    .or_insert_with(|| f.docs.clone());
             }
         }
     }
 
     let target_ifaces: Vec<_> = target.interfaces.iter().map(|(id, _)| id).collect();
     for id in target_ifaces {
-        let Some(source_id) = target.id_of(id).and_then(|name| source_ifaces.get(&name).copied()) else {
+        let Some(source_id) = target
+            .id_of(id)
+            .and_then(|name| source_ifaces.get(&name).copied())
+        else {
             continue;
         };
         let source_iface = &source.interfaces[source_id];
@@ -66,9 +74,15 @@ pub fn inject_docs(target: &mut Resolve, source: &Resolve) {
     let target_types: Vec<_> = target.types.iter().map(|(id, _)| id).collect();
     for id in target_types {
         let def = &target.types[id];
-        let (Some(name), TypeOwner::Interface(owner)) = (&def.name, def.owner) else { continue };
-        let Some(owner) = target.id_of(owner) else { continue };
-        let Some(&src_id) = source_types.get(&(owner, name.clone())) else { continue };
+        let (Some(name), TypeOwner::Interface(owner)) = (&def.name, def.owner) else {
+            continue;
+        };
+        let Some(owner) = target.id_of(owner) else {
+            continue;
+        };
+        let Some(&src_id) = source_types.get(&(owner, name.clone())) else {
+            continue;
+        };
         let src = &source.types[src_id];
         let def = &mut target.types[id];
         def.docs = src.docs.clone();
@@ -116,7 +130,9 @@ pub struct FunctionDocs {
 /// Lines like `- name: text`, `* `name` - text` that name a parameter document it; a
 /// heading such as `# Parameters` or `Arguments:` just before them is dropped too.
 pub fn split_function_docs(docs: Option<&str>, param_names: &[&str]) -> FunctionDocs {
-    let Some(docs) = docs else { return FunctionDocs::default() };
+    let Some(docs) = docs else {
+        return FunctionDocs::default();
+    };
     let mut params = HashMap::new();
     let mut kept: Vec<&str> = Vec::new();
     for line in docs.lines() {
@@ -128,14 +144,22 @@ pub fn split_function_docs(docs: Option<&str>, param_names: &[&str]) -> Function
     }
     // Drop headings that introduced the parameter list, and trailing blank lines.
     let is_heading = |l: &str| {
-        let l = l.trim().trim_start_matches('#').trim().trim_end_matches(':').to_ascii_lowercase();
+        let l = l
+            .trim()
+            .trim_start_matches('#')
+            .trim()
+            .trim_end_matches(':')
+            .to_ascii_lowercase();
         matches!(l.as_str(), "parameters" | "params" | "arguments" | "args")
     };
     if !params.is_empty() {
         kept.retain(|l| !is_heading(l));
     }
     let description = kept.join("\n").trim().to_string();
-    FunctionDocs { description: (!description.is_empty()).then_some(description), params }
+    FunctionDocs {
+        description: (!description.is_empty()).then_some(description),
+        params,
+    }
 }
 
 fn param_line(line: &str) -> Option<(&str, &str)> {
@@ -164,7 +188,10 @@ pub fn find_docs_section(component: &[u8]) -> Option<&[u8]> {
 pub fn with_docs_section(component: &[u8], package: &[u8]) -> Result<Vec<u8>, String> {
     let sections = top_level_sections(component)?;
     let mut out = component[..8].to_vec();
-    for s in sections.iter().filter(|s| !(s.id == 0 && s.custom_name() == Some(DOCS_SECTION))) {
+    for s in sections
+        .iter()
+        .filter(|s| !(s.id == 0 && s.custom_name() == Some(DOCS_SECTION)))
+    {
         out.extend_from_slice(s.raw);
     }
     let mut body = Vec::new();
@@ -189,7 +216,9 @@ impl<'a> Section<'a> {
         std::str::from_utf8(self.body.get(n..n + len as usize)?).ok()
     }
     fn custom_data(&self) -> &'a [u8] {
-        let Some((len, n)) = read_leb128(self.body) else { return &[] };
+        let Some((len, n)) = read_leb128(self.body) else {
+            return &[];
+        };
         self.body.get(n + len as usize..).unwrap_or(&[])
     }
 }
@@ -206,8 +235,15 @@ fn top_level_sections(bytes: &[u8]) -> Result<Vec<Section<'_>>, String> {
         let id = bytes[pos];
         let (len, n) = read_leb128(&bytes[pos + 1..]).ok_or("truncated section header")?;
         let body_start = pos + 1 + n;
-        let end = body_start.checked_add(len as usize).filter(|e| *e <= bytes.len()).ok_or("truncated section")?;
-        sections.push(Section { id, raw: &bytes[start..end], body: &bytes[body_start..end] });
+        let end = body_start
+            .checked_add(len as usize)
+            .filter(|e| *e <= bytes.len())
+            .ok_or("truncated section")?;
+        sections.push(Section {
+            id,
+            raw: &bytes[start..end],
+            body: &bytes[body_start..end],
+        });
         pos = end;
     }
     Ok(sections)
@@ -244,7 +280,10 @@ mod tests {
     fn parameter_lines_leave_the_description() {
         let docs = "Count words.\n\n# Parameters\n- `text`: the text\n* min-length - shortest word counted\n- unrelated: stays";
         let split = split_function_docs(Some(docs), &["text", "min-length"]);
-        assert_eq!(split.description.as_deref(), Some("Count words.\n\n- unrelated: stays"));
+        assert_eq!(
+            split.description.as_deref(),
+            Some("Count words.\n\n- unrelated: stays")
+        );
         assert_eq!(split.params["text"], "the text");
         assert_eq!(split.params["min-length"], "shortest word counted");
     }
@@ -262,6 +301,10 @@ mod tests {
     #[test]
     fn core_modules_are_refused() {
         let core = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
-        assert!(with_docs_section(&core, b"x").unwrap_err().contains("not a WebAssembly component"));
+        assert!(
+            with_docs_section(&core, b"x")
+                .unwrap_err()
+                .contains("not a WebAssembly component")
+        );
     }
 }

@@ -39,10 +39,13 @@ pub fn schema_for(ty: &WitType, dir: Direction) -> Value {
         WitType::Char => json!({"type": "string", "minLength": 1, "maxLength": 1}),
         WitType::String => json!({"type": "string"}),
         WitType::List(inner) if **inner == WitType::U8 => {
-            let b64 = json!({"type": "string", "contentEncoding": "base64", "pattern": BASE64_PATTERN});
+            let b64 =
+                json!({"type": "string", "contentEncoding": "base64", "pattern": BASE64_PATTERN});
             match dir {
                 Direction::Output => b64,
-                Direction::Input => json!({"anyOf": [b64, {"type": "array", "items": int(0, 255)}]}),
+                Direction::Input => {
+                    json!({"anyOf": [b64, {"type": "array", "items": int(0, 255)}]})
+                }
             }
         }
         WitType::List(inner) => json!({"type": "array", "items": schema_for(inner, dir)}),
@@ -57,7 +60,10 @@ pub fn schema_for(ty: &WitType, dir: Direction) -> Value {
             "maxItems": items.len(),
         }),
         WitType::Record(r) => {
-            let fields = r.fields.iter().map(|f| (f.name.as_str(), &f.ty, f.docs.as_deref()));
+            let fields = r
+                .fields
+                .iter()
+                .map(|f| (f.name.as_str(), &f.ty, f.docs.as_deref()));
             let mut schema = object_schema(fields, dir);
             describe(&mut schema, r.docs.as_deref());
             schema
@@ -82,7 +88,10 @@ pub fn schema_for(ty: &WitType, dir: Direction) -> Value {
         WitType::Enum(e) => {
             let names: Vec<&str> = e.cases.iter().map(|c| c.0.as_str()).collect();
             let mut schema = json!({"type": "string", "enum": names});
-            describe(&mut schema, docs_with_cases(e.docs.as_deref(), &e.cases).as_deref());
+            describe(
+                &mut schema,
+                docs_with_cases(e.docs.as_deref(), &e.cases).as_deref(),
+            );
             schema
         }
         WitType::Flags(f) => {
@@ -90,7 +99,10 @@ pub fn schema_for(ty: &WitType, dir: Direction) -> Value {
             let mut schema = json!({
                 "type": "array", "items": {"type": "string", "enum": names}, "uniqueItems": true
             });
-            describe(&mut schema, docs_with_cases(f.docs.as_deref(), &f.flags).as_deref());
+            describe(
+                &mut schema,
+                docs_with_cases(f.docs.as_deref(), &f.flags).as_deref(),
+            );
             schema
         }
         WitType::Option(inner) if inner.json_can_be_null() => json!({
@@ -98,7 +110,10 @@ pub fn schema_for(ty: &WitType, dir: Direction) -> Value {
         }),
         WitType::Option(inner) => json!({"anyOf": [schema_for(inner, dir), {"type": "null"}]}),
         WitType::Result { ok, err } => {
-            let side = |t: &Option<Box<WitType>>| t.as_ref().map_or(json!({"type": "null"}), |t| schema_for(t, dir));
+            let side = |t: &Option<Box<WitType>>| {
+                t.as_ref()
+                    .map_or(json!({"type": "null"}), |t| schema_for(t, dir))
+            };
             json!({"oneOf": [single_key("ok", side(ok)), single_key("err", side(err))]})
         }
         WitType::ContentBlock => content_block_schema(),
@@ -170,7 +185,11 @@ fn docs_with_cases(docs: Option<&str>, cases: &[(String, Option<String>)]) -> Op
     match (docs, documented.is_empty()) {
         (None, true) => None,
         (Some(d), true) => Some(d.to_string()),
-        (d, false) => Some(format!("{}{}", d.map(|d| format!("{d}\n")).unwrap_or_default(), documented.join("\n"))),
+        (d, false) => Some(format!(
+            "{}{}",
+            d.map(|d| format!("{d}\n")).unwrap_or_default(),
+            documented.join("\n")
+        )),
     }
 }
 

@@ -10,7 +10,9 @@ pub mod signature;
 pub mod wit_type;
 
 pub use convert::{ConvertError, arguments_to_values, from_value, to_value};
-pub use signature::{ComponentDescription, ExportPath, ResultShape, ToolSignature, describe_component};
+pub use signature::{
+    ComponentDescription, ExportPath, ResultShape, ToolSignature, describe_component,
+};
 pub use wit_type::WitType;
 
 #[cfg(test)]

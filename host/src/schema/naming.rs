@@ -13,7 +13,13 @@ pub fn tool_name(parts: &[&str]) -> String {
     let joined = parts.join("_");
     let name: String = joined
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if name.len() <= MAX_TOOL_NAME {
         return name;
@@ -25,7 +31,9 @@ pub fn tool_name(parts: &[&str]) -> String {
 /// True when `name` is acceptable to every MCP host we know of.
 pub fn is_valid_tool_name(name: &str) -> bool {
     (1..=MAX_TOOL_NAME).contains(&name.len())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 #[cfg(test)]
@@ -35,7 +43,10 @@ mod tests {
     #[test]
     fn kebab_becomes_snake() {
         assert_eq!(tool_name(&["word-count"]), "word_count");
-        assert_eq!(tool_name(&["text-utils", "word-count"]), "text_utils_word_count");
+        assert_eq!(
+            tool_name(&["text-utils", "word-count"]),
+            "text_utils_word_count"
+        );
     }
 
     #[test]

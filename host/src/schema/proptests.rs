@@ -53,29 +53,63 @@ fn arb_type() -> impl Strategy<Value = WitType> {
             Just(WitType::List(Box::new(WitType::U8))),
             (inner.clone(), 0u32..4).prop_map(|(t, n)| WitType::FixedList(Box::new(t), n)),
             proptest::collection::vec(inner.clone(), 1..4).prop_map(WitType::Tuple),
-            (unique_idents(0, 4), proptest::collection::vec(inner.clone(), 4)).prop_map(|(names, types)| {
-                WitType::Record(Record {
+            (
+                unique_idents(0, 4),
+                proptest::collection::vec(inner.clone(), 4)
+            )
+                .prop_map(|(names, types)| {
+                    WitType::Record(Record {
+                        name: None,
+                        docs: None,
+                        fields: names
+                            .into_iter()
+                            .zip(types)
+                            .map(|(name, ty)| Field {
+                                name,
+                                docs: None,
+                                ty,
+                            })
+                            .collect(),
+                    })
+                }),
+            (
+                unique_idents(1, 4),
+                proptest::collection::vec(proptest::option::of(inner.clone()), 4)
+            )
+                .prop_map(|(names, types)| WitType::Variant(Variant {
                     name: None,
                     docs: None,
-                    fields: names.into_iter().zip(types).map(|(name, ty)| Field { name, docs: None, ty }).collect(),
-                })
-            }),
-            (unique_idents(1, 4), proptest::collection::vec(proptest::option::of(inner.clone()), 4)).prop_map(
-                |(names, types)| WitType::Variant(Variant {
-                    name: None,
-                    docs: None,
-                    cases: names.into_iter().zip(types).map(|(name, ty)| Case { name, docs: None, ty }).collect(),
-                })
-            ),
+                    cases: names
+                        .into_iter()
+                        .zip(types)
+                        .map(|(name, ty)| Case {
+                            name,
+                            docs: None,
+                            ty
+                        })
+                        .collect(),
+                })),
             inner.clone().prop_map(|t| WitType::Option(Box::new(t))),
-            (proptest::option::of(inner.clone()), proptest::option::of(inner))
-                .prop_map(|(ok, err)| WitType::Result { ok: ok.map(Box::new), err: err.map(Box::new) }),
+            (
+                proptest::option::of(inner.clone()),
+                proptest::option::of(inner)
+            )
+                .prop_map(|(ok, err)| WitType::Result {
+                    ok: ok.map(Box::new),
+                    err: err.map(Box::new)
+                }),
         ]
     })
 }
 
 fn finite_f64() -> impl Strategy<Value = f64> {
-    prop_oneof![-1e300f64..1e300, Just(0.0), Just(-0.0), Just(f64::MAX), Just(f64::MIN_POSITIVE)]
+    prop_oneof![
+        -1e300f64..1e300,
+        Just(0.0),
+        Just(-0.0),
+        Just(f64::MAX),
+        Just(f64::MIN_POSITIVE)
+    ]
 }
 
 fn arb_value(ty: &WitType) -> BoxedStrategy<Val> {
@@ -89,15 +123,24 @@ fn arb_value(ty: &WitType) -> BoxedStrategy<Val> {
         WitType::U32 => any::<u32>().prop_map(Val::U32).boxed(),
         WitType::S64 => any::<i64>().prop_map(Val::S64).boxed(),
         WitType::U64 => any::<u64>().prop_map(Val::U64).boxed(),
-        WitType::F32 => prop_oneof![-3.0e38f32..3.0e38, Just(f32::MAX), Just(f32::MIN)].prop_map(Val::Float32).boxed(),
+        WitType::F32 => prop_oneof![-3.0e38f32..3.0e38, Just(f32::MAX), Just(f32::MIN)]
+            .prop_map(Val::Float32)
+            .boxed(),
         WitType::F64 => finite_f64().prop_map(Val::Float64).boxed(),
         WitType::Char => any::<char>().prop_map(Val::Char).boxed(),
         WitType::String => any::<String>().prop_map(Val::String).boxed(),
-        WitType::List(t) => proptest::collection::vec(arb_value(t), 0..4).prop_map(Val::List).boxed(),
-        WitType::FixedList(t, n) => {
-            proptest::collection::vec(arb_value(t), *n as usize).prop_map(Val::FixedLengthList).boxed()
-        }
-        WitType::Tuple(ts) => ts.iter().map(arb_value).collect::<Vec<_>>().prop_map(Val::Tuple).boxed(),
+        WitType::List(t) => proptest::collection::vec(arb_value(t), 0..4)
+            .prop_map(Val::List)
+            .boxed(),
+        WitType::FixedList(t, n) => proptest::collection::vec(arb_value(t), *n as usize)
+            .prop_map(Val::FixedLengthList)
+            .boxed(),
+        WitType::Tuple(ts) => ts
+            .iter()
+            .map(arb_value)
+            .collect::<Vec<_>>()
+            .prop_map(Val::Tuple)
+            .boxed(),
         WitType::Record(r) => {
             let names: Vec<String> = r.fields.iter().map(|f| f.name.clone()).collect();
             r.fields
@@ -115,29 +158,40 @@ fn arb_value(ty: &WitType) -> BoxedStrategy<Val> {
                     let name = c.name.clone();
                     match &c.ty {
                         None => Just(Val::Variant(name, None)).boxed(),
-                        Some(t) => arb_value(t).prop_map(move |p| Val::Variant(name.clone(), Some(Box::new(p)))).boxed(),
+                        Some(t) => arb_value(t)
+                            .prop_map(move |p| Val::Variant(name.clone(), Some(Box::new(p))))
+                            .boxed(),
                     }
                 })
                 .collect();
             proptest::strategy::Union::new(cases).boxed()
         }
-        WitType::Enum(e) => proptest::sample::select(e.cases.iter().map(|c| c.0.clone()).collect::<Vec<_>>())
-            .prop_map(Val::Enum)
-            .boxed(),
+        WitType::Enum(e) => {
+            proptest::sample::select(e.cases.iter().map(|c| c.0.clone()).collect::<Vec<_>>())
+                .prop_map(Val::Enum)
+                .boxed()
+        }
         WitType::Flags(f) => {
             let names: Vec<String> = f.flags.iter().map(|c| c.0.clone()).collect();
-            proptest::sample::subsequence(names.clone(), 0..=names.len()).prop_map(Val::Flags).boxed()
+            proptest::sample::subsequence(names.clone(), 0..=names.len())
+                .prop_map(Val::Flags)
+                .boxed()
         }
-        WitType::Option(t) => {
-            prop_oneof![Just(Val::Option(None)), arb_value(t).prop_map(|v| Val::Option(Some(Box::new(v))))].boxed()
-        }
+        WitType::Option(t) => prop_oneof![
+            Just(Val::Option(None)),
+            arb_value(t).prop_map(|v| Val::Option(Some(Box::new(v))))
+        ]
+        .boxed(),
         WitType::Result { ok, err } => {
             let side = |t: &Option<Box<WitType>>| match t {
                 None => Just(None).boxed(),
                 Some(t) => arb_value(t).prop_map(|v| Some(Box::new(v))).boxed(),
             };
-            prop_oneof![side(ok).prop_map(|v| Val::Result(Ok(v))), side(err).prop_map(|v| Val::Result(Err(v)))]
-                .boxed()
+            prop_oneof![
+                side(ok).prop_map(|v| Val::Result(Ok(v))),
+                side(err).prop_map(|v| Val::Result(Err(v)))
+            ]
+            .boxed()
         }
         WitType::ContentBlock => unreachable!("not generated"),
     }
@@ -155,17 +209,33 @@ fn arb_input_json(ty: &WitType) -> BoxedStrategy<Value> {
             }),
         ]
         .boxed(),
-        WitType::U8 => prop_oneof![any::<u8>().prop_map(|i| json!(i)), any::<u8>().prop_map(|i| json!(i as f64))].boxed(),
-        WitType::List(t) => proptest::collection::vec(arb_input_json(t), 0..4).prop_map(Value::Array).boxed(),
+        WitType::U8 => prop_oneof![
+            any::<u8>().prop_map(|i| json!(i)),
+            any::<u8>().prop_map(|i| json!(i as f64))
+        ]
+        .boxed(),
+        WitType::List(t) => proptest::collection::vec(arb_input_json(t), 0..4)
+            .prop_map(Value::Array)
+            .boxed(),
         WitType::Record(r) => {
             let fields: Vec<(String, bool, BoxedStrategy<Value>)> = r
                 .fields
                 .iter()
-                .map(|f| (f.name.clone(), matches!(f.ty, WitType::Option(_)), arb_input_json(&f.ty)))
+                .map(|f| {
+                    (
+                        f.name.clone(),
+                        matches!(f.ty, WitType::Option(_)),
+                        arb_input_json(&f.ty),
+                    )
+                })
                 .collect();
-            let (names, optional): (Vec<String>, Vec<bool>) = fields.iter().map(|(n, o, _)| (n.clone(), *o)).unzip();
+            let (names, optional): (Vec<String>, Vec<bool>) =
+                fields.iter().map(|(n, o, _)| (n.clone(), *o)).unzip();
             let values: Vec<BoxedStrategy<Value>> = fields.into_iter().map(|(_, _, s)| s).collect();
-            (values, proptest::collection::vec(any::<bool>(), names.len()))
+            (
+                values,
+                proptest::collection::vec(any::<bool>(), names.len()),
+            )
                 .prop_map(move |(values, omit)| {
                     let mut object = Map::new();
                     for (i, v) in values.into_iter().enumerate() {
@@ -179,7 +249,9 @@ fn arb_input_json(ty: &WitType) -> BoxedStrategy<Value> {
         }
         other => {
             let other = other.clone();
-            arb_value(&other).prop_map(move |v| from_value(&v, &other).expect("renderable")).boxed()
+            arb_value(&other)
+                .prop_map(move |v| from_value(&v, &other).expect("renderable"))
+                .boxed()
         }
     }
 }
@@ -257,7 +329,9 @@ fn non_finite_floats_round_trip_as_strings() {
         let json = from_value(&Val::Float64(f), &WitType::F64).unwrap();
         assert!(json.is_string());
         assert!(validator(&schema_for(&WitType::F64, Direction::Output)).is_valid(&json));
-        let Val::Float64(back) = to_value(&json, &WitType::F64, "x").unwrap() else { panic!() };
+        let Val::Float64(back) = to_value(&json, &WitType::F64, "x").unwrap() else {
+            panic!()
+        };
         assert!(back.is_nan() == f.is_nan() && (f.is_nan() || back == f));
     }
 }
@@ -267,26 +341,46 @@ fn errors_name_the_path_and_the_expected_type() {
     let item = WitType::Record(Record {
         name: Some("item".into()),
         docs: None,
-        fields: vec![Field { name: "count".into(), docs: None, ty: WitType::U8 }],
+        fields: vec![Field {
+            name: "count".into(),
+            docs: None,
+            ty: WitType::U8,
+        }],
     });
     let params = vec![("items".to_string(), WitType::List(Box::new(item)))];
     let args = json!({"items": [{"count": 1}, {"count": 2}, {"count": 300}]});
     let err = super::arguments_to_values(args.as_object(), &params).unwrap_err();
-    assert_eq!(err.to_string(), "arguments.items[2].count: expected u8 (0..=255), got 300");
+    assert_eq!(
+        err.to_string(),
+        "arguments.items[2].count: expected u8 (0..=255), got 300"
+    );
 
     let err = super::arguments_to_values(json!({}).as_object(), &params).unwrap_err();
-    assert_eq!(err.to_string(), "arguments.items: missing required value (expected list (an array))");
+    assert_eq!(
+        err.to_string(),
+        "arguments.items: missing required value (expected list (an array))"
+    );
 
-    let err = super::arguments_to_values(json!({"items": [], "extra": 1}).as_object(), &params).unwrap_err();
-    assert_eq!(err.to_string(), "arguments.extra: unknown argument; expected one of: items");
+    let err = super::arguments_to_values(json!({"items": [], "extra": 1}).as_object(), &params)
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "arguments.extra: unknown argument; expected one of: items"
+    );
 }
 
 #[test]
 fn integer_schemas_carry_exact_ranges() {
-    assert_eq!(schema_for(&WitType::U8, Direction::Input), json!({"type": "integer", "minimum": 0, "maximum": 255}));
+    assert_eq!(
+        schema_for(&WitType::U8, Direction::Input),
+        json!({"type": "integer", "minimum": 0, "maximum": 255})
+    );
     assert_eq!(
         schema_for(&WitType::S64, Direction::Input),
         json!({"type": "integer", "minimum": i64::MIN, "maximum": i64::MAX})
     );
-    assert_eq!(schema_for(&WitType::U64, Direction::Input)["maximum"], json!(u64::MAX));
+    assert_eq!(
+        schema_for(&WitType::U64, Direction::Input)["maximum"],
+        json!(u64::MAX)
+    );
 }

@@ -43,7 +43,10 @@ pub enum ResultShape {
     /// A plain value: `structuredContent` + text.
     Value(WitType),
     /// A top-level `result<T, E>`: `ok` as a value, `err` as `isError: true`.
-    Fallible { ok: Option<WitType>, err: Option<WitType> },
+    Fallible {
+        ok: Option<WitType>,
+        err: Option<WitType>,
+    },
 }
 
 impl ResultShape {
@@ -94,15 +97,40 @@ pub struct ComponentDescription {
 pub enum DescribeError {
     #[error("not a WebAssembly component: {0}")]
     NotAComponent(String),
-    #[error("two exports of this component map to the tool name `{name}` ({first} and {second}); rename one in its WIT")]
-    DuplicateName { name: String, first: ExportPath, second: ExportPath },
+    #[error(
+        "two exports of this component map to the tool name `{name}` ({first} and {second}); rename one in its WIT"
+    )]
+    DuplicateName {
+        name: String,
+        first: ExportPath,
+        second: ExportPath,
+    },
 }
 
 /// Describe a component binary: its tools and its imports.
-pub fn describe_component(component_name: &str, bytes: &[u8]) -> Result<ComponentDescription, DescribeError> {
-    let decoded = wit_parser::decoding::decode(bytes).map_err(|e| DescribeError::NotAComponent(format!("{e:#}")))?;
+pub fn describe_component(
+    component_name: &str,
+    bytes: &[u8],
+) -> Result<ComponentDescription, DescribeError> {
+    match bytes.get(..8) {
+        Some([0, b'a', b's', b'm', 0x0d, 0, 1, 0]) => {}
+        Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => {
+            return Err(DescribeError::NotAComponent(
+                "this is a core WebAssembly module; build for the wasm32-wasip2 target, which produces a component".into(),
+            ));
+        }
+        _ => {
+            return Err(DescribeError::NotAComponent(
+                "the file does not start with a WebAssembly header".into(),
+            ));
+        }
+    }
+    let decoded = wit_parser::decoding::decode(bytes)
+        .map_err(|e| DescribeError::NotAComponent(format!("{e:#}")))?;
     let wit_parser::decoding::DecodedWasm::Component(mut resolve, world) = decoded else {
-        return Err(DescribeError::NotAComponent("this is a WIT package, not a component".into()));
+        return Err(DescribeError::NotAComponent(
+            "this is a WIT package, not a component".into(),
+        ));
     };
     let mut warnings = Vec::new();
     let mut has_docs = false;
@@ -112,20 +140,36 @@ pub fn describe_component(component_name: &str, bytes: &[u8]) -> Result<Componen
                 inject_docs(&mut resolve, docs.resolve());
                 has_docs = true;
             }
-            Err(e) => warnings.push(format!("embedded docs could not be read ({e}); run `mcpplus embed-docs` again")),
+            Err(e) => warnings.push(format!(
+                "embedded docs could not be read ({e}); run `mcpplus embed-docs` again"
+            )),
         }
     }
 
     let world = &resolve.worlds[world];
-    let imports = world.imports.keys().map(|k| resolve.name_world_key(k)).collect();
+    let imports = world
+        .imports
+        .keys()
+        .map(|k| resolve.name_world_key(k))
+        .collect();
 
     let mut found: Vec<(ExportPath, Option<String>, &Function)> = Vec::new();
     for (key, item) in &world.exports {
         match item {
-            WorldItem::Function(f) => found.push((ExportPath { interface: None, function: f.name.clone() }, None, f)),
+            WorldItem::Function(f) => found.push((
+                ExportPath {
+                    interface: None,
+                    function: f.name.clone(),
+                },
+                None,
+                f,
+            )),
             WorldItem::Interface { id, .. } => {
                 let iface = &resolve.interfaces[*id];
-                if iface.package.is_some_and(|p| resolve.packages[p].name.namespace == "wasi") {
+                if iface
+                    .package
+                    .is_some_and(|p| resolve.packages[p].name.namespace == "wasi")
+                {
                     continue;
                 }
                 let export_name = resolve.name_world_key(key);
@@ -134,11 +178,16 @@ pub fn describe_component(component_name: &str, bytes: &[u8]) -> Result<Componen
                 }
                 let short = match key {
                     WorldKey::Name(n) => n.clone(),
-                    WorldKey::Interface(_) => iface.name.clone().unwrap_or_else(|| export_name.clone()),
+                    WorldKey::Interface(_) => {
+                        iface.name.clone().unwrap_or_else(|| export_name.clone())
+                    }
                 };
                 for f in iface.functions.values() {
                     found.push((
-                        ExportPath { interface: Some(export_name.clone()), function: f.name.clone() },
+                        ExportPath {
+                            interface: Some(export_name.clone()),
+                            function: f.name.clone(),
+                        },
                         Some(short.clone()),
                         f,
                     ));
@@ -152,7 +201,11 @@ pub fn describe_component(component_name: &str, bytes: &[u8]) -> Result<Componen
     let plain = |f: &Function| tool_name(&[&f.name]);
     let mut tools: Vec<ToolSignature> = Vec::new();
     for (export, short, func) in &found {
-        let clash = found.iter().filter(|(_, _, g)| plain(g) == plain(func)).count() > 1;
+        let clash = found
+            .iter()
+            .filter(|(_, _, g)| plain(g) == plain(func))
+            .count()
+            > 1;
         let name = match (clash, short) {
             (true, Some(short)) => tool_name(&[short, &func.name]),
             _ => plain(func),
@@ -172,7 +225,12 @@ pub fn describe_component(component_name: &str, bytes: &[u8]) -> Result<Componen
         }
     }
     tools.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(ComponentDescription { tools, imports, warnings, has_docs })
+    Ok(ComponentDescription {
+        tools,
+        imports,
+        warnings,
+        has_docs,
+    })
 }
 
 fn signature(
@@ -188,12 +246,17 @@ fn signature(
         .map(|p| Ok((p.name.clone(), WitType::from_wit(resolve, &p.ty)?)))
         .collect::<Result<_, UnsupportedType>>()?;
     if params.iter().any(|(_, t)| contains_content(t)) {
-        return Err(UnsupportedType("content-block (it can only be returned, not passed in)".into()));
+        return Err(UnsupportedType(
+            "content-block (it can only be returned, not passed in)".into(),
+        ));
     }
     let result = match &func.result {
         None => ResultShape::Nothing,
         Some(ty) => match WitType::from_wit(resolve, ty)? {
-            WitType::Result { ok, err } => ResultShape::Fallible { ok: ok.map(|t| *t), err: err.map(|t| *t) },
+            WitType::Result { ok, err } => ResultShape::Fallible {
+                ok: ok.map(|t| *t),
+                err: err.map(|t| *t),
+            },
             other => ResultShape::Value(other),
         },
     };
@@ -203,11 +266,26 @@ fn signature(
         .description
         .unwrap_or_else(|| format!("`{}` from component `{component_name}`.", func.name));
 
-    let mut input_schema =
-        object_schema(params.iter().map(|(n, t)| (n.as_str(), t, docs.params.get(n).map(String::as_str))), Direction::Input);
+    let mut input_schema = object_schema(
+        params
+            .iter()
+            .map(|(n, t)| (n.as_str(), t, docs.params.get(n).map(String::as_str))),
+        Direction::Input,
+    );
     input_schema["$schema"] = json!("https://json-schema.org/draft/2020-12/schema");
-    let output_schema = result.ok_type().filter(|t| !is_content(t)).map(output_schema_for);
-    Ok(ToolSignature { name, export, description, params, result, input_schema, output_schema })
+    let output_schema = result
+        .ok_type()
+        .filter(|t| !is_content(t))
+        .map(output_schema_for);
+    Ok(ToolSignature {
+        name,
+        export,
+        description,
+        params,
+        result,
+        input_schema,
+        output_schema,
+    })
 }
 
 /// `structuredContent` must be an object: records are sent as they are, anything
@@ -244,7 +322,11 @@ fn contains_content(ty: &WitType) -> bool {
         WitType::List(t) | WitType::FixedList(t, _) | WitType::Option(t) => contains_content(t),
         WitType::Tuple(ts) => ts.iter().any(contains_content),
         WitType::Record(r) => r.fields.iter().any(|f| contains_content(&f.ty)),
-        WitType::Variant(v) => v.cases.iter().filter_map(|c| c.ty.as_ref()).any(contains_content),
+        WitType::Variant(v) => v
+            .cases
+            .iter()
+            .filter_map(|c| c.ty.as_ref())
+            .any(contains_content),
         WitType::Result { ok, err } => ok.iter().chain(err.iter()).any(|t| contains_content(t)),
         _ => false,
     }

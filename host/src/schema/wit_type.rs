@@ -85,7 +85,9 @@ pub struct Flags {
 
 /// Why a WIT type cannot be offered to an MCP client.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("type `{0}` has no JSON form (resources, futures, streams and maps are not supported in tool signatures)")]
+#[error(
+    "type `{0}` has no JSON form (resources, futures, streams and maps are not supported in tool signatures)"
+)]
 pub struct UnsupportedType(pub String);
 
 /// Where the content-block type lives: a type named this in an interface of this package.
@@ -145,7 +147,11 @@ impl WitType {
                                 Ok(Case {
                                     name: c.name.clone(),
                                     docs: clean_docs(c.docs.contents.as_deref()),
-                                    ty: c.ty.as_ref().map(|t| WitType::from_wit(resolve, t)).transpose()?,
+                                    ty: c
+                                        .ty
+                                        .as_ref()
+                                        .map(|t| WitType::from_wit(resolve, t))
+                                        .transpose()?,
                                 })
                             })
                             .collect::<Result<_, _>>()?,
@@ -169,19 +175,34 @@ impl WitType {
                             .collect(),
                     }),
                     TypeDefKind::Tuple(t) => WitType::Tuple(
-                        t.types.iter().map(|t| WitType::from_wit(resolve, t)).collect::<Result<_, _>>()?,
+                        t.types
+                            .iter()
+                            .map(|t| WitType::from_wit(resolve, t))
+                            .collect::<Result<_, _>>()?,
                     ),
-                    TypeDefKind::Option(t) => WitType::Option(Box::new(WitType::from_wit(resolve, t)?)),
+                    TypeDefKind::Option(t) => {
+                        WitType::Option(Box::new(WitType::from_wit(resolve, t)?))
+                    }
                     TypeDefKind::Result(r) => WitType::Result {
-                        ok: r.ok.as_ref().map(|t| WitType::from_wit(resolve, t).map(Box::new)).transpose()?,
-                        err: r.err.as_ref().map(|t| WitType::from_wit(resolve, t).map(Box::new)).transpose()?,
+                        ok: r
+                            .ok
+                            .as_ref()
+                            .map(|t| WitType::from_wit(resolve, t).map(Box::new))
+                            .transpose()?,
+                        err: r
+                            .err
+                            .as_ref()
+                            .map(|t| WitType::from_wit(resolve, t).map(Box::new))
+                            .transpose()?,
                     },
                     TypeDefKind::List(t) => WitType::List(Box::new(WitType::from_wit(resolve, t)?)),
                     TypeDefKind::FixedLengthList(t, n) => {
                         WitType::FixedList(Box::new(WitType::from_wit(resolve, t)?), *n)
                     }
                     TypeDefKind::Resource | TypeDefKind::Handle(_) => {
-                        return Err(UnsupportedType(name.unwrap_or_else(|| "resource handle".into())));
+                        return Err(UnsupportedType(
+                            name.unwrap_or_else(|| "resource handle".into()),
+                        ));
                     }
                     TypeDefKind::Map(..) => return Err(UnsupportedType("map".into())),
                     TypeDefKind::Future(_) => return Err(UnsupportedType("future".into())),
@@ -244,12 +265,16 @@ fn is_content_block(resolve: &Resolve, def: &wit_parser::TypeDef) -> bool {
     if def.name.as_deref() != Some(CONTENT_TYPE) {
         return false;
     }
-    let TypeOwner::Interface(iface) = def.owner else { return false };
+    let TypeOwner::Interface(iface) = def.owner else {
+        return false;
+    };
     let iface = &resolve.interfaces[iface];
     if iface.name.as_deref() != Some(CONTENT_INTERFACE) {
         return false;
     }
-    let Some(pkg) = iface.package else { return false };
+    let Some(pkg) = iface.package else {
+        return false;
+    };
     let name = &resolve.packages[pkg].name;
     (name.namespace.as_str(), name.name.as_str()) == CONTENT_PACKAGE
 }

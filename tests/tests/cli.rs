@@ -1,0 +1,163 @@
+//! The tool-author commands (`inspect`, `call`, `embed-docs`) and load errors,
+//! run as a user would run them.
+
+use std::process::{Command, Output};
+
+use mcpplus_tests::{artifacts, mcpplus_bin, root};
+use serde_json::Value;
+
+fn mcpplus(args: &[&str]) -> Output {
+    Command::new(mcpplus_bin())
+        .args(args)
+        .output()
+        .expect("run mcpplus")
+}
+
+fn json_stdout(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+#[test]
+fn inspect_json_lists_tools_schemas_and_imports() {
+    let out = mcpplus(&["inspect", artifacts::showcase().to_str().unwrap(), "--json"]);
+    assert!(out.status.success());
+    let report = json_stdout(&out);
+    let tools = report["tools"].as_array().unwrap();
+    assert_eq!(tools.len(), 13);
+    assert_eq!(report["hasDocs"], true);
+    assert!(
+        report["imports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i == "mcpplus:host/types@0.1.0")
+    );
+    let echo = tools.iter().find(|t| t["name"] == "echo").unwrap();
+    assert_eq!(echo["export"], "mcpplus:examples/showcase@0.1.0#echo");
+    assert_eq!(
+        echo["inputSchema"]["required"],
+        serde_json::json!(["message"])
+    );
+}
+
+#[test]
+fn call_runs_one_tool_without_a_client() {
+    let out = mcpplus(&[
+        "call",
+        artifacts::text_utils().to_str().unwrap(),
+        "slugify",
+        "--args",
+        r#"{"text":"Hello, World!"}"#,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        json_stdout(&out)["structuredContent"]["result"],
+        "hello-world"
+    );
+}
+
+#[test]
+fn call_reports_bad_arguments_and_unknown_tools() {
+    let wasm = artifacts::text_utils();
+    let out = mcpplus(&[
+        "call",
+        wasm.to_str().unwrap(),
+        "wrap",
+        "--args",
+        r#"{"text":"x","width":-1}"#,
+    ]);
+    assert!(!out.status.success());
+    let result = json_stdout(&out);
+    assert_eq!(result["isError"], true);
+    assert_eq!(
+        result["content"][0]["text"],
+        "invalid arguments: arguments.width: expected u16 (0..=65535), got -1"
+    );
+
+    let out = mcpplus(&["call", wasm.to_str().unwrap(), "nope"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("has no tool `nope`") && stderr.contains("word_count"),
+        "{stderr}"
+    );
+
+    let out = mcpplus(&["call", wasm.to_str().unwrap(), "wrap", "--args", "[1]"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--args must be a JSON object"));
+}
+
+#[test]
+fn without_embedded_docs_tools_still_work_and_inspect_says_how_to_fix_it() {
+    let raw = root().join("guest-tools/target/wasm32-wasip2/release/text_utils.wasm");
+    let out = mcpplus(&["inspect", raw.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("no doc comments embedded"), "{text}");
+    assert!(
+        text.contains("`word-count` from component `text_utils`."),
+        "{text}"
+    );
+
+    // embed-docs puts them back.
+    let dir = std::env::temp_dir().join(format!("mcpplus-embed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join("text_utils.wasm");
+    std::fs::copy(&raw, &copy).unwrap();
+    let wit = root().join("guest-tools/text-utils/wit");
+    assert!(
+        mcpplus(&[
+            "embed-docs",
+            copy.to_str().unwrap(),
+            "--wit",
+            wit.to_str().unwrap()
+        ])
+        .status
+        .success()
+    );
+    let report = json_stdout(&mcpplus(&["inspect", copy.to_str().unwrap(), "--json"]));
+    assert_eq!(report["hasDocs"], true);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_tool_name_collision_is_a_clear_load_error() {
+    let dir = std::env::temp_dir().join(format!("mcpplus-collide-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(artifacts::showcase(), dir.join("a_showcase.wasm")).unwrap();
+    std::fs::copy(artifacts::showcase(), dir.join("b_showcase.wasm")).unwrap();
+    let out = mcpplus(&[
+        "serve",
+        "--tools",
+        dir.to_str().unwrap(),
+        "--strict",
+        "--log-format",
+        "text",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("tool `area` is already provided by component `a_showcase`"),
+        "collision not reported clearly:\n{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn not_a_component_is_refused_with_a_reason() {
+    let dir = std::env::temp_dir().join(format!("mcpplus-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("broken.wasm");
+    std::fs::write(&bad, b"\0asm\x01\0\0\0").unwrap();
+    let out = mcpplus(&["inspect", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a WebAssembly component"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
