@@ -9,7 +9,8 @@ MCPPLUS="${MCPPLUS_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/mcpplus}"
 DIST="$ROOT/guest-tools/dist"
 mkdir -p "$DIST/fixtures"
 
-cargo build --locked --release --target wasm32-wasip2 --quiet
+# Guests have their own workspace and target folder, whatever CARGO_TARGET_DIR says.
+CARGO_TARGET_DIR="$ROOT/guest-tools/target" cargo build --locked --release --target wasm32-wasip2 --quiet
 OUT="$ROOT/guest-tools/target/wasm32-wasip2/release"
 
 install_rust_tool() { # crate-dir artifact-name dest

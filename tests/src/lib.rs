@@ -80,6 +80,7 @@ impl HttpServer {
                 }
                 Err(_) => {
                     let _ = child.kill();
+                    let _ = child.wait();
                     panic!("mcpplus did not start listening:\n{}", seen.join("\n"));
                 }
             }
