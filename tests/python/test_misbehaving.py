@@ -2,9 +2,13 @@
 panics, missing imports, endless loops and memory hogs become tool errors, and guest
 output never reaches the stdio protocol stream."""
 
-import pytest
+import time
 
-from conftest import DIST, FIXTURES, connect
+import anyio
+import pytest
+from mcp import Client
+
+from conftest import FIXTURES, HttpServer, connect
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(300)]
 
@@ -42,3 +46,27 @@ async def test_failures_are_contained_and_explained():
         # The server is still healthy.
         ok = await client.call_tool("allocate", {"mebibytes": 4})
         assert not ok.is_error and ok.structured_content == {"result": 4}
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_a_client_that_gives_up_stops_the_guest(mode):
+    """The client times out and cancels (notifications/cancelled, or a closed
+    request stream on 2026-07-28 HTTP); the spinning guest must stop then, long
+    before its own 120 s deadline."""
+    server = HttpServer("--tools", str(FIXTURES), "--call-timeout", "120")
+    try:
+        async with Client(server.url, mode=mode) as client:
+            with pytest.raises(Exception):
+                await client.call_tool("spin", {}, read_timeout_seconds=1)
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                if any('"tool.failed"' in l and '"spin"' in l and "cancelled" in l for l in server.stderr_lines):
+                    break
+                await anyio.sleep(0.1)
+            else:
+                pytest.fail("the guest was not stopped after the client cancelled:\n" + "".join(server.stderr_lines[-20:]))
+            # And the server still answers.
+            ok = await client.call_tool("chatty", {"lines": 1})
+            assert not ok.is_error
+    finally:
+        server.stop()

@@ -108,7 +108,15 @@ pub async fn call_tool(
         r = run => r.map_err(|e| classify(e, &output, &limits)),
     };
     log_guest_output(&component.name, tool, &output);
-    tracing::debug!(component = %component.name, tool, elapsed_ms = started.elapsed().as_millis() as u64, ok = outcome.is_ok(), "call finished");
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    match &outcome {
+        Ok(_) => {
+            tracing::debug!(event = "tool.completed", component = %component.name, tool, elapsed_ms, "call completed")
+        }
+        Err(e) => {
+            tracing::info!(event = "tool.failed", component = %component.name, tool, elapsed_ms, error = %e, "call failed")
+        }
+    }
     outcome
 }
 
