@@ -30,7 +30,9 @@ ensure_venv() {
 
 build_host() {
     log "building mcpplus"
-    cargo build --locked -p mcpplus
+    # All targets, so dependency features match `cargo test --workspace` and nothing
+    # is compiled twice.
+    cargo build --locked --workspace --all-targets
 }
 
 build_guests() {

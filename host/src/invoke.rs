@@ -23,6 +23,13 @@ pub struct ToolOutcome {
 }
 
 impl ToolOutcome {
+    /// Bytes of JSON this outcome sends (content + structured content).
+    pub fn encoded_size(&self) -> usize {
+        let json_len = |v: &Value| serde_json::to_vec(v).map_or(0, |b| b.len());
+        self.content.iter().map(json_len).sum::<usize>()
+            + self.structured.as_ref().map_or(0, json_len)
+    }
+
     pub fn error(message: impl Into<String>) -> Self {
         Self {
             content: vec![text_block(message.into())],
@@ -48,8 +55,19 @@ pub async fn invoke(
         Ok(results) => results,
         Err(e) => return ToolOutcome::error(e.to_string()),
     };
-    present(tool, results.first())
-        .unwrap_or_else(|e| ToolOutcome::error(format!("the tool returned a malformed value: {e}")))
+    let outcome = present(tool, results.first()).unwrap_or_else(|e| {
+        ToolOutcome::error(format!("the tool returned a malformed value: {e}"))
+    });
+    let limit = runtime.limits_for(&component.name, &tool.name).result_bytes;
+    let size = outcome.encoded_size();
+    if size > limit {
+        tracing::warn!(event = "limit.exceeded", limit = "result", component = %component.name, tool = %tool.name,
+            size_bytes = size, limit_bytes = limit, "result over the limit was withheld");
+        return ToolOutcome::error(format!(
+            "the tool's result is {size} bytes, over its limit of {limit} bytes; ask for less, or raise result_kib for this tool"
+        ));
+    }
+    outcome
 }
 
 fn present(tool: &ToolSignature, result: Option<&Val>) -> Result<ToolOutcome, String> {

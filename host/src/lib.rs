@@ -5,6 +5,7 @@
 
 pub mod catalog;
 pub mod cli;
+pub mod config;
 pub mod content;
 pub mod invoke;
 pub mod mcp;

@@ -161,3 +161,114 @@ fn not_a_component_is_refused_with_a_reason() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a WebAssembly component"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Log lines (JSON) of one `serve --strict` start that stops at once (stdin closed).
+fn start_and_stop(cache: &std::path::Path, tools: &std::path::Path) -> Vec<Value> {
+    let out = Command::new(mcpplus_bin())
+        .args([
+            "serve",
+            "--log-format",
+            "json",
+            "--tools",
+            tools.to_str().unwrap(),
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run mcpplus serve");
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn cache_outcomes(logs: &[Value]) -> Vec<String> {
+    logs.iter()
+        .filter(|l| l["event"] == "tool.loaded")
+        .map(|l| l["cache"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+#[test]
+fn warm_start_does_not_recompile_and_a_corrupt_entry_is_rebuilt() {
+    let base = std::env::temp_dir().join(format!("mcpplus-cache-{}", std::process::id()));
+    let (cache, tools) = (base.join("cache"), base.join("tools"));
+    std::fs::create_dir_all(&tools).unwrap();
+    std::fs::copy(artifacts::showcase(), tools.join("showcase.wasm")).unwrap();
+    std::fs::copy(artifacts::text_utils(), tools.join("text_utils.wasm")).unwrap();
+
+    let cold = start_and_stop(&cache, &tools);
+    assert_eq!(cache_outcomes(&cold), ["Miss", "Miss"]);
+    assert!(
+        cold.iter().any(|l| l["event"] == "component.compiling"),
+        "cold start shows progress"
+    );
+
+    let warm = start_and_stop(&cache, &tools);
+    assert_eq!(cache_outcomes(&warm), ["Hit", "Hit"]);
+    assert!(
+        !warm.iter().any(|l| l["event"] == "component.compiling"),
+        "warm start must not compile"
+    );
+
+    // Flip one byte in the middle of every cached entry: detected, discarded, rebuilt.
+    for entry in walk(&cache)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+    {
+        let mut bytes = std::fs::read(&entry).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        std::fs::write(&entry, bytes).unwrap();
+    }
+    let repaired = start_and_stop(&cache, &tools);
+    assert_eq!(cache_outcomes(&repaired), ["Miss", "Miss"]);
+    assert_eq!(
+        repaired
+            .iter()
+            .filter(|l| l["event"] == "cache.discarded")
+            .count(),
+        2
+    );
+    assert_eq!(
+        cache_outcomes(&start_and_stop(&cache, &tools)),
+        ["Hit", "Hit"]
+    );
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path))
+        } else {
+            out.push(path)
+        }
+    }
+    out
+}
+
+#[test]
+fn a_bad_config_file_is_refused_with_file_line_and_key() {
+    let dir = std::env::temp_dir().join(format!("mcpplus-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("mcpplus.toml");
+    std::fs::write(&config, "[limits]\ntimeout_ms = 100\nmemroy_mib = 5\n").unwrap();
+    let out = mcpplus(&[
+        "call",
+        artifacts::text_utils().to_str().unwrap(),
+        "slugify",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("mcpplus.toml: line 3: unknown field `memroy_mib`"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

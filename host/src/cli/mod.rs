@@ -10,8 +10,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::runtime::CallLimits;
+use crate::config::{CallLimits, OperatorConfig};
 use crate::runtime::cache::CompileCache;
+use crate::runtime::engine::RuntimeOptions;
 
 #[derive(Parser)]
 #[command(name = "mcpplus", version, about = "Serve sandboxed WebAssembly component tools over MCP", long_about = None)]
@@ -30,12 +31,18 @@ pub struct CommonArgs {
     /// Compile every component from scratch instead of using the cache
     #[arg(long, global = true)]
     no_cache: bool,
-    /// Time limit for one tool call, in seconds
-    #[arg(long, global = true, default_value_t = 30.0, value_name = "SECONDS")]
-    call_timeout: f64,
-    /// Memory limit for one tool call, in MiB
-    #[arg(long, global = true, default_value_t = 256, value_name = "MIB")]
-    call_memory: usize,
+    /// Operator config (TOML): limits per tool and component, server caps
+    #[arg(long, global = true, env = "MCPPLUS_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Time limit for one tool call, in seconds [default: 30, or the config's]
+    #[arg(long, global = true, value_name = "SECONDS")]
+    call_timeout: Option<f64>,
+    /// Memory limit for one tool call, in MiB [default: 256, or the config's]
+    #[arg(long, global = true, value_name = "MIB")]
+    call_memory: Option<u64>,
+    /// Allocate instances on demand instead of from a preallocated pool
+    #[arg(long, global = true)]
+    no_pooling: bool,
     /// Log format on stderr [default: text on a terminal, json otherwise]
     #[arg(long, global = true, value_enum)]
     log_format: Option<logging::LogFormat>,
@@ -45,32 +52,41 @@ pub struct CommonArgs {
 }
 
 impl CommonArgs {
-    fn cache(&self) -> Option<CompileCache> {
+    fn cache_location(&self) -> Option<PathBuf> {
         if self.no_cache {
             return None;
         }
-        self.cache_dir
-            .clone()
-            .or_else(CompileCache::default_dir)
-            .map(CompileCache::new)
+        self.cache_dir.clone().or_else(CompileCache::default_dir)
     }
 
-    fn limits(&self) -> anyhow::Result<CallLimits> {
-        anyhow::ensure!(
-            self.call_timeout.is_finite() && self.call_timeout > 0.0,
-            "--call-timeout must be a positive number of seconds, got {}",
-            self.call_timeout
-        );
-        anyhow::ensure!(self.call_memory > 0, "--call-memory must be at least 1 MiB");
-        Ok(CallLimits {
-            timeout: std::time::Duration::from_secs_f64(self.call_timeout),
-            memory_bytes: self.call_memory << 20,
-            ..CallLimits::default()
-        })
+    /// The operator config with the command-line limit flags applied over its
+    /// `[limits]` (flags win over the file's defaults, not over per-tool sections).
+    fn operator_config(&self) -> anyhow::Result<OperatorConfig> {
+        let mut config = match &self.config {
+            Some(path) => OperatorConfig::load(path)?,
+            None => OperatorConfig::default(),
+        };
+        if let Some(seconds) = self.call_timeout {
+            anyhow::ensure!(
+                seconds.is_finite() && seconds > 0.0,
+                "--call-timeout must be a positive number of seconds, got {seconds}"
+            );
+            config.limits.timeout_ms = Some((seconds * 1000.0).ceil() as u64);
+        }
+        if let Some(mib) = self.call_memory {
+            anyhow::ensure!(mib > 0, "--call-memory must be at least 1 MiB");
+            config.limits.memory_mib = Some(mib);
+        }
+        Ok(config)
     }
 
     fn runtime(&self) -> anyhow::Result<crate::runtime::Runtime> {
-        crate::runtime::Runtime::new(self.cache(), self.limits()?)
+        crate::runtime::Runtime::new(RuntimeOptions {
+            cache: self.cache_location(),
+            base_limits: CallLimits::default(),
+            config: self.operator_config()?,
+            no_pooling: self.no_pooling,
+        })
     }
 }
 

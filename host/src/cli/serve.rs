@@ -45,6 +45,7 @@ pub async fn run(args: ServeArgs, common: &CommonArgs) -> anyhow::Result<ExitCod
         );
     }
     let runtime = Arc::new(common.runtime()?);
+    tracing::info!(event = "runtime.ready", allocator = ?runtime.allocator(), "engine ready");
     let started = std::time::Instant::now();
     let (catalog, errors) = {
         let runtime = runtime.clone();

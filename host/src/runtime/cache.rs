@@ -48,33 +48,76 @@ impl CompileCache {
     }
 
     /// Load the precompiled form of `bytes`, compiling and storing it on a miss.
+    /// An entry is used only if its checksum matches and wasmtime accepts it;
+    /// otherwise it is deleted and rebuilt.
     pub fn load(
         &self,
         engine: &Engine,
+        name: &str,
         bytes: &[u8],
         digest: &str,
     ) -> wasmtime::Result<(Component, CacheOutcome)> {
         let path = self.entry_path(engine, digest);
-        if path.exists() {
-            // SAFETY: the file is one this cache wrote with `Engine::precompile_component`
-            // under a key that includes the engine's compatibility hash; wasmtime
-            // re-checks the header and version, and we delete entries that fail.
-            match unsafe { Component::deserialize_file(engine, &path) } {
-                Ok(component) => return Ok((component, CacheOutcome::Hit)),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "discarding unusable compile-cache entry");
-                    let _ = std::fs::remove_file(&path);
-                }
-            }
+        let checksum_path = path.with_extension("blake3");
+        if let Some(component) = Self::read_entry(engine, &path, &checksum_path) {
+            return Ok((component, CacheOutcome::Hit));
         }
-        let compiled = engine.precompile_component(bytes)?;
-        if let Err(e) = write_atomically(&path, &compiled) {
+        let compiled = compile_with_progress(engine, name, bytes)?;
+        let checksum = blake3::hash(&compiled).to_hex().to_string();
+        // The checksum is written last, so a crash in between leaves an entry that
+        // is simply not trusted.
+        if let Err(e) = write_atomically(&path, &compiled)
+            .and_then(|()| write_atomically(&checksum_path, checksum.as_bytes()))
+        {
             tracing::warn!(path = %path.display(), error = %e, "could not write compile-cache entry");
         }
         // SAFETY: `compiled` was produced just now by this engine.
         let component = unsafe { Component::deserialize(engine, &compiled)? };
         Ok((component, CacheOutcome::Miss))
     }
+
+    fn read_entry(engine: &Engine, path: &Path, checksum_path: &Path) -> Option<Component> {
+        let expected = std::fs::read_to_string(checksum_path).ok()?;
+        let compiled = std::fs::read(path).ok()?;
+        let discard = |reason: &str| {
+            tracing::warn!(event = "cache.discarded", path = %path.display(), reason, "discarding compile-cache entry; recompiling");
+            let _ = std::fs::remove_file(path);
+            let _ = std::fs::remove_file(checksum_path);
+        };
+        if blake3::hash(&compiled).to_hex().as_str() != expected.trim() {
+            discard("checksum mismatch (corrupt or partly written)");
+            return None;
+        }
+        // SAFETY: the bytes are exactly what this cache wrote from
+        // `Engine::precompile_component` (checksum verified) under a key that
+        // includes the engine's compatibility hash; wasmtime re-checks the header.
+        match unsafe { Component::deserialize(engine, &compiled) } {
+            Ok(component) => Some(component),
+            Err(e) => {
+                discard(&format!("rejected by wasmtime: {e}"));
+                None
+            }
+        }
+    }
+}
+
+/// Compile, telling the operator what is happening when it may take a while.
+fn compile_with_progress(engine: &Engine, name: &str, bytes: &[u8]) -> wasmtime::Result<Vec<u8>> {
+    let started = std::time::Instant::now();
+    tracing::info!(
+        event = "component.compiling",
+        component = name,
+        size_kib = bytes.len() / 1024,
+        "compiling component (not in the cache yet)"
+    );
+    let compiled = engine.precompile_component(bytes)?;
+    tracing::info!(
+        event = "component.compiled",
+        component = name,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "compiled component"
+    );
+    Ok(compiled)
 }
 
 /// sha256 of a component, as lowercase hex.

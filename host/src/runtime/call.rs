@@ -14,27 +14,7 @@ use wasmtime::{Store, StoreLimitsBuilder, UpdateDeadline};
 use super::engine::Runtime;
 use super::host_state::{CapturedOutput, HostState};
 use super::loaded::LoadedComponent;
-
-/// Per-call limits. Defaults suit a laptop; the sandbox issue makes them per tool.
-#[derive(Debug, Clone)]
-pub struct CallLimits {
-    /// Wall-clock time a call may run, instantiation included.
-    pub timeout: Duration,
-    /// Linear memory a call's instance may grow to, in bytes.
-    pub memory_bytes: usize,
-    /// Bytes kept of each of the guest's stdout and stderr.
-    pub output_bytes: usize,
-}
-
-impl Default for CallLimits {
-    fn default() -> Self {
-        Self {
-            timeout: Duration::from_secs(30),
-            memory_bytes: 256 << 20,
-            output_bytes: 64 << 10,
-        }
-    }
-}
+use crate::config::CallLimits;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
@@ -48,6 +28,8 @@ pub enum CallError {
     Trap { message: String, stderr: String },
     #[error("unknown tool `{0}` in this component")]
     UnknownTool(String),
+    #[error(transparent)]
+    Busy(#[from] super::admission::Busy),
 }
 
 fn stderr_suffix(stderr: &str) -> String {
@@ -58,6 +40,10 @@ fn stderr_suffix(stderr: &str) -> String {
     }
 }
 
+/// Core instances, memories and tables one call may create (a componentize-py
+/// component needs a handful; runaway guests are stopped here).
+const MAX_INSTANCES: usize = 100;
+
 /// Call `tool` of `component` with `args`; returns the export's results.
 pub async fn call_tool(
     runtime: &Runtime,
@@ -66,7 +52,7 @@ pub async fn call_tool(
     args: &[Val],
     cancel: &CancellationToken,
 ) -> Result<Vec<Val>, CallError> {
-    let limits = runtime.limits().clone();
+    let limits = runtime.limits_for(&component.name, tool);
     let export = component
         .export(tool)
         .ok_or_else(|| CallError::UnknownTool(tool.to_string()))?;
@@ -78,6 +64,9 @@ pub async fn call_tool(
 
     let store_limits = StoreLimitsBuilder::new()
         .memory_size(limits.memory_bytes)
+        .instances(MAX_INSTANCES)
+        .memories(MAX_INSTANCES)
+        .tables(MAX_INSTANCES)
         .trap_on_grow_failure(true)
         .build();
     let (state, output) = HostState::new(store_limits, limits.output_bytes);
@@ -90,22 +79,27 @@ pub async fn call_tool(
 
     let started = Instant::now();
     let run = async {
+        // Waiting for a slot counts against the deadline too.
+        let _permit = runtime.admission().enter(tool, &limits).await?;
         let instance = component
             .instance_pre()
             .instantiate_async(&mut store)
-            .await?;
+            .await
+            .map_err(|e| classify(e, &output, &limits))?;
         let func = instance
             .get_func(&mut store, export)
-            .ok_or_else(|| wasmtime::format_err!("export for `{tool}` is not a function"))?;
+            .ok_or_else(|| CallError::UnknownTool(tool.to_string()))?;
         let mut results = vec![Val::Bool(false); result_count];
-        func.call_async(&mut store, args, &mut results).await?;
-        wasmtime::Result::Ok(results)
+        func.call_async(&mut store, args, &mut results)
+            .await
+            .map_err(|e| classify(e, &output, &limits))?;
+        Ok(results)
     };
     let outcome = tokio::select! {
         biased;
         _ = cancel.cancelled() => Err(CallError::Cancelled),
         _ = tokio::time::sleep(limits.timeout) => Err(CallError::Timeout(limits.timeout)),
-        r = run => r.map_err(|e| classify(e, &output, &limits)),
+        r = run => r,
     };
     log_guest_output(&component.name, tool, &output);
     let elapsed_ms = started.elapsed().as_millis() as u64;
@@ -161,6 +155,18 @@ fn log_guest_output(component: &str, tool: &str, output: &CapturedOutput) {
         let bytes = pipe.contents();
         for line in String::from_utf8_lossy(&bytes).lines() {
             tracing::info!(target: "guest", component, tool, stream, "{line}");
+        }
+        let dropped = pipe.dropped();
+        if dropped > 0 {
+            tracing::warn!(
+                event = "limit.exceeded",
+                limit = "output",
+                component,
+                tool,
+                stream,
+                dropped_bytes = dropped,
+                "guest output over the limit was dropped"
+            );
         }
     }
 }

@@ -12,10 +12,12 @@ use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, Linker, Val};
 use wasmtime::{Config, Engine};
 
+use super::admission::Admission;
 use super::cache::CompileCache;
-use super::call::CallLimits;
 use super::host_state::HostState;
 use super::loaded::{LoadError, LoadedComponent};
+use crate::config::{CallLimits, OperatorConfig};
+use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// How often the epoch advances; a guest in a tight loop yields this often.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -24,27 +26,65 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
     cache: Option<CompileCache>,
-    limits: CallLimits,
+    /// Built-in defaults with the command-line flags applied.
+    base_limits: CallLimits,
+    config: OperatorConfig,
+    admission: Admission,
+    allocator: Allocator,
     _ticker: EpochTicker,
 }
 
+/// Which instance allocator the engine ended up with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allocator {
+    Pooling,
+    OnDemand,
+}
+
+/// How the runtime is set up.
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeOptions {
+    pub cache: Option<std::path::PathBuf>,
+    pub base_limits: CallLimits,
+    pub config: OperatorConfig,
+    /// Use on-demand allocation even where pooling would work (for comparison).
+    pub no_pooling: bool,
+}
+
 impl Runtime {
-    /// Build the engine. `cache` = `None` compiles every component from scratch.
-    pub fn new(cache: Option<CompileCache>, limits: CallLimits) -> anyhow::Result<Self> {
+    /// Build the engine: the pooling allocator sized for the configured limits,
+    /// falling back to on-demand allocation (with a logged reason) when the address
+    /// space cannot be reserved.
+    pub fn new(options: RuntimeOptions) -> anyhow::Result<Self> {
         let mut config = Config::new();
         config
             .wasm_component_model(true)
             .epoch_interruption(true)
             .parallel_compilation(true);
-        let engine = Engine::new(&config)?;
+        let (engine, allocator) = if options.no_pooling {
+            (Engine::new(&config)?, Allocator::OnDemand)
+        } else {
+            let mut pooled = config.clone();
+            pooled.allocation_strategy(pooling_config(&options));
+            match Engine::new(&pooled) {
+                Ok(engine) => (engine, Allocator::Pooling),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "pooling allocator unavailable; using on-demand allocation");
+                    (Engine::new(&config)?, Allocator::OnDemand)
+                }
+            }
+        };
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         let ticker = EpochTicker::start(engine.clone());
         Ok(Self {
             engine,
             linker,
-            cache,
-            limits,
+            cache: options.cache.map(CompileCache::new),
+            admission: Admission::new(&options.config.server),
+            base_limits: options.base_limits,
+            config: options.config,
+            allocator,
             _ticker: ticker,
         })
     }
@@ -53,8 +93,17 @@ impl Runtime {
         &self.engine
     }
 
-    pub fn limits(&self) -> &CallLimits {
-        &self.limits
+    pub fn allocator(&self) -> Allocator {
+        self.allocator
+    }
+
+    /// The limits a call of `tool` (of `component`) runs under.
+    pub fn limits_for(&self, component: &str, tool: &str) -> CallLimits {
+        self.config.limits_for(&self.base_limits, component, tool)
+    }
+
+    pub(crate) fn admission(&self) -> &Admission {
+        &self.admission
     }
 
     pub(crate) fn cache(&self) -> Option<&CompileCache> {
@@ -95,6 +144,28 @@ impl Runtime {
     pub fn load_file(&self, path: &Path) -> Result<LoadedComponent, LoadError> {
         LoadedComponent::load_file(self, path)
     }
+}
+
+/// Pool slots for as many simultaneous calls as the server admits, each slot big
+/// enough for the largest configured memory limit.
+fn pooling_config(options: &RuntimeOptions) -> InstanceAllocationStrategy {
+    let slots = options.config.server.max_concurrency.max(1);
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(slots)
+        .total_core_instances(slots * 16)
+        .total_memories(slots * 4)
+        .total_tables(slots * 8)
+        .total_stacks(slots)
+        .max_core_instances_per_component(64)
+        .max_memories_per_component(16)
+        .max_tables_per_component(32)
+        .max_memories_per_module(2)
+        .max_tables_per_module(4)
+        .table_elements(100_000)
+        .max_core_instance_size(1 << 20)
+        .max_component_instance_size(1 << 20)
+        .max_memory_size(options.config.max_memory_bytes(&options.base_limits));
+    InstanceAllocationStrategy::Pooling(pool)
 }
 
 /// A host function that fails the call, naming the import the host lacks.

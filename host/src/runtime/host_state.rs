@@ -3,8 +3,9 @@
 
 use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::output::CappedOutput;
 
 pub struct HostState {
     wasi: WasiCtx,
@@ -15,17 +16,18 @@ pub struct HostState {
 /// The guest's captured stdout and stderr (never the process's own stdout, which
 /// carries the MCP protocol on stdio).
 pub struct CapturedOutput {
-    pub stdout: MemoryOutputPipe,
-    pub stderr: MemoryOutputPipe,
+    pub stdout: CappedOutput,
+    pub stderr: CappedOutput,
 }
 
 impl HostState {
     /// A deny-by-default WASI context: no files, no environment, no sockets, no
-    /// stdin; stdout and stderr go to bounded in-memory pipes.
+    /// stdin; stdout and stderr go to bounded in-memory captures
+    /// that drop (and count) what does not fit.
     pub fn new(limits: StoreLimits, output_capacity: usize) -> (Self, CapturedOutput) {
         let output = CapturedOutput {
-            stdout: MemoryOutputPipe::new(output_capacity),
-            stderr: MemoryOutputPipe::new(output_capacity),
+            stdout: CappedOutput::new(output_capacity),
+            stderr: CappedOutput::new(output_capacity),
         };
         let wasi = WasiCtxBuilder::new()
             .stdout(output.stdout.clone())

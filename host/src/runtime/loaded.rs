@@ -60,7 +60,7 @@ impl LoadedComponent {
         let digest = digest(bytes);
         let started = Instant::now();
         let (component, cache) = match runtime.cache() {
-            Some(cache) => cache.load(runtime.engine(), bytes, &digest),
+            Some(cache) => cache.load(runtime.engine(), name, bytes, &digest),
             None => Component::new(runtime.engine(), bytes).map(|c| (c, CacheOutcome::Disabled)),
         }
         .map_err(|e| invalid(format!("does not compile: {e:#}")))?;
