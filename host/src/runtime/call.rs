@@ -44,6 +44,15 @@ fn stderr_suffix(stderr: &str) -> String {
 /// component needs a handful; runaway guests are stopped here).
 const MAX_INSTANCES: usize = 100;
 
+/// How a call gets its instance. Only benchmarks use anything but `Pre`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Instantiation {
+    /// From the component's `InstancePre` (imports resolved once, at load).
+    Pre,
+    /// Resolve imports through a fresh linker on every call (the slow baseline).
+    Relink,
+}
+
 /// Call `tool` of `component` with `args`; returns the export's results.
 pub async fn call_tool(
     runtime: &Runtime,
@@ -51,6 +60,18 @@ pub async fn call_tool(
     tool: &str,
     args: &[Val],
     cancel: &CancellationToken,
+) -> Result<Vec<Val>, CallError> {
+    call_tool_with(runtime, component, tool, args, cancel, Instantiation::Pre).await
+}
+
+/// [`call_tool`] with a choice of instantiation path (for benchmarks).
+pub async fn call_tool_with(
+    runtime: &Runtime,
+    component: &LoadedComponent,
+    tool: &str,
+    args: &[Val],
+    cancel: &CancellationToken,
+    how: Instantiation,
 ) -> Result<Vec<Val>, CallError> {
     let limits = runtime.limits_for(&component.name, tool);
     let export = component
@@ -81,11 +102,14 @@ pub async fn call_tool(
     let run = async {
         // Waiting for a slot counts against the deadline too.
         let _permit = runtime.admission().enter(tool, &limits).await?;
-        let instance = component
-            .instance_pre()
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| classify(e, &output, &limits))?;
+        let instance = match how {
+            Instantiation::Pre => component.instance_pre().instantiate_async(&mut store).await,
+            Instantiation::Relink => match runtime.linker_for(component.component()) {
+                Ok(linker) => linker.instantiate_async(&mut store, component.component()).await,
+                Err(e) => Err(e),
+            },
+        }
+        .map_err(|e| classify(e, &output, &limits))?;
         let func = instance
             .get_func(&mut store, export)
             .ok_or_else(|| CallError::UnknownTool(tool.to_string()))?;

@@ -21,6 +21,7 @@ pub struct LoadedComponent {
     pub description: ComponentDescription,
     pub cache: CacheOutcome,
     pub compile_time: std::time::Duration,
+    component: Component,
     pre: InstancePre<HostState>,
     exports: HashMap<String, ComponentExportIndex>,
 }
@@ -89,6 +90,7 @@ impl LoadedComponent {
             description,
             cache,
             compile_time,
+            component,
             pre,
             exports,
         })
@@ -100,6 +102,10 @@ impl LoadedComponent {
 
     pub fn tool(&self, name: &str) -> Option<&ToolSignature> {
         self.description.tools.iter().find(|t| t.name == name)
+    }
+
+    pub(crate) fn component(&self) -> &Component {
+        &self.component
     }
 
     pub(crate) fn instance_pre(&self) -> &InstancePre<HostState> {

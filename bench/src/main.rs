@@ -1,0 +1,45 @@
+//! The benchmark suite: latency and throughput against a native rmcp baseline,
+//! in-host instantiate-and-call cost, cold and warm start, and resident memory.
+//! Run by `scripts/bench.sh`, which writes docs/benchmarks.md and
+//! bench/results/latest.json. Every comparison is measured in the same run.
+
+mod client;
+mod report;
+mod scenarios;
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(about = "mcpplus benchmark suite")]
+pub struct Args {
+    /// The mcpplus binary (a release build)
+    #[arg(long)]
+    mcpplus: PathBuf,
+    /// The native rmcp echo server (a release build)
+    #[arg(long)]
+    native: PathBuf,
+    /// The bundled tools folder (guest-tools/dist)
+    #[arg(long)]
+    tools: PathBuf,
+    /// Where to write the markdown report
+    #[arg(long)]
+    report: PathBuf,
+    /// Where to write the raw numbers (JSON)
+    #[arg(long)]
+    json: PathBuf,
+    /// Scale the number of requests (1.0 = the documented run)
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let results = scenarios::run_all(&args).await?;
+    std::fs::write(&args.json, serde_json::to_string_pretty(&results)?)?;
+    std::fs::write(&args.report, report::markdown(&results))?;
+    eprintln!("wrote {} and {}", args.report.display(), args.json.display());
+    Ok(())
+}

@@ -1,0 +1,77 @@
+//! Render the raw results as the markdown table in docs/benchmarks.md.
+
+use serde_json::Value;
+
+pub fn markdown(r: &Value) -> String {
+    let m = &r["machine"];
+    let mut out = String::new();
+    out.push_str("# Benchmarks\n\n");
+    out.push_str("Produced by `scripts/bench.sh` (release build; raw numbers in `bench/results/latest.json`).\n");
+    out.push_str("Every ratio compares numbers measured in the same run. These machines are shared and\n");
+    out.push_str("noisy: rerun before drawing conclusions from small differences.\n\n");
+    out.push_str(&format!(
+        "Machine: {} ({} cores), Linux {}, {}; measured {}.\n\n",
+        m["cpu"].as_str().unwrap_or("?"),
+        m["cores"],
+        m["kernel"].as_str().unwrap_or("?"),
+        m["rustc"].as_str().unwrap_or("?"),
+        m["date"].as_str().unwrap_or("?")
+    ));
+
+    out.push_str("## Echo latency and throughput (raw JSON-RPC client)\n\n");
+    out.push_str("The `echo` tool of the bundled `showcase` component, against the same tool served natively by\n");
+    out.push_str("rmcp (`native-echo`, the floor). stdio uses the 2025-11-25 handshake; HTTP sends stateless\n");
+    out.push_str("2026-07-28 requests.\n\n");
+    out.push_str("| transport | concurrency | native p50 µs | mcpplus p50 µs | ratio p50 | native p99 µs | mcpplus p99 µs | native calls/s | mcpplus calls/s |\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    let rows = r["latency"].as_array().cloned().unwrap_or_default();
+    for transport in ["stdio", "http"] {
+        for c in [1, 16, 64] {
+            let find = |server: &str| {
+                rows.iter().find(|x| x["server"] == server && x["transport"] == transport && x["concurrency"] == c).cloned()
+            };
+            if let (Some(n), Some(w)) = (find("native"), find("mcpplus")) {
+                let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+                out.push_str(&format!(
+                    "| {transport} | {c} | {:.0} | {:.0} | {:.2}x | {:.0} | {:.0} | {:.0} | {:.0} |\n",
+                    f(&n, "p50_us"), f(&w, "p50_us"), f(&w, "p50_us") / f(&n, "p50_us"),
+                    f(&n, "p99_us"), f(&w, "p99_us"), f(&n, "calls_per_s"), f(&w, "calls_per_s")
+                ));
+            }
+        }
+    }
+
+    out.push_str("\n## Instantiate-and-call inside the host (no protocol)\n\n");
+    out.push_str("A fresh `Store` and instance per call, as in serving. `Pre` = from the component's\n");
+    out.push_str("`InstancePre`; `Relink` = imports resolved through a linker on every call.\n\n");
+    out.push_str("| component | tool | allocator | instantiation | p50 µs | mean µs |\n|---|---|---|---|---:|---:|\n");
+    for x in r["in_host"].as_array().cloned().unwrap_or_default() {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {:.1} | {:.1} |\n",
+            x["component"].as_str().unwrap_or(""), x["tool"].as_str().unwrap_or(""), x["allocator"].as_str().unwrap_or(""),
+            x["instantiation"].as_str().unwrap_or(""), x["p50_us"].as_f64().unwrap_or(f64::NAN), x["mean_us"].as_f64().unwrap_or(f64::NAN)
+        ));
+    }
+
+    out.push_str("\n## Start-up to the first `tools/list` (stdio, process spawn included)\n\n");
+    out.push_str("| tool set | tools | cold (empty cache) ms | warm (cache hit) ms, median of 7 | compile time per component, ms |\n|---|---:|---:|---:|---|\n");
+    for x in r["startup"].as_array().cloned().unwrap_or_default() {
+        let compile: Vec<String> = x["compile_ms"].as_object().map(|o| o.iter().map(|(k, v)| format!("{k} {v}")).collect()).unwrap_or_default();
+        out.push_str(&format!(
+            "| {} | {} | {:.0} | {:.1} | {} |\n",
+            x["set"].as_str().unwrap_or(""), x["tools"], x["cold_ms"].as_f64().unwrap_or(f64::NAN),
+            x["warm_ms_median_of_7"].as_f64().unwrap_or(f64::NAN), compile.join(", ")
+        ));
+    }
+
+    let mem = &r["memory"];
+    out.push_str("\n## Resident memory (VmRSS)\n\n| what | KiB |\n|---|---:|\n");
+    out.push_str(&format!("| native-echo, idle | {} |\n", mem["native_echo_idle_kib"]));
+    out.push_str(&format!("| mcpplus, no tools, idle | {} |\n", mem["mcpplus_no_tools_idle_kib"]));
+    out.push_str(&format!("| mcpplus, bundled tools, idle | {} |\n", mem["mcpplus_bundled_idle_kib"]));
+    for (k, v) in mem["per_component_kib"].as_object().cloned().unwrap_or_default() {
+        out.push_str(&format!("| + per loaded component: {k} | {v} |\n"));
+    }
+    out.push_str(&format!("| + per concurrent instance (16 sleeping guests) | {:.0} |\n", mem["per_concurrent_instance_kib"].as_f64().unwrap_or(f64::NAN)));
+    out
+}
