@@ -68,6 +68,10 @@ async fn main() -> anyhow::Result<()> {
                 Arc::new(LocalSessionManager::default()),
                 StreamableHttpServerConfig::default(),
             );
+            // TCP_NODELAY, exactly as mcpplus does, so the comparison is fair.
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             axum::serve(listener, axum::Router::new().nest_service("/mcp", service)).await?;
         }
     }

@@ -78,20 +78,27 @@ impl CompileCache {
 
     fn read_entry(engine: &Engine, path: &Path, checksum_path: &Path) -> Option<Component> {
         let expected = std::fs::read_to_string(checksum_path).ok()?;
-        let compiled = std::fs::read(path).ok()?;
         let discard = |reason: &str| {
             tracing::warn!(event = "cache.discarded", path = %path.display(), reason, "discarding compile-cache entry; recompiling");
             let _ = std::fs::remove_file(path);
             let _ = std::fs::remove_file(checksum_path);
         };
-        if blake3::hash(&compiled).to_hex().as_str() != expected.trim() {
+        // Stream the checksum so a large entry is never copied into memory whole.
+        let mut hasher = blake3::Hasher::new();
+        let file = std::fs::File::open(path).ok()?;
+        if hasher.update_reader(file).is_err() {
+            discard("unreadable");
+            return None;
+        }
+        if hasher.finalize().to_hex().as_str() != expected.trim() {
             discard("checksum mismatch (corrupt or partly written)");
             return None;
         }
-        // SAFETY: the bytes are exactly what this cache wrote from
-        // `Engine::precompile_component` (checksum verified) under a key that
-        // includes the engine's compatibility hash; wasmtime re-checks the header.
-        match unsafe { Component::deserialize(engine, &compiled) } {
+        // SAFETY: the file is exactly what this cache wrote from
+        // `Engine::precompile_component` (checksum verified just now) under a key
+        // that includes the engine's compatibility hash; wasmtime re-checks the
+        // header. Mapping it keeps untouched code out of resident memory.
+        match unsafe { Component::deserialize_file(engine, path) } {
             Ok(component) => Some(component),
             Err(e) => {
                 discard(&format!("rejected by wasmtime: {e}"));
