@@ -31,7 +31,11 @@ impl StdioServer {
             .with_context(|| format!("starting {}", program.display()))?;
         let stdin = child.stdin.take().expect("piped");
         let lines = BufReader::new(child.stdout.take().expect("piped")).lines();
-        Ok(Self { child, stdin, lines })
+        Ok(Self {
+            child,
+            stdin,
+            lines,
+        })
     }
 
     pub fn pid(&self) -> u32 {
@@ -47,7 +51,8 @@ impl StdioServer {
 
     /// Send a request and wait for the response with its id.
     pub async fn request(&mut self, id: u64, method: &str, params: Value) -> anyhow::Result<Value> {
-        self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})).await?;
+        self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
+            .await?;
         while let Some(line) = self.lines.next_line().await? {
             let message: Value = serde_json::from_str(&line)?;
             if message["id"] == id {
@@ -67,7 +72,8 @@ impl StdioServer {
             )
             .await?;
         anyhow::ensure!(init.get("result").is_some(), "initialize failed: {init}");
-        self.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await
+        self.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .await
     }
 
     /// `total` echo calls with up to `concurrency` in flight; per-call latencies.
@@ -81,10 +87,17 @@ impl StdioServer {
             tokio::spawn(async move {
                 let mut latencies = Vec::with_capacity(total);
                 while latencies.len() < total {
-                    let Some(line) = lines.next_line().await? else { anyhow::bail!("server closed stdout") };
+                    let Some(line) = lines.next_line().await? else {
+                        anyhow::bail!("server closed stdout")
+                    };
                     let message: Value = serde_json::from_str(&line)?;
-                    let Some(id) = message["id"].as_u64() else { continue };
-                    anyhow::ensure!(message["result"]["isError"] == false, "echo failed: {message}");
+                    let Some(id) = message["id"].as_u64() else {
+                        continue;
+                    };
+                    anyhow::ensure!(
+                        message["result"]["isError"] == false,
+                        "echo failed: {message}"
+                    );
                     let started = sent.lock().unwrap().remove(&id).context("unknown id")?;
                     latencies.push(started.elapsed());
                     slots.add_permits(1);
@@ -131,7 +144,9 @@ impl Load {
 
 /// `total` stateless (2026-07-28) echo calls over HTTP with `concurrency` workers.
 pub async fn http_echo_load(url: &str, total: usize, concurrency: usize) -> anyhow::Result<Load> {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()?;
     let per_worker = total / concurrency;
     let started = Instant::now();
     let mut workers = Vec::new();

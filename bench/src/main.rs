@@ -40,6 +40,10 @@ async fn main() -> anyhow::Result<()> {
     let results = scenarios::run_all(&args).await?;
     std::fs::write(&args.json, serde_json::to_string_pretty(&results)?)?;
     std::fs::write(&args.report, report::markdown(&results))?;
-    eprintln!("wrote {} and {}", args.report.display(), args.json.display());
+    eprintln!(
+        "wrote {} and {}",
+        args.report.display(),
+        args.json.display()
+    );
     Ok(())
 }

@@ -7,7 +7,9 @@ pub fn markdown(r: &Value) -> String {
     let mut out = String::new();
     out.push_str("# Benchmarks\n\n");
     out.push_str("Produced by `scripts/bench.sh` (release build; raw numbers in `bench/results/latest.json`).\n");
-    out.push_str("Every ratio compares numbers measured in the same run. These machines are shared and\n");
+    out.push_str(
+        "Every ratio compares numbers measured in the same run. These machines are shared and\n",
+    );
     out.push_str("noisy: rerun before drawing conclusions from small differences.\n\n");
     out.push_str(&format!(
         "Machine: {} ({} cores), Linux {}, {}; measured {}.\n\n",
@@ -28,7 +30,13 @@ pub fn markdown(r: &Value) -> String {
     for transport in ["stdio", "http"] {
         for c in [1, 16, 64] {
             let find = |server: &str| {
-                rows.iter().find(|x| x["server"] == server && x["transport"] == transport && x["concurrency"] == c).cloned()
+                rows.iter()
+                    .find(|x| {
+                        x["server"] == server
+                            && x["transport"] == transport
+                            && x["concurrency"] == c
+                    })
+                    .cloned()
             };
             if let (Some(n), Some(w)) = (find("native"), find("mcpplus")) {
                 let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
@@ -42,36 +50,66 @@ pub fn markdown(r: &Value) -> String {
     }
 
     out.push_str("\n## Instantiate-and-call inside the host (no protocol)\n\n");
-    out.push_str("A fresh `Store` and instance per call, as in serving. `Pre` = from the component's\n");
+    out.push_str(
+        "A fresh `Store` and instance per call, as in serving. `Pre` = from the component's\n",
+    );
     out.push_str("`InstancePre`; `Relink` = imports resolved through a linker on every call.\n\n");
     out.push_str("| component | tool | allocator | instantiation | p50 µs | mean µs |\n|---|---|---|---|---:|---:|\n");
     for x in r["in_host"].as_array().cloned().unwrap_or_default() {
         out.push_str(&format!(
             "| {} | {} | {} | {} | {:.1} | {:.1} |\n",
-            x["component"].as_str().unwrap_or(""), x["tool"].as_str().unwrap_or(""), x["allocator"].as_str().unwrap_or(""),
-            x["instantiation"].as_str().unwrap_or(""), x["p50_us"].as_f64().unwrap_or(f64::NAN), x["mean_us"].as_f64().unwrap_or(f64::NAN)
+            x["component"].as_str().unwrap_or(""),
+            x["tool"].as_str().unwrap_or(""),
+            x["allocator"].as_str().unwrap_or(""),
+            x["instantiation"].as_str().unwrap_or(""),
+            x["p50_us"].as_f64().unwrap_or(f64::NAN),
+            x["mean_us"].as_f64().unwrap_or(f64::NAN)
         ));
     }
 
     out.push_str("\n## Start-up to the first `tools/list` (stdio, process spawn included)\n\n");
     out.push_str("| tool set | tools | cold (empty cache) ms | warm (cache hit) ms, median of 7 | compile time per component, ms |\n|---|---:|---:|---:|---|\n");
     for x in r["startup"].as_array().cloned().unwrap_or_default() {
-        let compile: Vec<String> = x["compile_ms"].as_object().map(|o| o.iter().map(|(k, v)| format!("{k} {v}")).collect()).unwrap_or_default();
+        let compile: Vec<String> = x["compile_ms"]
+            .as_object()
+            .map(|o| o.iter().map(|(k, v)| format!("{k} {v}")).collect())
+            .unwrap_or_default();
         out.push_str(&format!(
             "| {} | {} | {:.0} | {:.1} | {} |\n",
-            x["set"].as_str().unwrap_or(""), x["tools"], x["cold_ms"].as_f64().unwrap_or(f64::NAN),
-            x["warm_ms_median_of_7"].as_f64().unwrap_or(f64::NAN), compile.join(", ")
+            x["set"].as_str().unwrap_or(""),
+            x["tools"],
+            x["cold_ms"].as_f64().unwrap_or(f64::NAN),
+            x["warm_ms_median_of_7"].as_f64().unwrap_or(f64::NAN),
+            compile.join(", ")
         ));
     }
 
     let mem = &r["memory"];
     out.push_str("\n## Resident memory (VmRSS)\n\n| what | KiB |\n|---|---:|\n");
-    out.push_str(&format!("| native-echo, idle | {} |\n", mem["native_echo_idle_kib"]));
-    out.push_str(&format!("| mcpplus, no tools, idle | {} |\n", mem["mcpplus_no_tools_idle_kib"]));
-    out.push_str(&format!("| mcpplus, bundled tools, idle | {} |\n", mem["mcpplus_bundled_idle_kib"]));
-    for (k, v) in mem["per_component_kib"].as_object().cloned().unwrap_or_default() {
+    out.push_str(&format!(
+        "| native-echo, idle | {} |\n",
+        mem["native_echo_idle_kib"]
+    ));
+    out.push_str(&format!(
+        "| mcpplus, no tools, idle | {} |\n",
+        mem["mcpplus_no_tools_idle_kib"]
+    ));
+    out.push_str(&format!(
+        "| mcpplus, bundled tools, idle | {} |\n",
+        mem["mcpplus_bundled_idle_kib"]
+    ));
+    for (k, v) in mem["per_component_kib"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default()
+    {
         out.push_str(&format!("| + per loaded component: {k} | {v} |\n"));
     }
-    out.push_str(&format!("| + per concurrent instance (16 sleeping guests) | {:.0} |\n", mem["per_concurrent_instance_kib"].as_f64().unwrap_or(f64::NAN)));
+    out.push_str(&format!(
+        "| + per concurrent instance (16 sleeping guests) | {:.0} |\n",
+        mem["per_concurrent_instance_kib"]
+            .as_f64()
+            .unwrap_or(f64::NAN)
+    ));
     out
 }

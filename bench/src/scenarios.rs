@@ -46,16 +46,41 @@ pub async fn run_all(args: &Args) -> anyhow::Result<Value> {
 fn machine() -> Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())))
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
         .unwrap_or_default();
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
-    let rustc = std::process::Command::new("rustc").arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
-    let date = std::process::Command::new("date").arg("-u").arg("+%Y-%m-%d %H:%M UTC").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let rustc = std::process::Command::new("rustc")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let date = std::process::Command::new("date")
+        .arg("-u")
+        .arg("+%Y-%m-%d %H:%M UTC")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
     json!({"cpu": cpu, "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "kernel": kernel, "rustc": rustc, "date": date})
 }
 
 fn serve_args<'a>(tools: &'a str, cache: &'a str) -> Vec<&'a str> {
-    vec!["serve", "--tools", tools, "--cache-dir", cache, "--log", "warn"]
+    vec![
+        "serve",
+        "--tools",
+        tools,
+        "--cache-dir",
+        cache,
+        "--log",
+        "warn",
+    ]
 }
 
 async fn latency(args: &Args, cache: &Path) -> anyhow::Result<Value> {
@@ -72,7 +97,13 @@ async fn latency(args: &Args, cache: &Path) -> anyhow::Result<Value> {
             let mut server = StdioServer::spawn(program, &server_args)?;
             server.initialize().await?;
             for i in 0..200 {
-                server.request(1_000_000 + i, "tools/call", json!({"name": "echo", "arguments": {"message": "warm"}})).await?;
+                server
+                    .request(
+                        1_000_000 + i,
+                        "tools/call",
+                        json!({"name": "echo", "arguments": {"message": "warm"}}),
+                    )
+                    .await?;
             }
             let load = server.echo_load(total, c).await?;
             rows.push(row(name, "stdio", c, &load));
@@ -100,7 +131,10 @@ fn row(server: &str, transport: &str, concurrency: usize, load: &crate::client::
            "p50_us": load.percentile_us(0.5), "p99_us": load.percentile_us(0.99), "calls_per_s": load.throughput()})
 }
 
-async fn spawn_http(program: &Path, args: &[&str]) -> anyhow::Result<(tokio::process::Child, String)> {
+async fn spawn_http(
+    program: &Path,
+    args: &[&str],
+) -> anyhow::Result<(tokio::process::Child, String)> {
     let mut child = tokio::process::Command::new(program)
         .args(args)
         .stdin(Stdio::null())
@@ -126,8 +160,21 @@ async fn spawn_http(program: &Path, args: &[&str]) -> anyhow::Result<(tokio::pro
 async fn in_host(args: &Args, cache: &Path) -> anyhow::Result<Value> {
     let mut rows = Vec::new();
     let cases: [(&str, &str, Vec<Val>, usize); 2] = [
-        ("showcase.wasm", "echo", vec![Val::String("hello".into())], (20000.0 * args.scale) as usize),
-        ("py_stats.wasm", "percentile", vec![Val::List(vec![Val::Float64(1.0), Val::Float64(2.0)]), Val::Float64(50.0)], (300.0 * args.scale) as usize),
+        (
+            "showcase.wasm",
+            "echo",
+            vec![Val::String("hello".into())],
+            (20000.0 * args.scale) as usize,
+        ),
+        (
+            "py_stats.wasm",
+            "percentile",
+            vec![
+                Val::List(vec![Val::Float64(1.0), Val::Float64(2.0)]),
+                Val::Float64(50.0),
+            ],
+            (300.0 * args.scale) as usize,
+        ),
     ];
     for pooling in [true, false] {
         let runtime = Runtime::new(RuntimeOptions {
@@ -153,7 +200,9 @@ async fn in_host(args: &Args, cache: &Path) -> anyhow::Result<Value> {
                 let p50 = times[times.len() / 2].as_secs_f64() * 1e6;
                 let mean = times.iter().sum::<Duration>().as_secs_f64() * 1e6 / times.len() as f64;
                 let allocator = format!("{:?}", runtime.allocator());
-                eprintln!("  {file:14} {allocator:9} {how:?}: p50 {p50:9.1} µs  mean {mean:9.1} µs");
+                eprintln!(
+                    "  {file:14} {allocator:9} {how:?}: p50 {p50:9.1} µs  mean {mean:9.1} µs"
+                );
                 rows.push(json!({"component": file, "tool": tool, "allocator": allocator, "instantiation": format!("{how:?}"),
                                  "iterations": iterations, "p50_us": p50, "mean_us": mean}));
             }
@@ -163,7 +212,12 @@ async fn in_host(args: &Args, cache: &Path) -> anyhow::Result<Value> {
 }
 
 /// Time from spawning `mcpplus serve` to the answer of its first `tools/list`.
-async fn time_to_first_list(args: &Args, tools: &Path, cache: &Path, log: &Path) -> anyhow::Result<(f64, usize)> {
+async fn time_to_first_list(
+    args: &Args,
+    tools: &Path,
+    cache: &Path,
+    log: &Path,
+) -> anyhow::Result<(f64, usize)> {
     let log_file = std::fs::File::create(log)?;
     let started = Instant::now();
     let mut child = tokio::process::Command::new(&args.mcpplus)
@@ -181,7 +235,15 @@ async fn time_to_first_list(args: &Args, tools: &Path, cache: &Path, log: &Path)
     use tokio::io::AsyncWriteExt as _;
     let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "bench", "version": "0"}}});
     let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}});
-    stdin.write_all(format!("{init}\n{}\n{list}\n", json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).as_bytes()).await?;
+    stdin
+        .write_all(
+            format!(
+                "{init}\n{}\n{list}\n",
+                json!({"jsonrpc": "2.0", "method": "notifications/initialized"})
+            )
+            .as_bytes(),
+        )
+        .await?;
     let mut tools_listed = 0;
     while let Some(line) = lines.next_line().await? {
         let message: Value = serde_json::from_str(&line)?;
@@ -199,9 +261,15 @@ async fn time_to_first_list(args: &Args, tools: &Path, cache: &Path, log: &Path)
 async fn startup(args: &Args, scratch: &Path, warm_cache: &Path) -> anyhow::Result<Value> {
     let python_only = scratch.join("python-only");
     std::fs::create_dir_all(&python_only)?;
-    std::fs::copy(args.tools.join("py_stats.wasm"), python_only.join("py_stats.wasm"))?;
+    std::fs::copy(
+        args.tools.join("py_stats.wasm"),
+        python_only.join("py_stats.wasm"),
+    )?;
     let mut rows = Vec::new();
-    for (label, dir) in [("bundled tools", args.tools.clone()), ("python component", python_only)] {
+    for (label, dir) in [
+        ("bundled tools", args.tools.clone()),
+        ("python component", python_only),
+    ] {
         let cold_cache = scratch.join(format!("cold-{}", rows.len()));
         let log = scratch.join("startup.log");
         let (cold_ms, tools) = time_to_first_list(args, &dir, &cold_cache, &log).await?;
@@ -212,7 +280,9 @@ async fn startup(args: &Args, scratch: &Path, warm_cache: &Path) -> anyhow::Resu
         }
         warm.sort_by(f64::total_cmp);
         let warm_ms = warm[warm.len() / 2];
-        eprintln!("  {label:17} cold {cold_ms:8.1} ms  warm {warm_ms:6.1} ms  ({tools} tools)  compile {compile_ms}");
+        eprintln!(
+            "  {label:17} cold {cold_ms:8.1} ms  warm {warm_ms:6.1} ms  ({tools} tools)  compile {compile_ms}"
+        );
         rows.push(json!({"set": label, "tools": tools, "cold_ms": cold_ms, "warm_ms_median_of_7": warm_ms, "warm_ms_all": warm, "compile_ms": compile_ms}));
     }
     // Warm the cache the later scenarios use.
@@ -226,7 +296,10 @@ fn compile_times(log: &Path) -> anyhow::Result<Value> {
         if let Ok(event) = serde_json::from_str::<Value>(line)
             && event["event"] == "component.compiled"
         {
-            times.insert(event["component"].as_str().unwrap_or("?").to_string(), event["elapsed_ms"].clone());
+            times.insert(
+                event["component"].as_str().unwrap_or("?").to_string(),
+                event["elapsed_ms"].clone(),
+            );
         }
     }
     Ok(Value::Object(times))
@@ -246,7 +319,11 @@ async fn memory(args: &Args, scratch: &Path, cache: &Path) -> anyhow::Result<Val
     std::fs::create_dir_all(&empty)?;
     let native_kib = idle_rss(&args.native, &[]).await?;
     let empty_kib = idle_rss(&args.mcpplus, &serve_args(empty.to_str().unwrap(), cache_s)).await?;
-    let bundled_kib = idle_rss(&args.mcpplus, &serve_args(args.tools.to_str().unwrap(), cache_s)).await?;
+    let bundled_kib = idle_rss(
+        &args.mcpplus,
+        &serve_args(args.tools.to_str().unwrap(), cache_s),
+    )
+    .await?;
     let mut per_component = serde_json::Map::new();
     for file in ["showcase.wasm", "text_utils.wasm", "py_stats.wasm"] {
         let dir: PathBuf = scratch.join(format!("only-{file}"));
@@ -257,9 +334,18 @@ async fn memory(args: &Args, scratch: &Path, cache: &Path) -> anyhow::Result<Val
     }
     // Per concurrent instance: 16 guests sleeping at once.
     let fixtures = args.tools.join("fixtures");
-    let mut server = StdioServer::spawn(&args.mcpplus, &serve_args(fixtures.to_str().unwrap(), cache_s))?;
+    let mut server = StdioServer::spawn(
+        &args.mcpplus,
+        &serve_args(fixtures.to_str().unwrap(), cache_s),
+    )?;
     server.initialize().await?;
-    server.request(9, "tools/call", json!({"name": "echo", "arguments": {"text": "warm"}})).await?;
+    server
+        .request(
+            9,
+            "tools/call",
+            json!({"name": "echo", "arguments": {"text": "warm"}}),
+        )
+        .await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = rss_kib(server.pid())?;
     for id in 100..116 {
@@ -268,7 +354,9 @@ async fn memory(args: &Args, scratch: &Path, cache: &Path) -> anyhow::Result<Val
     tokio::time::sleep(Duration::from_millis(700)).await;
     let during = rss_kib(server.pid())?;
     let per_instance = (during as f64 - before as f64) / 16.0;
-    eprintln!("  idle: native {native_kib} KiB, mcpplus empty {empty_kib} KiB, bundled {bundled_kib} KiB; per instance {per_instance:.0} KiB");
+    eprintln!(
+        "  idle: native {native_kib} KiB, mcpplus empty {empty_kib} KiB, bundled {bundled_kib} KiB; per instance {per_instance:.0} KiB"
+    );
     Ok(json!({
         "native_echo_idle_kib": native_kib,
         "mcpplus_no_tools_idle_kib": empty_kib,

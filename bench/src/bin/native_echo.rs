@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, ListToolsResult,
-    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -54,20 +54,33 @@ impl ServerHandler for NativeEcho {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let schema = json!({"type": "object", "properties": {"message": {"type": "string"}}, "required": ["message"]});
-    let tool = Tool::new("echo", "Echo a message back unchanged.", Arc::new(schema.as_object().unwrap().clone()));
+    let tool = Tool::new(
+        "echo",
+        "Echo a message back unchanged.",
+        Arc::new(schema.as_object().unwrap().clone()),
+    );
     let server = NativeEcho { tool };
     let args: Vec<String> = std::env::args().collect();
     match args.iter().position(|a| a == "--http") {
-        None => server.serve(rmcp::transport::stdio_pipes()).await?.waiting().await.map(|_| ())?,
+        None => server
+            .serve(rmcp::transport::stdio_pipes())
+            .await?
+            .waiting()
+            .await
+            .map(|_| ())?,
         Some(i) => {
             let addr = args.get(i + 1).map(String::as_str).unwrap_or("127.0.0.1:0");
             let listener = tokio::net::TcpListener::bind(addr).await?;
-            eprintln!("native-echo: listening on http://{}/mcp", listener.local_addr()?);
-            let service: StreamableHttpService<NativeEcho, LocalSessionManager> = StreamableHttpService::new(
-                move || Ok(server.clone()),
-                Arc::new(LocalSessionManager::default()),
-                StreamableHttpServerConfig::default(),
+            eprintln!(
+                "native-echo: listening on http://{}/mcp",
+                listener.local_addr()?
             );
+            let service: StreamableHttpService<NativeEcho, LocalSessionManager> =
+                StreamableHttpService::new(
+                    move || Ok(server.clone()),
+                    Arc::new(LocalSessionManager::default()),
+                    StreamableHttpServerConfig::default(),
+                );
             // TCP_NODELAY, exactly as mcpplus does, so the comparison is fair.
             let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
                 let _ = tcp.set_nodelay(true);

@@ -105,7 +105,11 @@ pub async fn call_tool_with(
         let instance = match how {
             Instantiation::Pre => component.instance_pre().instantiate_async(&mut store).await,
             Instantiation::Relink => match runtime.linker_for(component.component()) {
-                Ok(linker) => linker.instantiate_async(&mut store, component.component()).await,
+                Ok(linker) => {
+                    linker
+                        .instantiate_async(&mut store, component.component())
+                        .await
+                }
                 Err(e) => Err(e),
             },
         }
