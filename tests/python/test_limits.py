@@ -99,7 +99,8 @@ async def test_concurrency_cap_queues_fairly_then_refuses_as_busy(server):
 
 
 async def test_bad_guests_do_not_stop_a_good_neighbour(server):
-    """Two endless loops, a memory hog and an output flood run at once; the echo
+    """Two endless loops, a memory hog, a 1 GiB result and an output flood run at
+    once; the echo
     tool keeps answering correctly meanwhile."""
     async with Client(server.url, mode="legacy") as client:
         answered = []
@@ -116,6 +117,7 @@ async def test_bad_guests_do_not_stop_a_good_neighbour(server):
             tg.start_soon(client.call_tool, "spin", {})
             tg.start_soon(client.call_tool, "allocate", {"mebibytes": 1000})
             tg.start_soon(client.call_tool, "chatty", {"lines": 50000})
+            tg.start_soon(client.call_tool, "huge_result", {"mebibytes": 1024})
             tg.start_soon(neighbour)
         assert [r.structured_content for r, _ in answered] == [{"result": f"ping {i}"} for i in range(20)]
         # Not a benchmark (see docs/benchmarks.md): only that nobody starved it.
