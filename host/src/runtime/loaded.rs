@@ -57,15 +57,27 @@ impl LoadedComponent {
             path: path.to_owned(),
             message,
         };
-        let description = describe_component(name, bytes).map_err(|e| invalid(e.to_string()))?;
-        let digest = digest(bytes);
-        let started = Instant::now();
-        let (component, cache) = match runtime.cache() {
-            Some(cache) => cache.load(runtime.engine(), name, bytes, &digest),
-            None => Component::new(runtime.engine(), bytes).map(|c| (c, CacheOutcome::Disabled)),
-        }
-        .map_err(|e| invalid(format!("does not compile: {e:#}")))?;
-        let compile_time = started.elapsed();
+        // Reading the WIT and hashing + compiling (or mapping the cached code) are
+        // independent; for a large component each takes tens of milliseconds.
+        let (description, compiled) = std::thread::scope(|scope| {
+            let describing = scope.spawn(|| describe_component(name, bytes));
+            let digest = digest(bytes);
+            let started = Instant::now();
+            let compiled = match runtime.cache() {
+                Some(cache) => cache.load(runtime.engine(), name, bytes, &digest),
+                None => {
+                    Component::new(runtime.engine(), bytes).map(|c| (c, CacheOutcome::Disabled))
+                }
+            }
+            .map(|(component, cache)| (component, cache, started.elapsed(), digest));
+            (
+                describing.join().expect("describing a component panicked"),
+                compiled,
+            )
+        });
+        let description = description.map_err(|e| invalid(e.to_string()))?;
+        let (component, cache, compile_time, digest) =
+            compiled.map_err(|e| invalid(format!("does not compile: {e:#}")))?;
         let linker = runtime
             .linker_for(&component)
             .map_err(|e| invalid(format!("cannot link: {e:#}")))?;
