@@ -1,6 +1,6 @@
 //! On-disk cache of precompiled components.
 //!
-//! Entries are keyed by the component's sha256 and the engine's compatibility hash,
+//! Entries are keyed by the component's blake3 hash and the engine's compatibility hash,
 //! so a different wasmtime version or configuration never reads another's code. An
 //! entry that fails to load (truncated, corrupt, stale) is deleted and rebuilt.
 
@@ -125,6 +125,54 @@ fn compile_with_progress(engine: &Engine, name: &str, bytes: &[u8]) -> wasmtime:
         "compiled component"
     );
     Ok(compiled)
+}
+
+/// What the cache remembers about a component besides its code: work that is
+/// slow for a large component (reading its WIT, its sha256) and depends only on
+/// its bytes and on this build of the host.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct CachedFacts {
+    build: String,
+    pub sha256: String,
+    pub description: crate::schema::ComponentDescription,
+}
+
+impl CachedFacts {
+    pub fn new(sha256: String, description: crate::schema::ComponentDescription) -> Self {
+        Self {
+            build: env!("MCPPLUS_BUILD_ID").to_string(),
+            sha256,
+            description,
+        }
+    }
+}
+
+impl CompileCache {
+    fn facts_path(&self, engine: &Engine, key: &str) -> PathBuf {
+        self.entry_path(engine, key).with_extension("facts.json")
+    }
+
+    /// Facts recorded by this very build for the component with `key`, if any.
+    pub fn read_facts(&self, engine: &Engine, key: &str) -> Option<CachedFacts> {
+        let text = std::fs::read(self.facts_path(engine, key)).ok()?;
+        let facts: CachedFacts = serde_json::from_slice(&text).ok()?;
+        (facts.build == env!("MCPPLUS_BUILD_ID")).then_some(facts)
+    }
+
+    pub fn write_facts(&self, engine: &Engine, key: &str, facts: &CachedFacts) {
+        let path = self.facts_path(engine, key);
+        if let Err(e) = serde_json::to_vec(facts)
+            .map_err(std::io::Error::other)
+            .and_then(|b| write_atomically(&path, &b))
+        {
+            tracing::warn!(path = %path.display(), error = %e, "could not write compile-cache facts");
+        }
+    }
+}
+
+/// The cache key of a component: blake3 of its bytes (fast even for 20 MB).
+pub fn content_key(bytes: &[u8]) -> String {
+    blake3::hash(bytes).to_hex().to_string()
 }
 
 /// sha256 of a component, as lowercase hex.

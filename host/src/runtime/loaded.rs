@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use wasmtime::component::{Component, ComponentExportIndex, InstancePre};
 
-use super::cache::{CacheOutcome, digest};
+use super::cache::{CacheOutcome, CachedFacts, content_key, digest};
 use super::engine::Runtime;
 use super::host_state::HostState;
 use crate::schema::{ComponentDescription, ToolSignature, describe_component};
@@ -57,26 +57,42 @@ impl LoadedComponent {
             path: path.to_owned(),
             message,
         };
-        // Reading the WIT and hashing + compiling (or mapping the cached code) are
-        // independent; for a large component each takes tens of milliseconds.
-        let (description, compiled) = std::thread::scope(|scope| {
-            let describing = scope.spawn(|| describe_component(name, bytes));
-            let digest = digest(bytes);
+        // A warm start reads the description and sha256 recorded by this build; a
+        // cold one computes them while the code is hashed and compiled.
+        let key = content_key(bytes);
+        let facts = runtime
+            .cache()
+            .and_then(|c| c.read_facts(runtime.engine(), &key));
+        let load_code = || {
             let started = Instant::now();
-            let compiled = match runtime.cache() {
-                Some(cache) => cache.load(runtime.engine(), name, bytes, &digest),
+            match runtime.cache() {
+                Some(cache) => cache.load(runtime.engine(), name, bytes, &key),
                 None => {
                     Component::new(runtime.engine(), bytes).map(|c| (c, CacheOutcome::Disabled))
                 }
             }
-            .map(|(component, cache)| (component, cache, started.elapsed(), digest));
-            (
-                describing.join().expect("describing a component panicked"),
-                compiled,
-            )
-        });
+            .map(|(component, cache)| (component, cache, started.elapsed()))
+        };
+        let (description, digest, compiled) = match facts {
+            Some(facts) => (Ok(facts.description), facts.sha256, load_code()),
+            None => std::thread::scope(|scope| {
+                let describing = scope.spawn(|| describe_component(name, bytes));
+                let hashing = scope.spawn(|| digest(bytes));
+                let compiled = load_code();
+                let description = describing.join().expect("describing a component panicked");
+                let digest = hashing.join().expect("hashing a component panicked");
+                if let (Ok(d), Some(cache)) = (&description, runtime.cache()) {
+                    cache.write_facts(
+                        runtime.engine(),
+                        &key,
+                        &CachedFacts::new(digest.clone(), d.clone()),
+                    );
+                }
+                (description, digest, compiled)
+            }),
+        };
         let description = description.map_err(|e| invalid(e.to_string()))?;
-        let (component, cache, compile_time, digest) =
+        let (component, cache, compile_time) =
             compiled.map_err(|e| invalid(format!("does not compile: {e:#}")))?;
         let linker = runtime
             .linker_for(&component)

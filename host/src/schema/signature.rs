@@ -20,7 +20,7 @@ const TOOLCHAIN_EXPORTS: &[&str] = &["exports"];
 
 /// Where a tool lives inside its component: `interface` is the export name of the
 /// instance (e.g. `mcpplus:examples/text@0.1.0`), `None` for a top-level function.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct ExportPath {
     pub interface: Option<String>,
     pub function: String,
@@ -36,7 +36,7 @@ impl std::fmt::Display for ExportPath {
 }
 
 /// What a tool returns, and so how its result is presented.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum ResultShape {
     /// No return value.
     Nothing,
@@ -70,7 +70,7 @@ pub fn is_content(ty: &WitType) -> bool {
 }
 
 /// One tool, ready to list and to call.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ToolSignature {
     pub name: String,
     pub export: ExportPath,
@@ -82,7 +82,7 @@ pub struct ToolSignature {
 }
 
 /// Everything the host learns about a component from its binary.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ComponentDescription {
     pub tools: Vec<ToolSignature>,
     /// Imported interfaces and functions (what the component asks the host for).

@@ -9,7 +9,7 @@
 use wit_parser::{Resolve, Type, TypeDefKind, TypeOwner};
 
 /// A WIT value type as seen by a tool caller.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum WitType {
     Bool,
     S8,
@@ -41,42 +41,42 @@ pub enum WitType {
     ContentBlock,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Record {
     pub name: Option<String>,
     pub docs: Option<String>,
     pub fields: Vec<Field>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Field {
     pub name: String,
     pub docs: Option<String>,
     pub ty: WitType,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Variant {
     pub name: Option<String>,
     pub docs: Option<String>,
     pub cases: Vec<Case>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Case {
     pub name: String,
     pub docs: Option<String>,
     pub ty: Option<WitType>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Enum {
     pub name: Option<String>,
     pub docs: Option<String>,
     pub cases: Vec<(String, Option<String>)>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Flags {
     pub name: Option<String>,
     pub docs: Option<String>,
