@@ -29,6 +29,10 @@ pub struct Args {
     /// Where to write the raw numbers (JSON)
     #[arg(long)]
     json: PathBuf,
+    /// Run only these scenarios (startup, latency, in_host, memory); results are
+    /// printed but the report is not rewritten
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
     /// Scale the number of requests (1.0 = the documented run)
     #[arg(long, default_value_t = 1.0)]
     scale: f64,
@@ -38,6 +42,10 @@ pub struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let results = scenarios::run_all(&args).await?;
+    if !args.only.is_empty() {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+        return Ok(());
+    }
     std::fs::write(&args.json, serde_json::to_string_pretty(&results)?)?;
     std::fs::write(&args.report, report::markdown(&results))?;
     eprintln!(

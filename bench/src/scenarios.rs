@@ -24,14 +24,30 @@ pub async fn run_all(args: &Args) -> anyhow::Result<Value> {
     let scratch = std::env::temp_dir().join(format!("mcpplus-bench-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
     let warm_cache = scratch.join("warm-cache");
-    eprintln!("== start-up (cold and warm)");
-    let startup = startup(args, &scratch, &warm_cache).await?;
-    eprintln!("== latency and throughput");
-    let latency = latency(args, &warm_cache).await?;
-    eprintln!("== instantiate-and-call inside the host");
-    let in_host = in_host(args, &warm_cache).await?;
-    eprintln!("== resident memory");
-    let memory = memory(args, &scratch, &warm_cache).await?;
+    let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
+    let mut startup = Value::Null;
+    if wanted("startup") {
+        eprintln!("== start-up (cold and warm)");
+        startup = self::startup(args, &scratch, &warm_cache).await?;
+    } else {
+        // The other scenarios need a warm cache.
+        time_to_first_list(args, &args.tools, &warm_cache, &scratch.join("warm.log")).await?;
+    }
+    let mut latency = Value::Null;
+    if wanted("latency") {
+        eprintln!("== latency and throughput");
+        latency = self::latency(args, &warm_cache).await?;
+    }
+    let mut in_host = Value::Null;
+    if wanted("in_host") {
+        eprintln!("== instantiate-and-call inside the host");
+        in_host = self::in_host(args, &warm_cache).await?;
+    }
+    let mut memory = Value::Null;
+    if wanted("memory") {
+        eprintln!("== resident memory");
+        memory = self::memory(args, &scratch, &warm_cache).await?;
+    }
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(json!({
         "machine": machine(),
