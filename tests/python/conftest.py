@@ -9,7 +9,9 @@ import re
 import subprocess
 import sys
 import threading
+import time
 
+import anyio
 import pytest
 from mcp import Client, StdioServerParameters
 
@@ -57,6 +59,15 @@ class HttpServer:
         if not ready.wait(180) or not self.url:
             self.stop()
             raise RuntimeError("mcpplus did not start:\n" + "".join(self.stderr_lines))
+
+    async def wait_for_log(self, *fragments: str, within: float = 10.0) -> bool:
+        """True once a log line containing every fragment appears within `within` s."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if any(all(f in line for f in fragments) for line in self.stderr_lines):
+                return True
+            await anyio.sleep(0.1)
+        return False
 
     def stop(self):
         if self.proc.poll() is None:
