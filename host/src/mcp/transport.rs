@@ -15,10 +15,19 @@ use super::handler::McpServer;
 
 /// Serve one client over stdin/stdout until it closes stdin.
 pub async fn serve_stdio(server: McpServer) -> anyhow::Result<()> {
-    let running = server
-        .serve(rmcp::transport::stdio_pipes())
-        .await
-        .context("starting the stdio transport")?;
+    let running = match server.serve(rmcp::transport::stdio_pipes()).await {
+        Ok(running) => running,
+        // A client that closes stdin before the handshake (a probe, a cancelled
+        // launch) is a normal end, not a server failure.
+        Err(rmcp::service::ServerInitializeError::ConnectionClosed(_)) => {
+            tracing::info!(
+                event = "server.stopped",
+                "client closed stdin before initializing"
+            );
+            return Ok(());
+        }
+        Err(e) => return Err(e).context("starting the stdio transport"),
+    };
     running.waiting().await.context("serving stdio")?;
     Ok(())
 }
