@@ -51,14 +51,15 @@ pub async fn invoke(
         Ok(args) => args,
         Err(e) => return ToolOutcome::error(format!("invalid arguments: {e}")),
     };
-    let results = match call_tool(runtime, component, &tool.name, &args, cancel).await {
+    let limits = runtime.limits_for(&component.name, &tool.name);
+    let results = match call_tool(runtime, component, &tool.name, &limits, &args, cancel).await {
         Ok(results) => results,
         Err(e) => return ToolOutcome::error(e.to_string()),
     };
     let outcome = present(tool, results.first()).unwrap_or_else(|e| {
         ToolOutcome::error(format!("the tool returned a malformed value: {e}"))
     });
-    let limit = runtime.limits_for(&component.name, &tool.name).result_bytes;
+    let limit = limits.result_bytes;
     let size = outcome.encoded_size();
     if size > limit {
         tracing::warn!(event = "limit.exceeded", limit = "result", component = %component.name, tool = %tool.name,

@@ -3,7 +3,7 @@
 
 use std::process::{Command, Output};
 
-use mcpplus_tests::{artifacts, mcpplus_bin, root};
+use mcpplus_tests::{Scratch, artifacts, mcpplus_bin, root};
 use serde_json::Value;
 
 fn mcpplus(args: &[&str]) -> Output {
@@ -11,6 +11,19 @@ fn mcpplus(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run mcpplus")
+}
+
+/// The command failed and said `message` on stderr.
+fn assert_fails_saying(out: &Output, message: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "expected a failure; stderr:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(message),
+        "expected `{message}` on stderr:\n{stderr}"
+    );
 }
 
 fn json_stdout(out: &Output) -> Value {
@@ -84,12 +97,8 @@ fn call_reports_bad_arguments_and_unknown_tools() {
     );
 
     let out = mcpplus(&["call", wasm.to_str().unwrap(), "nope"]);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("has no tool `nope`") && stderr.contains("word_count"),
-        "{stderr}"
-    );
+    assert_fails_saying(&out, "has no tool `nope`");
+    assert_fails_saying(&out, "word_count");
 
     let out = mcpplus(&["call", wasm.to_str().unwrap(), "wrap", "--args", "[1]"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("--args must be a JSON object"));
@@ -107,8 +116,7 @@ fn without_embedded_docs_tools_still_work_and_inspect_says_how_to_fix_it() {
     );
 
     // embed-docs puts them back.
-    let dir = std::env::temp_dir().join(format!("mcpplus-embed-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::new("embed");
     let copy = dir.join("text_utils.wasm");
     std::fs::copy(&raw, &copy).unwrap();
     let wit = root().join("guest-tools/text-utils/wit");
@@ -124,45 +132,37 @@ fn without_embedded_docs_tools_still_work_and_inspect_says_how_to_fix_it() {
     );
     let report = json_stdout(&mcpplus(&["inspect", copy.to_str().unwrap(), "--json"]));
     assert_eq!(report["hasDocs"], true);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_tool_name_collision_is_a_clear_load_error() {
-    let dir = std::env::temp_dir().join(format!("mcpplus-collide-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::new("collide");
     std::fs::copy(artifacts::showcase(), dir.join("a_showcase.wasm")).unwrap();
     std::fs::copy(artifacts::showcase(), dir.join("b_showcase.wasm")).unwrap();
     let out = mcpplus(&[
         "serve",
         "--tools",
-        dir.to_str().unwrap(),
+        dir.path().to_str().unwrap(),
         "--strict",
         "--log-format",
         "text",
     ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        stderr.contains("tool `area` is already provided by component `a_showcase`"),
-        "collision not reported clearly:\n{stderr}"
+    assert_fails_saying(
+        &out,
+        "tool `area` is already provided by component `a_showcase`",
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn not_a_component_is_refused_with_a_reason() {
-    let dir = std::env::temp_dir().join(format!("mcpplus-bad-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::new("bad");
     let bad = dir.join("broken.wasm");
     std::fs::write(&bad, b"\0asm\x01\0\0\0").unwrap();
     let out = mcpplus(&["inspect", bad.to_str().unwrap()]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not a WebAssembly component"));
-    let _ = std::fs::remove_dir_all(&dir);
+    assert_fails_saying(&out, "not a WebAssembly component");
 }
 
-/// Log lines (JSON) of one `serve --strict` start that stops at once (stdin closed).
+/// Log lines (JSON) of one `serve` start that stops at once (stdin closed).
 fn start_and_stop(cache: &std::path::Path, tools: &std::path::Path) -> Vec<Value> {
     let out = Command::new(mcpplus_bin())
         .args([
@@ -192,7 +192,7 @@ fn cache_outcomes(logs: &[Value]) -> Vec<String> {
 
 #[test]
 fn warm_start_does_not_recompile_and_a_corrupt_entry_is_rebuilt() {
-    let base = std::env::temp_dir().join(format!("mcpplus-cache-{}", std::process::id()));
+    let base = Scratch::new("cache");
     let (cache, tools) = (base.join("cache"), base.join("tools"));
     std::fs::create_dir_all(&tools).unwrap();
     std::fs::copy(artifacts::showcase(), tools.join("showcase.wasm")).unwrap();
@@ -235,7 +235,6 @@ fn warm_start_does_not_recompile_and_a_corrupt_entry_is_rebuilt() {
         cache_outcomes(&start_and_stop(&cache, &tools)),
         ["Hit", "Hit"]
     );
-    let _ = std::fs::remove_dir_all(&base);
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -253,8 +252,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 #[test]
 fn a_bad_config_file_is_refused_with_file_line_and_key() {
-    let dir = std::env::temp_dir().join(format!("mcpplus-config-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::new("config");
     let config = dir.join("mcpplus.toml");
     std::fs::write(&config, "[limits]\ntimeout_ms = 100\nmemroy_mib = 5\n").unwrap();
     let out = mcpplus(&[
@@ -264,11 +262,5 @@ fn a_bad_config_file_is_refused_with_file_line_and_key() {
         "--config",
         config.to_str().unwrap(),
     ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        stderr.contains("mcpplus.toml: line 3: unknown field `memroy_mib`"),
-        "{stderr}"
-    );
-    let _ = std::fs::remove_dir_all(&dir);
+    assert_fails_saying(&out, "mcpplus.toml: line 3: unknown field `memroy_mib`");
 }

@@ -20,7 +20,7 @@ pub struct InspectArgs {
     json: bool,
 }
 
-pub fn run(args: InspectArgs, _common: &super::CommonArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
     let bytes = std::fs::read(&args.component)
         .with_context(|| format!("cannot read {}", args.component.display()))?;
     let name = component_name(&args.component);

@@ -119,7 +119,7 @@ pub fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve::run(args, &cli.common).await,
-            Command::Inspect(args) => inspect::run(args, &cli.common),
+            Command::Inspect(args) => inspect::run(args),
             Command::Call(args) => call::run(args, &cli.common).await,
             Command::EmbedDocs(args) => embed_docs::run(args),
         }

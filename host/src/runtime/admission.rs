@@ -108,15 +108,18 @@ impl Admission {
     }
 
     fn gate(&self, tool: &str, limits: &CallLimits) -> Arc<Gate> {
+        let matches =
+            |g: &Gate| g.size == limits.max_concurrency && g.max_queued == limits.max_queued;
         let mut tools = self.tools.lock().unwrap_or_else(|e| e.into_inner());
-        let gate = tools
-            .entry(tool.to_string())
-            .or_insert_with(|| Arc::new(Gate::new(limits.max_concurrency, limits.max_queued)));
-        // Limits changed (new config or a replaced tool): later calls use a new gate.
-        if gate.size != limits.max_concurrency || gate.max_queued != limits.max_queued {
-            *gate = Arc::new(Gate::new(limits.max_concurrency, limits.max_queued));
+        // The common case: the gate exists with these limits (no key allocation).
+        if let Some(gate) = tools.get(tool).filter(|g| matches(g)) {
+            return gate.clone();
         }
-        gate.clone()
+        // New tool, or its limits changed (new config, replaced tool): later calls
+        // use a new gate while calls already admitted finish on the old one.
+        let gate = Arc::new(Gate::new(limits.max_concurrency, limits.max_queued));
+        tools.insert(tool.to_string(), gate.clone());
+        gate
     }
 }
 

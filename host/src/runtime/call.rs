@@ -53,15 +53,26 @@ pub enum Instantiation {
     Relink,
 }
 
-/// Call `tool` of `component` with `args`; returns the export's results.
+/// Call `tool` of `component` with `args` under `limits` (from
+/// [`Runtime::limits_for`]); returns the export's results.
 pub async fn call_tool(
     runtime: &Runtime,
     component: &LoadedComponent,
     tool: &str,
+    limits: &CallLimits,
     args: &[Val],
     cancel: &CancellationToken,
 ) -> Result<Vec<Val>, CallError> {
-    call_tool_with(runtime, component, tool, args, cancel, Instantiation::Pre).await
+    call_tool_with(
+        runtime,
+        component,
+        tool,
+        limits,
+        args,
+        cancel,
+        Instantiation::Pre,
+    )
+    .await
 }
 
 /// [`call_tool`] with a choice of instantiation path (for benchmarks).
@@ -69,11 +80,11 @@ pub async fn call_tool_with(
     runtime: &Runtime,
     component: &LoadedComponent,
     tool: &str,
+    limits: &CallLimits,
     args: &[Val],
     cancel: &CancellationToken,
     how: Instantiation,
 ) -> Result<Vec<Val>, CallError> {
-    let limits = runtime.limits_for(&component.name, tool);
     let export = component
         .export(tool)
         .ok_or_else(|| CallError::UnknownTool(tool.to_string()))?;
@@ -101,7 +112,7 @@ pub async fn call_tool_with(
     let started = Instant::now();
     let run = async {
         // Waiting for a slot counts against the deadline too.
-        let _permit = runtime.admission().enter(tool, &limits).await?;
+        let _permit = runtime.admission().enter(tool, limits).await?;
         let instance = match how {
             Instantiation::Pre => component.instance_pre().instantiate_async(&mut store).await,
             Instantiation::Relink => match runtime.linker_for(component.component()) {
@@ -113,14 +124,14 @@ pub async fn call_tool_with(
                 Err(e) => Err(e),
             },
         }
-        .map_err(|e| classify(e, &output, &limits))?;
+        .map_err(|e| classify(e, &output, limits))?;
         let func = instance
             .get_func(&mut store, export)
             .ok_or_else(|| CallError::UnknownTool(tool.to_string()))?;
         let mut results = vec![Val::Bool(false); result_count];
         func.call_async(&mut store, args, &mut results)
             .await
-            .map_err(|e| classify(e, &output, &limits))?;
+            .map_err(|e| classify(e, &output, limits))?;
         Ok(results)
     };
     let outcome = tokio::select! {

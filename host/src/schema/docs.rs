@@ -223,11 +223,19 @@ impl<'a> Section<'a> {
     }
 }
 
-fn top_level_sections(bytes: &[u8]) -> Result<Vec<Section<'_>>, String> {
-    const COMPONENT_HEADER: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
-    if bytes.get(..8) != Some(&COMPONENT_HEADER[..]) {
-        return Err("not a WebAssembly component (wrong header; is this a core module?)".into());
+/// Check that `bytes` start like a component, saying what they are otherwise.
+pub fn check_component_header(bytes: &[u8]) -> Result<(), String> {
+    match bytes.get(..8) {
+        Some([0, b'a', b's', b'm', 0x0d, 0, 1, 0]) => Ok(()),
+        Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => Err(
+            "this is a core WebAssembly module; build for the wasm32-wasip2 target, which produces a component".into(),
+        ),
+        _ => Err("the file does not start with a WebAssembly header".into()),
     }
+}
+
+fn top_level_sections(bytes: &[u8]) -> Result<Vec<Section<'_>>, String> {
+    check_component_header(bytes).map_err(|e| format!("not a WebAssembly component: {e}"))?;
     let mut sections = Vec::new();
     let mut pos = 8;
     while pos < bytes.len() {

@@ -9,7 +9,7 @@
 use serde_json::{Value, json};
 use wit_parser::{Function, Resolve, WorldItem, WorldKey};
 
-use super::docs::{find_docs_section, inject_docs, split_function_docs};
+use super::docs::{check_component_header, find_docs_section, inject_docs, split_function_docs};
 use super::json_schema::{Direction, describe, object_schema, schema_for};
 use super::naming::tool_name;
 use super::wit_type::{UnsupportedType, WitType};
@@ -112,19 +112,7 @@ pub fn describe_component(
     component_name: &str,
     bytes: &[u8],
 ) -> Result<ComponentDescription, DescribeError> {
-    match bytes.get(..8) {
-        Some([0, b'a', b's', b'm', 0x0d, 0, 1, 0]) => {}
-        Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => {
-            return Err(DescribeError::NotAComponent(
-                "this is a core WebAssembly module; build for the wasm32-wasip2 target, which produces a component".into(),
-            ));
-        }
-        _ => {
-            return Err(DescribeError::NotAComponent(
-                "the file does not start with a WebAssembly header".into(),
-            ));
-        }
-    }
+    check_component_header(bytes).map_err(DescribeError::NotAComponent)?;
     let decoded = wit_parser::decoding::decode(bytes)
         .map_err(|e| DescribeError::NotAComponent(format!("{e:#}")))?;
     let wit_parser::decoding::DecodedWasm::Component(mut resolve, world) = decoded else {
