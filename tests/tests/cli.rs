@@ -264,3 +264,51 @@ fn a_bad_config_file_is_refused_with_file_line_and_key() {
     ]);
     assert_fails_saying(&out, "mcpplus.toml: line 3: unknown field `memroy_mib`");
 }
+
+#[test]
+fn closing_stdin_before_initializing_is_a_clean_exit() {
+    let out = Command::new(mcpplus_bin())
+        .args([
+            "serve",
+            "--tools",
+            artifacts::text_utils().parent().unwrap().to_str().unwrap(),
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run mcpplus serve");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.is_empty(), "nothing but MCP messages on stdout");
+}
+
+#[test]
+fn cached_facts_are_reused_only_by_the_build_that_wrote_them() {
+    let base = Scratch::new("facts");
+    let (cache, tools) = (base.join("cache"), base.join("tools"));
+    std::fs::create_dir_all(&tools).unwrap();
+    std::fs::copy(artifacts::text_utils(), tools.join("text_utils.wasm")).unwrap();
+    start_and_stop(&cache, &tools);
+    let facts: Vec<_> = walk(&cache)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".facts.json"))
+        .collect();
+    assert_eq!(facts.len(), 1, "a cold start records the component's facts");
+
+    // Facts claiming another build (and a wrong description) must be ignored.
+    let mut forged: Value = serde_json::from_slice(&std::fs::read(&facts[0]).unwrap()).unwrap();
+    forged["build"] = "some-other-build".into();
+    forged["description"]["tools"] = serde_json::json!([]);
+    std::fs::write(&facts[0], forged.to_string()).unwrap();
+    let logs = start_and_stop(&cache, &tools);
+    let loaded = logs
+        .iter()
+        .find(|l| l["event"] == "tool.loaded")
+        .expect("component loaded");
+    assert!(
+        loaded["tools"].as_str().unwrap().contains("word_count"),
+        "{loaded}"
+    );
+}
