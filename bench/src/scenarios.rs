@@ -201,7 +201,7 @@ async fn in_host(args: &Args, cache: &Path) -> anyhow::Result<Value> {
         })?;
         for (file, tool, call_args, iterations) in &cases {
             let component = runtime.load_file(&args.tools.join(file))?;
-            let limits = runtime.limits_for(&component.name, tool);
+            let limits = runtime.limits_for(&component, tool);
             for how in [Instantiation::Pre, Instantiation::Relink] {
                 let cancel = CancellationToken::new();
                 for _ in 0..(iterations / 10).max(5) {

@@ -28,6 +28,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::policy::PolicyDoc;
+
 /// The whole operator config.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,6 +42,20 @@ pub struct OperatorConfig {
     pub components: BTreeMap<String, LimitOverrides>,
     #[serde(default)]
     pub tools: BTreeMap<String, LimitOverrides>,
+    /// Capability policies by component name, for components without a policy
+    /// file beside them (same format as that file; see docs/security.md).
+    #[serde(default)]
+    pub policies: BTreeMap<String, PolicyDoc>,
+    /// Where the config came from, so a policy error can name the file and line.
+    #[serde(skip)]
+    pub origin: Option<ConfigOrigin>,
+}
+
+/// The config file's path and text.
+#[derive(Debug, Clone)]
+pub struct ConfigOrigin {
+    pub path: std::path::PathBuf,
+    pub text: std::sync::Arc<str>,
 }
 
 /// Limits as written in the file: anything left out is inherited.
@@ -110,6 +126,27 @@ impl Default for CallLimits {
     }
 }
 
+impl LimitOverrides {
+    /// Refuse settings that could never work, naming the `[section]` and key.
+    pub fn check(&self, section: &str) -> Result<(), String> {
+        let zero = [
+            ("timeout_ms", self.timeout_ms == Some(0)),
+            ("memory_mib", self.memory_mib == Some(0)),
+            ("max_concurrency", self.max_concurrency == Some(0)),
+            ("result_kib", self.result_kib == Some(0)),
+        ];
+        if let Some((key, _)) = zero.iter().find(|(_, z)| *z) {
+            return Err(format!("[{section}] {key} must be greater than 0"));
+        }
+        if self.memory_mib.is_some_and(|m| m > 64 * 1024) {
+            return Err(format!(
+                "[{section}] memory_mib must be at most 65536 (64 GiB)"
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl CallLimits {
     /// These limits with `o`'s settings applied on top.
     pub fn with(&self, o: &LimitOverrides) -> CallLimits {
@@ -148,10 +185,15 @@ impl OperatorConfig {
             path: path.display().to_string(),
             source,
         })?;
-        Self::parse(&text).map_err(|message| ConfigError::Invalid {
+        let mut config = Self::parse(&text).map_err(|message| ConfigError::Invalid {
             path: path.display().to_string(),
             message,
-        })
+        })?;
+        config.origin = Some(ConfigOrigin {
+            path: path.to_owned(),
+            text: text.into(),
+        });
+        Ok(config)
     }
 
     /// Parse config text; the error says where and what to fix.
@@ -179,20 +221,10 @@ impl OperatorConfig {
             )
             .chain(self.tools.iter().map(|(k, v)| (format!("tools.{k}"), v)));
         for (name, o) in sections {
-            let zero = [
-                ("timeout_ms", o.timeout_ms == Some(0)),
-                ("memory_mib", o.memory_mib == Some(0)),
-                ("max_concurrency", o.max_concurrency == Some(0)),
-                ("result_kib", o.result_kib == Some(0)),
-            ];
-            if let Some((key, _)) = zero.iter().find(|(_, z)| *z) {
-                return Err(format!("[{name}] {key} must be greater than 0"));
-            }
-            if o.memory_mib.is_some_and(|m| m > 64 * 1024) {
-                return Err(format!(
-                    "[{name}] memory_mib must be at most 65536 (64 GiB)"
-                ));
-            }
+            o.check(&name)?;
+        }
+        for (name, policy) in &self.policies {
+            policy.limits.check(&format!("policies.{name}.limits"))?;
         }
         if self.server.max_concurrency == 0 {
             return Err("[server] max_concurrency must be greater than 0".into());
@@ -201,9 +233,15 @@ impl OperatorConfig {
     }
 
     /// The limits for `tool` of `component`: defaults, then `[limits]`, then the
-    /// component's section, then the tool's.
-    pub fn limits_for(&self, base: &CallLimits, component: &str, tool: &str) -> CallLimits {
-        let mut limits = base.with(&self.limits);
+    /// component policy's `[limits]`, then the component's section, then the tool's.
+    pub fn limits_for(
+        &self,
+        base: &CallLimits,
+        component: &str,
+        policy: &LimitOverrides,
+        tool: &str,
+    ) -> CallLimits {
+        let mut limits = base.with(&self.limits).with(policy);
         if let Some(o) = self.components.get(component) {
             limits = limits.with(o);
         }
@@ -218,6 +256,7 @@ impl OperatorConfig {
         std::iter::once(&self.limits)
             .chain(self.components.values())
             .chain(self.tools.values())
+            .chain(self.policies.values().map(|p| &p.limits))
             .map(|o| base.with(&self.limits).with(o).memory_bytes)
             .max()
             .unwrap_or(base.memory_bytes)
@@ -235,17 +274,17 @@ mod tests {
         )
         .unwrap();
         let base = CallLimits::default();
-        let t = config.limits_for(&base, "c", "t");
+        let t = config.limits_for(&base, "c", &LimitOverrides::default(), "t");
         assert_eq!(
             (t.timeout, t.memory_bytes),
             (Duration::from_millis(2000), 16 << 20)
         );
-        let other = config.limits_for(&base, "c", "other");
+        let other = config.limits_for(&base, "c", &LimitOverrides::default(), "other");
         assert_eq!(
             (other.timeout, other.memory_bytes),
             (Duration::from_millis(2000), 32 << 20)
         );
-        let elsewhere = config.limits_for(&base, "d", "x");
+        let elsewhere = config.limits_for(&base, "d", &LimitOverrides::default(), "x");
         assert_eq!(elsewhere.timeout, Duration::from_millis(1000));
         assert_eq!(config.max_memory_bytes(&base), 256 << 20);
     }

@@ -51,7 +51,7 @@ pub async fn invoke(
         Ok(args) => args,
         Err(e) => return ToolOutcome::error(format!("invalid arguments: {e}")),
     };
-    let limits = runtime.limits_for(&component.name, &tool.name);
+    let limits = runtime.limits_for(component, &tool.name);
     let results = match call_tool(runtime, component, &tool.name, &limits, &args, cancel).await {
         Ok(results) => results,
         Err(e) => return ToolOutcome::error(e.to_string()),

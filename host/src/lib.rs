@@ -3,11 +3,13 @@
 //! The way of one call: `mcp` (protocol) → `catalog` (name → component) →
 //! `invoke` (JSON ⇄ values via `schema`) → `runtime` (fresh Store, limits) → back.
 
+pub mod capabilities;
 pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod content;
 pub mod invoke;
 pub mod mcp;
+pub mod policy;
 pub mod runtime;
 pub mod schema;

@@ -5,6 +5,8 @@
 //! memory limit) comes back as a [`CallError`] with a message meant for the caller;
 //! none of them can take the host down.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -12,6 +14,7 @@ use wasmtime::component::Val;
 use wasmtime::{Store, StoreLimitsBuilder, UpdateDeadline};
 
 use super::engine::Runtime;
+use crate::capabilities::CallContext;
 use super::host_state::{CapturedOutput, HostState};
 use super::loaded::LoadedComponent;
 use crate::config::CallLimits;
@@ -30,7 +33,13 @@ pub enum CallError {
     UnknownTool(String),
     #[error(transparent)]
     Busy(#[from] super::admission::Busy),
+    /// A grant could not be set up (e.g. a granted directory has disappeared).
+    #[error("{0}")]
+    Grant(String),
 }
+
+/// Call ids, unique within this process, for logs and audit events.
+static NEXT_CALL_ID: AtomicU64 = AtomicU64::new(1);
 
 fn stderr_suffix(stderr: &str) -> String {
     if stderr.is_empty() {
@@ -101,7 +110,15 @@ pub async fn call_tool_with(
         .tables(MAX_INSTANCES)
         .trap_on_grow_failure(true)
         .build();
-    let (state, output) = HostState::new(store_limits, limits.output_bytes);
+    let call = Arc::new(CallContext {
+        component: component.name.as_str().into(),
+        tool: tool.into(),
+        call_id: NEXT_CALL_ID.fetch_add(1, Ordering::Relaxed),
+    });
+    let call_id = call.call_id;
+    let (state, output) =
+        HostState::new(store_limits, limits.output_bytes, &component.policy, call)
+            .map_err(CallError::Grant)?;
     let mut store = Store::new(runtime.engine(), state);
     store.limiter(|s| &mut s.limits);
     // Yield to the executor on every epoch tick so a deadline or a cancellation can
@@ -115,7 +132,7 @@ pub async fn call_tool_with(
         let _permit = runtime.admission().enter(tool, limits).await?;
         let instance = match how {
             Instantiation::Pre => component.instance_pre().instantiate_async(&mut store).await,
-            Instantiation::Relink => match runtime.linker_for(component.component()) {
+            Instantiation::Relink => match runtime.linker_for(component.component(), &component.policy) {
                 Ok(linker) => {
                     linker
                         .instantiate_async(&mut store, component.component())
@@ -144,10 +161,10 @@ pub async fn call_tool_with(
     let elapsed_ms = started.elapsed().as_millis() as u64;
     match &outcome {
         Ok(_) => {
-            tracing::debug!(event = "tool.completed", component = %component.name, tool, elapsed_ms, "call completed")
+            tracing::debug!(event = "tool.completed", component = %component.name, tool, call_id, elapsed_ms, "call completed")
         }
         Err(e) => {
-            tracing::info!(event = "tool.failed", component = %component.name, tool, elapsed_ms, error = %e, "call failed")
+            tracing::info!(event = "tool.failed", component = %component.name, tool, call_id, elapsed_ms, error = %e, "call failed")
         }
     }
     outcome

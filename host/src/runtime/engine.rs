@@ -6,17 +6,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use wasmtime::StoreContextMut;
-use wasmtime::component::types::ComponentFunc;
-use wasmtime::component::types::ComponentItem;
-use wasmtime::component::{Component, Linker, Val};
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine};
 
 use super::admission::Admission;
 use super::cache::CompileCache;
 use super::host_state::HostState;
 use super::loaded::{LoadError, LoadedComponent};
+use crate::capabilities::{
+    self, sockets,
+    stubs::{StubReason, stub_import},
+};
 use crate::config::{CallLimits, OperatorConfig};
+use crate::policy::imports::{self, Capability, ImportClass};
+use crate::policy::{Policy, PolicyError};
 use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// How often the epoch advances; a guest in a tight loop yields this often.
@@ -76,6 +79,7 @@ impl Runtime {
         };
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        capabilities::filesystem::add_to_linker(&mut linker)?;
         let ticker = EpochTicker::start(engine.clone());
         Ok(Self {
             engine,
@@ -97,9 +101,20 @@ impl Runtime {
         self.allocator
     }
 
-    /// The limits a call of `tool` (of `component`) runs under.
-    pub fn limits_for(&self, component: &str, tool: &str) -> CallLimits {
-        self.config.limits_for(&self.base_limits, component, tool)
+    /// The limits a call of `tool` of `component` runs under.
+    pub fn limits_for(&self, component: &LoadedComponent, tool: &str) -> CallLimits {
+        self.config
+            .limits_for(&self.base_limits, &component.name, &component.policy.limits, tool)
+    }
+
+    /// The policy of component `name` at `path` whose sha256 is `digest`.
+    pub fn policy_for(&self, name: &str, path: &Path, digest: &str) -> Result<Policy, PolicyError> {
+        Policy::for_component(name, path, digest, &self.config)
+    }
+
+    /// The largest memory any call may have (what the instance pool is sized for).
+    pub fn max_memory_bytes(&self) -> usize {
+        self.config.max_memory_bytes(&self.base_limits)
     }
 
     pub(crate) fn admission(&self) -> &Admission {
@@ -110,32 +125,40 @@ impl Runtime {
         self.cache.as_ref()
     }
 
-    /// A linker for one component: the host's interfaces, plus a trapping stub for
-    /// every other import the host does not provide, so the component still loads
-    /// and only a call that reaches the missing import fails (with its name).
+    /// A linker for one component under `policy`.
     ///
-    /// WASI imports are left to the real WASI linker, whose semver matching lets a
-    /// component built against a newer 0.2.x patch release use our 0.2 host.
-    pub(crate) fn linker_for(&self, component: &Component) -> wasmtime::Result<Linker<HostState>> {
+    /// WASI files, environment and sockets are always linked for real: what the
+    /// guest can reach through them is decided per call by its WASI context
+    /// (nothing, unless granted), which keeps toolchains that touch them at
+    /// start-up (wasi-libc, CPython) working. Every other capability import the
+    /// policy does not grant, and every import the host does not offer, is linked
+    /// to a stand-in that fails the call saying why, so the component still
+    /// loads and only a call that reaches it fails.
+    ///
+    /// Baseline WASI imports go to the real WASI linker, whose semver matching
+    /// lets a component built against a newer 0.2.x patch release use our host.
+    pub(crate) fn linker_for(
+        &self,
+        component: &Component,
+        policy: &Policy,
+    ) -> wasmtime::Result<Linker<HostState>> {
         let mut linker = self.linker.clone();
         for (name, item) in component.component_type().imports(&self.engine) {
-            if name.starts_with("wasi:") {
-                continue;
-            }
-            match item.ty {
-                ComponentItem::ComponentInstance(instance) => {
-                    let mut stub = linker.instance(name)?;
-                    for (func, item) in instance.exports(&self.engine) {
-                        if matches!(item.ty, ComponentItem::ComponentFunc(_)) {
-                            stub.func_new(func, missing_import(format!("{name}#{func}")))?;
-                        }
-                    }
+            let reason = match imports::classify(name) {
+                ImportClass::Baseline if name.starts_with("wasi:") => continue,
+                ImportClass::Baseline | ImportClass::Unknown => StubReason::NotProvided,
+                ImportClass::Capability(Capability::Sockets)
+                    if name.starts_with("wasi:sockets/ip-name-lookup@")
+                        && !policy.sockets.name_lookup =>
+                {
+                    sockets::deny_name_lookup(&mut linker, &self.engine, name, &item.ty)?;
+                    continue;
                 }
-                ComponentItem::ComponentFunc(_) => linker
-                    .root()
-                    .func_new(name, missing_import(name.to_string()))?,
-                _ => {}
-            }
+                ImportClass::Capability(c) if c.implemented() => continue,
+                ImportClass::Capability(c) if c.granted_by(policy) => StubReason::NotImplemented(c),
+                ImportClass::Capability(c) => StubReason::Denied(c),
+            };
+            stub_import(&mut linker, &self.engine, name, &item.ty, reason)?;
         }
         Ok(linker)
     }
@@ -166,20 +189,6 @@ fn pooling_config(options: &RuntimeOptions) -> InstanceAllocationStrategy {
         .max_component_instance_size(1 << 20)
         .max_memory_size(options.config.max_memory_bytes(&options.base_limits));
     InstanceAllocationStrategy::Pooling(pool)
-}
-
-/// A host function that fails the call, naming the import the host lacks.
-fn missing_import(
-    name: String,
-) -> impl Fn(StoreContextMut<'_, HostState>, ComponentFunc, &[Val], &mut [Val]) -> wasmtime::Result<()>
-+ Send
-+ Sync
-+ 'static {
-    move |_, _, _, _| {
-        Err(wasmtime::format_err!(
-            "the component called `{name}`, an import this host does not provide"
-        ))
-    }
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.

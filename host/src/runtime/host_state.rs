@@ -1,16 +1,37 @@
-//! The state one call's `Store` holds: the guest's WASI context and its limits.
-//! This is the whole of what a guest can reach; nothing is shared between calls.
+//! The state one call's `Store` holds: the guest's WASI context built from its
+//! policy, who is calling (for audit events), and its limits. This is the whole
+//! of what a guest can reach; nothing is shared between calls.
+
+use std::sync::Arc;
 
 use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::output::CappedOutput;
+use crate::capabilities::{CallContext, sockets};
+use crate::policy::{FileAccess, Policy};
 
 pub struct HostState {
-    wasi: WasiCtx,
-    table: ResourceTable,
+    wasi: WasiParts,
+    call: Arc<CallContext>,
     pub limits: StoreLimits,
+}
+
+/// The WASI context and resource table, apart from the rest so a binding can
+/// borrow them next to the call context.
+pub struct WasiParts {
+    ctx: WasiCtx,
+    table: ResourceTable,
+}
+
+impl WasiView for WasiParts {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.ctx,
+            table: &mut self.table,
+        }
+    }
 }
 
 /// The guest's captured stdout and stderr (never the process's own stdout, which
@@ -21,34 +42,70 @@ pub struct CapturedOutput {
 }
 
 impl HostState {
-    /// A deny-by-default WASI context: no files, no environment, no sockets, no
-    /// stdin; stdout and stderr go to bounded in-memory captures
-    /// that drop (and count) what does not fit.
-    pub fn new(limits: StoreLimits, output_capacity: usize) -> (Self, CapturedOutput) {
+    /// A WASI context with exactly the policy's grants: its directories as
+    /// preopens, its variables, its socket addresses; nothing else. No stdin;
+    /// stdout and stderr go to bounded in-memory captures that drop (and count)
+    /// what does not fit. Fails when a granted directory cannot be opened.
+    pub fn new(
+        limits: StoreLimits,
+        output_capacity: usize,
+        policy: &Arc<Policy>,
+        call: Arc<CallContext>,
+    ) -> Result<(Self, CapturedOutput), String> {
         let output = CapturedOutput {
             stdout: CappedOutput::new(output_capacity),
             stderr: CappedOutput::new(output_capacity),
         };
-        let wasi = WasiCtxBuilder::new()
+        let mut builder = WasiCtxBuilder::new();
+        builder
             .stdout(output.stdout.clone())
-            .stderr(output.stderr.clone())
-            .build();
-        (
+            .stderr(output.stderr.clone());
+        for grant in &policy.files {
+            let perms = match grant.access {
+                FileAccess::ReadOnly => FsPerms::ReadOnly,
+                FileAccess::ReadWrite => FsPerms::ReadWrite,
+            };
+            builder
+                .preopened_dir(&grant.host, &grant.guest, perms)
+                .map_err(|e| {
+                    format!(
+                        "the granted directory {} cannot be opened: {e:#}",
+                        grant.host.display()
+                    )
+                })?;
+        }
+        for var in &policy.env {
+            if let Some(value) = &var.value {
+                builder.env(&var.name, value);
+            }
+        }
+        sockets::configure(&mut builder, policy.clone(), call.clone());
+        Ok((
             Self {
-                wasi,
-                table: ResourceTable::new(),
+                wasi: WasiParts {
+                    ctx: builder.build(),
+                    table: ResourceTable::new(),
+                },
+                call,
                 limits,
             },
             output,
-        )
+        ))
+    }
+
+    /// Who is calling, for audit events.
+    pub fn call(&self) -> &CallContext {
+        &self.call
+    }
+
+    /// The WASI parts and the call context, borrowed together.
+    pub fn wasi_and_call(&mut self) -> (&mut WasiParts, &CallContext) {
+        (&mut self.wasi, &self.call)
     }
 }
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        self.wasi.ctx()
     }
 }

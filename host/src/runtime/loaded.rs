@@ -3,12 +3,14 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use wasmtime::component::{Component, ComponentExportIndex, InstancePre};
 
 use super::cache::{CacheOutcome, CachedFacts, content_key, digest};
-use super::engine::Runtime;
+use super::engine::{Allocator, Runtime};
+use crate::policy::{Policy, PolicyError};
 use super::host_state::HostState;
 use crate::schema::{ComponentDescription, ToolSignature, describe_component};
 
@@ -21,6 +23,8 @@ pub struct LoadedComponent {
     pub description: ComponentDescription,
     pub cache: CacheOutcome,
     pub compile_time: std::time::Duration,
+    /// What the component is granted (nothing unless a policy says so).
+    pub policy: Arc<Policy>,
     component: Component,
     pre: InstancePre<HostState>,
     exports: HashMap<String, ComponentExportIndex>,
@@ -35,6 +39,8 @@ pub enum LoadError {
     },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
 }
 
 impl LoadedComponent {
@@ -94,8 +100,20 @@ impl LoadedComponent {
         let description = description.map_err(|e| invalid(e.to_string()))?;
         let (component, cache, compile_time) =
             compiled.map_err(|e| invalid(format!("does not compile: {e:#}")))?;
+        let policy = runtime.policy_for(name, path, &digest)?;
+        // The instance pool is sized before policies beside components are read;
+        // a policy may not ask for more memory than a pool slot has.
+        if let Some(mib) = policy.limits.memory_mib
+            && runtime.allocator() == Allocator::Pooling
+            && (mib as usize) << 20 > runtime.max_memory_bytes()
+        {
+            return Err(invalid(format!(
+                "its policy asks for memory_mib = {mib}, above the server's largest limit of {} MiB; raise [limits] memory_mib in the operator config or lower the policy's",
+                runtime.max_memory_bytes() >> 20
+            )));
+        }
         let linker = runtime
-            .linker_for(&component)
+            .linker_for(&component, &policy)
             .map_err(|e| invalid(format!("cannot link: {e:#}")))?;
         let pre = linker
             .instantiate_pre(&component)
@@ -118,6 +136,7 @@ impl LoadedComponent {
             description,
             cache,
             compile_time,
+            policy: Arc::new(policy),
             component,
             pre,
             exports,

@@ -1,0 +1,166 @@
+use std::path::Path;
+
+use super::*;
+
+fn scratch() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "mcpplus-policy-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    dir
+}
+
+fn parse_err(text: &str) -> String {
+    let dir = scratch();
+    Policy::parse(&dir.join("t.policy.toml"), text)
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn a_full_policy_resolves() {
+    let dir = scratch();
+    let text = r#"
+sha256 = "ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef0123456789"
+env = ["PATH", "MCPPLUS_SURELY_UNSET_VARIABLE"]
+
+[[files]]
+host = "data"
+guest = "/data/"
+access = "read-write"
+
+[network]
+allow = ["https://*.example.com"]
+
+[sockets]
+connect = ["127.0.0.1:5432"]
+
+[queue]
+submit = true
+
+[limits]
+timeout_ms = 5000
+"#;
+    let policy = Policy::parse(&dir.join("t.policy.toml"), text).unwrap();
+    assert_eq!(
+        policy.sha256.as_deref(),
+        Some("abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789")
+    );
+    assert_eq!(policy.files.len(), 1);
+    assert_eq!(policy.files[0].guest, "/data");
+    assert_eq!(
+        policy.files[0].host,
+        std::fs::canonicalize(dir.join("data")).unwrap()
+    );
+    assert_eq!(policy.files[0].access, FileAccess::ReadWrite);
+    assert!(policy.env[0].value.is_some());
+    assert!(policy.env[1].value.is_none());
+    // Values never show in debug output.
+    let debug = format!("{policy:?}");
+    assert!(debug.contains("PATH=<redacted>"), "{debug}");
+    assert!(!debug.contains(&std::env::var("PATH").unwrap()));
+    assert_eq!(policy.network[0].to_string(), "https://*.example.com");
+    assert!(policy.queue.submit && !policy.queue.admin);
+    assert_eq!(policy.limits.timeout_ms, Some(5000));
+}
+
+#[test]
+fn an_empty_policy_grants_nothing() {
+    let dir = scratch();
+    let policy = Policy::parse(&dir.join("t.policy.toml"), "").unwrap();
+    assert!(policy.grants_nothing());
+    assert!(Policy::default().grants_nothing());
+}
+
+#[test]
+fn errors_name_file_line_and_key() {
+    let err = parse_err("[[files]]\nhost = \"data\"\nguest = \"/d\"\n\n[filez]\nx = 1\n");
+    assert!(err.contains("t.policy.toml: line 5"), "{err}");
+    assert!(err.contains("unknown capability or key `filez`"), "{err}");
+
+    let err = parse_err("[[files]]\nhost = \"nope\"\nguest = \"/d\"\n");
+    assert!(
+        err.contains("t.policy.toml: line 2: files[0].host: directory"),
+        "{err}"
+    );
+    assert!(err.contains("nope") && err.contains("create it or fix the path"), "{err}");
+
+    let err = parse_err("[[files]]\nhost = \"data\"\nguest = \"d\"\n");
+    assert!(err.contains("line 3: files[0].guest"), "{err}");
+    assert!(err.contains("must be absolute"), "{err}");
+
+    let err = parse_err("[[files]]\nhost = \"data\"\nguest = \"/d/../etc\"\n");
+    assert!(err.contains("must not contain"), "{err}");
+
+    let err = parse_err("env = [\"OK\", \"*\"]\n");
+    assert!(err.contains("line 1: env[1]"), "{err}");
+    assert!(err.contains("no wildcards"), "{err}");
+
+    let err = parse_err("[network]\nallow = [\n  \"https://ok.example\",\n  \"https://a.*.com\",\n]\n");
+    assert!(err.contains("line 4: network.allow[1]"), "{err}");
+
+    let err = parse_err("[sockets]\nconnect = [\"localhost:80\"]\n");
+    assert!(err.contains("line 2: sockets.connect[0]"), "{err}");
+    assert!(err.contains("not an IP address"), "{err}");
+
+    let err = parse_err("sha256 = \"abc\"\n");
+    assert!(err.contains("line 1: sha256: must be 64 hex digits"), "{err}");
+
+    let err = parse_err("[queue]\nsubmit = \"yes\"\n");
+    assert!(err.contains("line 2"), "{err}");
+}
+
+#[test]
+fn host_directories_that_expose_the_host_are_refused() {
+    let err = parse_err("[[files]]\nhost = \"/proc\"\nguest = \"/p\"\n");
+    assert!(err.contains("expose the host itself"), "{err}");
+    let err = parse_err("[[files]]\nhost = \"/\"\nguest = \"/root\"\n");
+    assert!(err.contains("expose the host itself"), "{err}");
+}
+
+#[test]
+fn pins_and_conflicts_are_checked_per_component() {
+    let dir = scratch();
+    let component = dir.join("notes.wasm");
+    std::fs::write(&component, b"").unwrap();
+    let digest = "0".repeat(64);
+    let other = "1".repeat(64);
+
+    // No policy anywhere: nothing granted.
+    let config = OperatorConfig::default();
+    let policy = Policy::for_component("notes", &component, &digest, &config).unwrap();
+    assert!(policy.source.is_none() && policy.grants_nothing());
+
+    // A pin that does not match names both digests.
+    std::fs::write(
+        policy_path_for(&component),
+        format!("sha256 = \"{other}\"\n"),
+    )
+    .unwrap();
+    let err = Policy::for_component("notes", &component, &digest, &config)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&digest) && err.contains(&other), "{err}");
+
+    // The operator config's table works alone, and conflicts with a file.
+    let config = OperatorConfig::parse("[policies.notes]\nenv = [\"HOME\"]\n").unwrap();
+    let err = Policy::for_component("notes", &component, &digest, &config)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("two policies"), "{err}");
+    std::fs::remove_file(policy_path_for(&component)).unwrap();
+    let policy = Policy::for_component("notes", &component, &digest, &config).unwrap();
+    assert_eq!(policy.env[0].name, "HOME");
+}
+
+#[test]
+fn guest_paths_normalize() {
+    assert_eq!(normalize_guest_path("/a//b/").unwrap(), "/a/b");
+    assert_eq!(normalize_guest_path("/").unwrap(), "/");
+    assert!(normalize_guest_path("a").is_err());
+    assert!(normalize_guest_path("/a/./b").is_err());
+    assert!(Path::new("/a").is_absolute());
+}
