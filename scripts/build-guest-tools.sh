@@ -21,6 +21,7 @@ install_rust_tool() { # crate-dir artifact-name dest
 install_rust_tool showcase showcase "$DIST/showcase.wasm"
 install_rust_tool text-utils text_utils "$DIST/text_utils.wasm"
 install_rust_tool fixtures fixtures "$DIST/fixtures/misbehaving.wasm"
+install_rust_tool hostile hostile "$DIST/fixtures/hostile.wasm"
 
 # The Python tool: componentize-py bundles CPython, so only rebuild when its
 # sources change.

@@ -50,6 +50,21 @@ fn audited(state: &mut HostState) -> AuditedFs<'_> {
     }
 }
 
+/// Operations that change the filesystem (refused under a read-only grant).
+const MUTATIONS: [&str; 11] = [
+    "open-for-writing",
+    "write",
+    "append",
+    "set-size",
+    "set-times",
+    "create-directory",
+    "remove-directory",
+    "rename",
+    "symlink",
+    "hard-link",
+    "delete",
+];
+
 impl AuditedFs<'_> {
     /// Pass `result` through, recording an audit event when it is a refusal.
     fn audit<T>(&self, result: FsResult<T>, operation: &str, path: &str) -> FsResult<T> {
@@ -57,10 +72,11 @@ impl AuditedFs<'_> {
             && let Some(code @ (ErrorCode::NotPermitted | ErrorCode::Access)) = e.downcast_ref()
         {
             let reason = match code {
-                ErrorCode::NotPermitted => {
-                    "outside the granted directories, or a write under a read-only grant"
+                ErrorCode::NotPermitted if MUTATIONS.contains(&operation) => {
+                    "a change under a read-only grant, or a path outside the granted directories"
                 }
-                _ => "the host refused access to the file",
+                ErrorCode::NotPermitted => "the path leads outside the granted directories",
+                _ => "the host's own file permissions refused access",
             };
             let target = if path.is_empty() {
                 operation.to_string()

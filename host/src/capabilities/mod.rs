@@ -11,6 +11,12 @@ use std::sync::Arc;
 
 use crate::policy::imports::Capability;
 
+/// The error a stand-in fails a call with: a refused capability or an import the
+/// host does not offer. The message says what to do.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ImportRefused(pub String);
+
 /// Who is calling: what every audit event of one call carries.
 #[derive(Debug, Clone)]
 pub struct CallContext {

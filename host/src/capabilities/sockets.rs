@@ -16,7 +16,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::sockets::SocketAddrUse;
 
 use super::CallContext;
-use super::stubs::{StubReason, stub_import};
+use super::stubs::{SharedResources, StubReason, stub_import};
 use crate::policy::{Policy, SocketGrants};
 use crate::policy::imports::Capability;
 use crate::runtime::host_state::HostState;
@@ -25,12 +25,13 @@ use crate::runtime::host_state::HostState;
 pub fn allows(grants: &SocketGrants, addr: SocketAddr, usage: SocketAddrUse) -> bool {
     let listed = |list: &[crate::policy::SocketPattern]| list.iter().any(|p| p.allows(addr));
     match usage {
-        // An implicit bind (wildcard address, port 0) precedes every connect and
-        // send; it is allowed when the component may connect somewhere.
+        // An implicit bind (wildcard address, port 0) comes before every connect,
+        // listen and send, each of which is checked on its own; refusing it here
+        // would hide the address the guest was really after.
         SocketAddrUse::TcpBind | SocketAddrUse::UdpBind
             if addr.ip().is_unspecified() && addr.port() == 0 =>
         {
-            !grants.connect.is_empty() || !grants.bind.is_empty()
+            true
         }
         SocketAddrUse::TcpBind | SocketAddrUse::UdpBind | SocketAddrUse::TcpListen => {
             listed(&grants.bind)
@@ -42,7 +43,12 @@ pub fn allows(grants: &SocketGrants, addr: SocketAddr, usage: SocketAddrUse) -> 
 
 /// Install the address check for one call.
 pub fn configure(builder: &mut WasiCtxBuilder, policy: Arc<Policy>, call: Arc<CallContext>) {
-    builder.allow_ip_name_lookup(policy.sockets.name_lookup);
+    // Sockets may be created; every bind, connect and send then goes through the
+    // address check below, which is where refusals are decided and recorded.
+    builder
+        .allow_tcp(true)
+        .allow_udp(true)
+        .allow_ip_name_lookup(policy.sockets.name_lookup);
     builder.socket_addr_check(move |addr, usage| {
         let allowed = allows(&policy.sockets, addr, usage);
         if !allowed {
@@ -64,33 +70,43 @@ pub fn deny_name_lookup(
     engine: &Engine,
     import: &str,
     item: &ComponentItem,
+    shared: &SharedResources,
 ) -> wasmtime::Result<()> {
-    stub_import(linker, engine, import, item, StubReason::Denied(Capability::Sockets))?;
+    // The import may carry the exact version wasmtime-wasi defines; replace it.
     linker.allow_shadowing(true);
-    let result = linker
-        .instance(import)?
-        .func_new("resolve-addresses", refuse_lookup);
+    let result = stub_import(linker, engine, import, item, shared, StubReason::Denied(Capability::Sockets))
+        .and_then(|()| {
+            linker
+                .instance(import)?
+                .func_new_async("resolve-addresses", refuse_lookup)
+        });
     linker.allow_shadowing(false);
     result
 }
 
-fn refuse_lookup(
-    store: StoreContextMut<'_, HostState>,
+fn refuse_lookup<'a>(
+    mut store: StoreContextMut<'a, HostState>,
     _: ComponentFunc,
-    args: &[Val],
-    results: &mut [Val],
-) -> wasmtime::Result<()> {
-    let name = match args.get(1) {
-        Some(Val::String(s)) => s.as_str(),
-        _ => "",
-    };
-    store.data().call().deny(
-        Capability::Sockets,
-        &format!("name lookup {name}"),
-        "the policy does not grant [sockets] name_lookup",
-    );
-    results[0] = Val::Result(Err(Some(Box::new(Val::Enum("access-denied".into())))));
-    Ok(())
+    args: &'a [Val],
+    results: &'a mut [Val],
+) -> Box<dyn Future<Output = wasmtime::Result<()>> + Send + 'a> {
+    Box::new(async move {
+        let name = match args.get(1) {
+            Some(Val::String(s)) => s.as_str(),
+            _ => "",
+        };
+        store.data().call().deny(
+            Capability::Sockets,
+            &format!("name lookup {name}"),
+            "the policy does not grant [sockets] name_lookup",
+        );
+        // The borrowed `network` handle must be released before returning.
+        if let Some(Val::Resource(network)) = args.first() {
+            network.resource_drop_async(&mut store).await?;
+        }
+        results[0] = Val::Result(Err(Some(Box::new(Val::Enum("access-denied".into())))));
+        Ok(())
+    })
 }
 
 #[cfg(test)]
@@ -104,7 +120,8 @@ mod tests {
         let addr: SocketAddr = "127.0.0.1:5432".parse().unwrap();
         let wildcard: SocketAddr = "0.0.0.0:0".parse().unwrap();
         assert!(!allows(&none, addr, SocketAddrUse::TcpConnect));
-        assert!(!allows(&none, wildcard, SocketAddrUse::TcpBind));
+        assert!(allows(&none, wildcard, SocketAddrUse::TcpBind));
+        assert!(!allows(&none, wildcard, SocketAddrUse::TcpListen));
 
         let grants = SocketGrants {
             connect: vec![SocketPattern::parse("127.0.0.1:5432").unwrap()],

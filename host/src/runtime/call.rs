@@ -14,7 +14,7 @@ use wasmtime::component::Val;
 use wasmtime::{Store, StoreLimitsBuilder, UpdateDeadline};
 
 use super::engine::Runtime;
-use crate::capabilities::CallContext;
+use crate::capabilities::{CallContext, ImportRefused};
 use super::host_state::{CapturedOutput, HostState};
 use super::loaded::LoadedComponent;
 use crate::config::CallLimits;
@@ -33,6 +33,10 @@ pub enum CallError {
     UnknownTool(String),
     #[error(transparent)]
     Busy(#[from] super::admission::Busy),
+    /// The guest reached an import it may not use (refused by policy, or not
+    /// offered by this host); the message says which and what to do.
+    #[error("{0}")]
+    Refused(String),
     /// A grant could not be set up (e.g. a granted directory has disappeared).
     #[error("{0}")]
     Grant(String),
@@ -176,6 +180,9 @@ fn classify(error: wasmtime::Error, output: &CapturedOutput, limits: &CallLimits
         || text.contains("forcing a memory growth failure")
     {
         return CallError::MemoryLimit(limits.memory_bytes);
+    }
+    if let Some(refused) = error.downcast_ref::<ImportRefused>() {
+        return CallError::Refused(refused.0.clone());
     }
     // The root cause says what happened; the wasm backtrace goes to the log only.
     let message = match error.downcast_ref::<wasmtime::Trap>() {

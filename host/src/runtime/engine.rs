@@ -15,7 +15,7 @@ use super::host_state::HostState;
 use super::loaded::{LoadError, LoadedComponent};
 use crate::capabilities::{
     self, sockets,
-    stubs::{StubReason, stub_import},
+    stubs::{SharedResources, StubReason, stub_import},
 };
 use crate::config::{CallLimits, OperatorConfig};
 use crate::policy::imports::{self, Capability, ImportClass};
@@ -143,6 +143,7 @@ impl Runtime {
         policy: &Policy,
     ) -> wasmtime::Result<Linker<HostState>> {
         let mut linker = self.linker.clone();
+        let shared = SharedResources::of(component, &self.engine);
         for (name, item) in component.component_type().imports(&self.engine) {
             let reason = match imports::classify(name) {
                 ImportClass::Baseline if name.starts_with("wasi:") => continue,
@@ -151,14 +152,14 @@ impl Runtime {
                     if name.starts_with("wasi:sockets/ip-name-lookup@")
                         && !policy.sockets.name_lookup =>
                 {
-                    sockets::deny_name_lookup(&mut linker, &self.engine, name, &item.ty)?;
+                    sockets::deny_name_lookup(&mut linker, &self.engine, name, &item.ty, &shared)?;
                     continue;
                 }
                 ImportClass::Capability(c) if c.implemented() => continue,
                 ImportClass::Capability(c) if c.granted_by(policy) => StubReason::NotImplemented(c),
                 ImportClass::Capability(c) => StubReason::Denied(c),
             };
-            stub_import(&mut linker, &self.engine, name, &item.ty, reason)?;
+            stub_import(&mut linker, &self.engine, name, &item.ty, &shared, reason)?;
         }
         Ok(linker)
     }
