@@ -38,6 +38,9 @@ pub mod artifacts {
     pub fn misbehaving() -> PathBuf {
         super::dist().join("fixtures/misbehaving.wasm")
     }
+    pub fn hostile() -> PathBuf {
+        super::dist().join("fixtures/hostile.wasm")
+    }
 }
 
 /// `mcpplus serve --http 127.0.0.1:0 ARGS…`, killed on drop.

@@ -9,10 +9,10 @@
 
 use wasmtime::component::{HasData, Linker, Resource};
 use wasmtime_wasi::filesystem::{WasiFilesystemCtxView, WasiFilesystemView};
-use wasmtime_wasi::p2::bindings::filesystem::{preopens, types};
 use wasmtime_wasi::p2::bindings::filesystem::types::{
     ErrorCode, HostDescriptor, HostDirectoryEntryStream,
 };
+use wasmtime_wasi::p2::bindings::filesystem::{preopens, types};
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, FsError, FsResult};
 
 use super::CallContext;
@@ -90,9 +90,7 @@ impl AuditedFs<'_> {
 }
 
 impl preopens::Host for AuditedFs<'_> {
-    fn get_directories(
-        &mut self,
-    ) -> wasmtime::Result<Vec<(Resource<types::Descriptor>, String)>> {
+    fn get_directories(&mut self) -> wasmtime::Result<Vec<(Resource<types::Descriptor>, String)>> {
         preopens::Host::get_directories(&mut self.fs)
     }
 }
@@ -256,15 +254,7 @@ impl HostDescriptor for AuditedFs<'_> {
             .fs
             .open_at(fd, path_flags, path.clone(), oflags, flags)
             .await;
-        self.audit(
-            r,
-            if writing {
-                "open-for-writing"
-            } else {
-                "open"
-            },
-            &path,
-        )
+        self.audit(r, if writing { "open-for-writing" } else { "open" }, &path)
     }
 
     fn drop(&mut self, fd: Resource<types::Descriptor>) -> wasmtime::Result<()> {

@@ -10,15 +10,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use wasmtime::component::types::{ComponentFunc, ComponentItem};
-use wasmtime::{Engine, StoreContextMut};
 use wasmtime::component::{Linker, Val};
+use wasmtime::{Engine, StoreContextMut};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::sockets::SocketAddrUse;
 
 use super::CallContext;
 use super::stubs::{SharedResources, StubReason, stub_import};
-use crate::policy::{Policy, SocketGrants};
 use crate::policy::imports::Capability;
+use crate::policy::{Policy, SocketGrants};
 use crate::runtime::host_state::HostState;
 
 /// Whether `grants` allow `usage` of `addr`.
@@ -74,12 +74,19 @@ pub fn deny_name_lookup(
 ) -> wasmtime::Result<()> {
     // The import may carry the exact version wasmtime-wasi defines; replace it.
     linker.allow_shadowing(true);
-    let result = stub_import(linker, engine, import, item, shared, StubReason::Denied(Capability::Sockets))
-        .and_then(|()| {
-            linker
-                .instance(import)?
-                .func_new_async("resolve-addresses", refuse_lookup)
-        });
+    let result = stub_import(
+        linker,
+        engine,
+        import,
+        item,
+        shared,
+        StubReason::Denied(Capability::Sockets),
+    )
+    .and_then(|()| {
+        linker
+            .instance(import)?
+            .func_new_async("resolve-addresses", refuse_lookup)
+    });
     linker.allow_shadowing(false);
     result
 }
@@ -129,9 +136,21 @@ mod tests {
         };
         assert!(allows(&grants, addr, SocketAddrUse::TcpConnect));
         assert!(allows(&grants, wildcard, SocketAddrUse::TcpBind));
-        assert!(!allows(&grants, "127.0.0.1:22".parse().unwrap(), SocketAddrUse::TcpConnect));
-        assert!(!allows(&grants, "10.0.0.1:5432".parse().unwrap(), SocketAddrUse::UdpSend));
-        assert!(!allows(&grants, "0.0.0.0:8080".parse().unwrap(), SocketAddrUse::TcpBind));
+        assert!(!allows(
+            &grants,
+            "127.0.0.1:22".parse().unwrap(),
+            SocketAddrUse::TcpConnect
+        ));
+        assert!(!allows(
+            &grants,
+            "10.0.0.1:5432".parse().unwrap(),
+            SocketAddrUse::UdpSend
+        ));
+        assert!(!allows(
+            &grants,
+            "0.0.0.0:8080".parse().unwrap(),
+            SocketAddrUse::TcpBind
+        ));
         assert!(!allows(&grants, addr, SocketAddrUse::TcpListen));
     }
 }

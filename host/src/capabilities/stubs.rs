@@ -47,9 +47,7 @@ impl SharedResources {
                 let host = match (interface, export) {
                     ("wasi:io/poll", "pollable") => ResourceType::host::<DynPollable>(),
                     ("wasi:io/streams", "input-stream") => ResourceType::host::<DynInputStream>(),
-                    ("wasi:io/streams", "output-stream") => {
-                        ResourceType::host::<DynOutputStream>()
-                    }
+                    ("wasi:io/streams", "output-stream") => ResourceType::host::<DynOutputStream>(),
                     ("wasi:io/error", "error") => ResourceType::host::<IoError>(),
                     ("wasi:sockets/network", "network") => ResourceType::host::<Network>(),
                     _ => continue,
@@ -118,9 +116,9 @@ fn failing(
 + 'static {
     move |store, _, _, _| {
         Err(wasmtime::Error::new(ImportRefused(match reason {
-            StubReason::NotProvided => format!(
-                "the component called `{name}`, an import this host does not provide"
-            ),
+            StubReason::NotProvided => {
+                format!("the component called `{name}`, an import this host does not provide")
+            }
             StubReason::Denied(capability) => {
                 let call = store.data().call();
                 call.deny(

@@ -25,8 +25,12 @@ pub fn init(filter: &str, format: Option<LogFormat>) {
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
+        // No tracing `target` (module path) in JSON: `target` is an event field
+        // (what a capability.denied event refused); events say what they are
+        // through `event` instead.
         LogFormat::Json => builder
             .json()
+            .with_target(false)
             .flatten_event(true)
             .with_current_span(false)
             .try_init(),

@@ -1,5 +1,6 @@
-//! The `mcpplus` command line: `serve`, `inspect`, `call`, `embed-docs`.
+//! The `mcpplus` command line: `serve`, `inspect`, `audit`, `call`, `embed-docs`.
 
+mod audit;
 mod call;
 mod embed_docs;
 mod inspect;
@@ -31,7 +32,7 @@ pub struct CommonArgs {
     /// Compile every component from scratch instead of using the cache
     #[arg(long, global = true)]
     no_cache: bool,
-    /// Operator config (TOML): limits per tool and component, server caps
+    /// Operator config (TOML): limits per tool and component, server caps, policies
     #[arg(long, global = true, env = "MCPPLUS_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Time limit for one tool call, in seconds [default: 30, or the config's]
@@ -96,6 +97,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Show the tools a component exports, their JSON Schemas, and its imports
     Inspect(inspect::InspectArgs),
+    /// Report, per component, what it asks for, what its policy grants, what is refused, and the risks
+    Audit(audit::AuditArgs),
     /// Call one tool of a component without an MCP client
     Call(call::CallArgs),
     /// Store the doc comments of a WIT package in a component, for tool descriptions
@@ -120,6 +123,7 @@ pub fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Serve(args) => serve::run(args, &cli.common).await,
             Command::Inspect(args) => inspect::run(args),
+            Command::Audit(args) => audit::run(args, &cli.common),
             Command::Call(args) => call::run(args, &cli.common).await,
             Command::EmbedDocs(args) => embed_docs::run(args),
         }

@@ -16,6 +16,7 @@ use serde_json::json;
 
 use crate::catalog::{LiveCatalog, ToolEntry};
 use crate::invoke::{ToolOutcome, invoke};
+use crate::policy::hints::ToolHints;
 use crate::runtime::Runtime;
 
 /// How long clients may cache `tools/list`: zero, because tools can be replaced at
@@ -41,6 +42,8 @@ fn to_tool(entry: &ToolEntry<'_>) -> Tool {
         "description": sig.description,
         "inputSchema": sig.input_schema,
         "_meta": {"mcpplus/component": entry.component.name, "mcpplus/export": sig.export.to_string()},
+        // What the sandbox allows, not what the tool claims (see docs/security.md).
+        "annotations": ToolHints::from_policy(&entry.component.policy),
     });
     if let Some(output) = &sig.output_schema {
         tool["outputSchema"] = output.clone();

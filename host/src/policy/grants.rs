@@ -78,8 +78,8 @@ impl Destination {
                 "`{text}` has a path, query or user part; grants name a destination only: {hint}"
             ));
         }
-        let (host, port) = split_host_port(rest)
-            .ok_or_else(|| format!("`{text}` has a bad port; {hint}"))?;
+        let (host, port) =
+            split_host_port(rest).ok_or_else(|| format!("`{text}` has a bad port; {hint}"))?;
         let port = match port {
             None => Some(scheme.default_port()),
             Some(PortSpec::Any) => None,
@@ -175,9 +175,7 @@ fn check_host_name(name: &str, text: &str) -> Result<(), String> {
         && name.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         });
     if ok {
         Ok(())

@@ -9,7 +9,9 @@
 
 pub mod doc;
 pub mod grants;
+pub mod hints;
 pub mod imports;
+pub mod report;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -139,7 +141,9 @@ impl Policy {
                 let config_path = config
                     .origin
                     .as_ref()
-                    .map_or("the operator config".into(), |o| o.path.display().to_string());
+                    .map_or("the operator config".into(), |o| {
+                        o.path.display().to_string()
+                    });
                 return Err(PolicyError::Conflict {
                     component: name.to_string(),
                     first: file.display().to_string(),
@@ -334,11 +338,7 @@ fn resolve(doc: &PolicyDoc, origin: &Origin<'_>) -> Result<Policy, PolicyError> 
             ));
         }
         if !names.insert(n.clone()) {
-            return Err(origin.error(
-                name,
-                &format!("env[{i}]"),
-                format!("`{n}` is listed twice"),
-            ));
+            return Err(origin.error(name, &format!("env[{i}]"), format!("`{n}` is listed twice")));
         }
         policy.env.push(EnvGrant {
             name: n.clone(),
@@ -368,16 +368,12 @@ fn resolve(doc: &PolicyDoc, origin: &Origin<'_>) -> Result<Policy, PolicyError> 
 /// An absolute guest path without `.`/`..`/empty segments or a trailing slash.
 pub fn normalize_guest_path(path: &str) -> Result<String, String> {
     if !path.starts_with('/') {
-        return Err(format!(
-            "guest path `{path}` must be absolute, e.g. /data"
-        ));
+        return Err(format!("guest path `{path}` must be absolute, e.g. /data"));
     }
     let mut segments = Vec::new();
     for segment in path.split('/').filter(|s| !s.is_empty()) {
         if segment == "." || segment == ".." {
-            return Err(format!(
-                "guest path `{path}` must not contain `.` or `..`"
-            ));
+            return Err(format!("guest path `{path}` must not contain `.` or `..`"));
         }
         segments.push(segment);
     }

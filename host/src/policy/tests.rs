@@ -86,7 +86,10 @@ fn errors_name_file_line_and_key() {
         err.contains("t.policy.toml: line 2: files[0].host: directory"),
         "{err}"
     );
-    assert!(err.contains("nope") && err.contains("create it or fix the path"), "{err}");
+    assert!(
+        err.contains("nope") && err.contains("create it or fix the path"),
+        "{err}"
+    );
 
     let err = parse_err("[[files]]\nhost = \"data\"\nguest = \"d\"\n");
     assert!(err.contains("line 3: files[0].guest"), "{err}");
@@ -99,7 +102,8 @@ fn errors_name_file_line_and_key() {
     assert!(err.contains("line 1: env[1]"), "{err}");
     assert!(err.contains("no wildcards"), "{err}");
 
-    let err = parse_err("[network]\nallow = [\n  \"https://ok.example\",\n  \"https://a.*.com\",\n]\n");
+    let err =
+        parse_err("[network]\nallow = [\n  \"https://ok.example\",\n  \"https://a.*.com\",\n]\n");
     assert!(err.contains("line 4: network.allow[1]"), "{err}");
 
     let err = parse_err("[sockets]\nconnect = [\"localhost:80\"]\n");
@@ -107,7 +111,10 @@ fn errors_name_file_line_and_key() {
     assert!(err.contains("not an IP address"), "{err}");
 
     let err = parse_err("sha256 = \"abc\"\n");
-    assert!(err.contains("line 1: sha256: must be 64 hex digits"), "{err}");
+    assert!(
+        err.contains("line 1: sha256: must be 64 hex digits"),
+        "{err}"
+    );
 
     let err = parse_err("[queue]\nsubmit = \"yes\"\n");
     assert!(err.contains("line 2"), "{err}");

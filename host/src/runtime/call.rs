@@ -14,9 +14,9 @@ use wasmtime::component::Val;
 use wasmtime::{Store, StoreLimitsBuilder, UpdateDeadline};
 
 use super::engine::Runtime;
-use crate::capabilities::{CallContext, ImportRefused};
 use super::host_state::{CapturedOutput, HostState};
 use super::loaded::LoadedComponent;
+use crate::capabilities::{CallContext, ImportRefused};
 use crate::config::CallLimits;
 
 #[derive(Debug, thiserror::Error)]
@@ -136,14 +136,16 @@ pub async fn call_tool_with(
         let _permit = runtime.admission().enter(tool, limits).await?;
         let instance = match how {
             Instantiation::Pre => component.instance_pre().instantiate_async(&mut store).await,
-            Instantiation::Relink => match runtime.linker_for(component.component(), &component.policy) {
-                Ok(linker) => {
-                    linker
-                        .instantiate_async(&mut store, component.component())
-                        .await
+            Instantiation::Relink => {
+                match runtime.linker_for(component.component(), &component.policy) {
+                    Ok(linker) => {
+                        linker
+                            .instantiate_async(&mut store, component.component())
+                            .await
+                    }
+                    Err(e) => Err(e),
                 }
-                Err(e) => Err(e),
-            },
+            }
         }
         .map_err(|e| classify(e, &output, limits))?;
         let func = instance
@@ -217,7 +219,7 @@ fn log_guest_output(component: &str, tool: &str, output: &CapturedOutput) {
     for (stream, pipe) in [("stdout", &output.stdout), ("stderr", &output.stderr)] {
         let bytes = pipe.contents();
         for line in String::from_utf8_lossy(&bytes).lines() {
-            tracing::info!(target: "guest", component, tool, stream, "{line}");
+            tracing::info!(target: "guest", event = "guest.output", component, tool, stream, "{line}");
         }
         let dropped = pipe.dropped();
         if dropped > 0 {

@@ -103,8 +103,12 @@ impl Runtime {
 
     /// The limits a call of `tool` of `component` runs under.
     pub fn limits_for(&self, component: &LoadedComponent, tool: &str) -> CallLimits {
-        self.config
-            .limits_for(&self.base_limits, &component.name, &component.policy.limits, tool)
+        self.config.limits_for(
+            &self.base_limits,
+            &component.name,
+            &component.policy.limits,
+            tool,
+        )
     }
 
     /// The policy of component `name` at `path` whose sha256 is `digest`.

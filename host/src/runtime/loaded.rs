@@ -10,8 +10,8 @@ use wasmtime::component::{Component, ComponentExportIndex, InstancePre};
 
 use super::cache::{CacheOutcome, CachedFacts, content_key, digest};
 use super::engine::{Allocator, Runtime};
-use crate::policy::{Policy, PolicyError};
 use super::host_state::HostState;
+use crate::policy::{Policy, PolicyError};
 use crate::schema::{ComponentDescription, ToolSignature, describe_component};
 
 pub struct LoadedComponent {

@@ -135,10 +135,12 @@ pub fn describe_component(
     }
 
     let world = &resolve.worlds[world];
+    // Interfaces and functions only: a world-level type import asks for nothing.
     let imports = world
         .imports
-        .keys()
-        .map(|k| resolve.name_world_key(k))
+        .iter()
+        .filter(|(_, item)| !matches!(item, WorldItem::Type { .. }))
+        .map(|(k, _)| resolve.name_world_key(k))
         .collect();
 
     let mut found: Vec<(ExportPath, Option<String>, &Function)> = Vec::new();
