@@ -66,7 +66,8 @@ pub async fn run(args: ServeArgs, common: &CommonArgs) -> anyhow::Result<ExitCod
     for c in catalog.components() {
         let tools: Vec<&str> = c.tools().iter().map(|t| t.name.as_str()).collect();
         tracing::info!(event = "tool.loaded", component = %c.name, digest = %c.digest, cache = ?c.cache,
-            compile_ms = c.compile_time.as_millis() as u64, tools = %tools.join(","), "component loaded");
+            compile_ms = c.compile_time.as_millis() as u64, tools = %tools.join(","),
+            policy = c.policy.source.as_deref().unwrap_or("none (nothing granted)"), "component loaded");
         for w in &c.description.warnings {
             tracing::warn!(component = %c.name, "{w}");
         }
