@@ -312,3 +312,36 @@ fn cached_facts_are_reused_only_by_the_build_that_wrote_them() {
         "{loaded}"
     );
 }
+
+#[test]
+fn a_policy_sets_the_component_limits_and_bad_ones_are_refused() {
+    let scratch = Scratch::new("policy-limits");
+    let wasm = scratch.join("misbehaving.wasm");
+    std::fs::copy(artifacts::misbehaving(), &wasm).unwrap();
+    let policy = scratch.join("misbehaving.policy.toml");
+    std::fs::write(&policy, "[limits]\ntimeout_ms = 300\n").unwrap();
+    let spin = || mcpplus(&["call", wasm.to_str().unwrap(), "spin", "--args", "{}"]);
+    let out = spin();
+    assert!(!out.status.success());
+    let text = json_stdout(&out)["content"][0]["text"].to_string();
+    assert!(text.contains("time limit of 300ms"), "{text}");
+
+    // A limit that could never work refuses the component, naming the file.
+    std::fs::write(&policy, "[limits]\nmemory_mib = 0\n").unwrap();
+    let out = spin();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("misbehaving.policy.toml: [limits] memory_mib must be greater than 0"),
+        "{stderr}"
+    );
+
+    // More memory than the instance pool was sized for: refused, saying where to raise it.
+    std::fs::write(&policy, "[limits]\nmemory_mib = 1024\n").unwrap();
+    let out = spin();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("memory_mib = 1024, above the server's largest limit of 256 MiB"),
+        "{stderr}"
+    );
+}

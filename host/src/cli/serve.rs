@@ -57,6 +57,15 @@ pub async fn run(args: ServeArgs, common: &CommonArgs) -> anyhow::Result<ExitCod
     for e in &errors {
         tracing::error!(event = "tool.load_failed", error = %e, "component not loaded");
     }
+    for name in runtime.config().policies.keys() {
+        if !dir.join(format!("{name}.wasm")).is_file() {
+            tracing::warn!(
+                component = %name,
+                "[policies.{name}] in the operator config matches no component in {}",
+                dir.display()
+            );
+        }
+    }
     if args.strict && !errors.is_empty() {
         anyhow::bail!(
             "{} component(s) failed to load (see the log above); refusing to serve with --strict",

@@ -244,6 +244,13 @@ fn parse_doc(path: &Path, text: &str) -> Result<PolicyDoc, PolicyError> {
 const FORBIDDEN_ROOTS: [&str; 3] = ["/proc", "/sys", "/dev"];
 
 fn resolve(doc: &PolicyDoc, origin: &Origin<'_>) -> Result<Policy, PolicyError> {
+    let section = format!("{}limits", origin.key_prefix);
+    doc.limits
+        .check(&section)
+        .map_err(|message| PolicyError::Invalid {
+            location: origin.path.display().to_string(),
+            message,
+        })?;
     let mut policy = Policy {
         source: Some(origin.describe()),
         limits: doc.limits.clone(),

@@ -116,6 +116,12 @@ fn errors_name_file_line_and_key() {
         "{err}"
     );
 
+    let err = parse_err("[limits]\ntimeout_ms = 0\n");
+    assert!(
+        err.contains("[limits] timeout_ms must be greater than 0"),
+        "{err}"
+    );
+
     let err = parse_err("[queue]\nsubmit = \"yes\"\n");
     assert!(err.contains("line 2"), "{err}");
 }

@@ -101,6 +101,10 @@ impl Runtime {
         self.allocator
     }
 
+    pub fn config(&self) -> &OperatorConfig {
+        &self.config
+    }
+
     /// The limits a call of `tool` of `component` runs under.
     pub fn limits_for(&self, component: &LoadedComponent, tool: &str) -> CallLimits {
         self.config.limits_for(
