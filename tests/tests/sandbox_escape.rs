@@ -546,32 +546,40 @@ mod path_resolution {
         }
     }
 
-    fn segment() -> impl Strategy<Value = &'static str> {
-        prop::sample::select(vec![
-            "..",
-            ".",
-            "",
+    /// Segments that wander (mostly staying inside), then a target that is a
+    /// real file, a missing one, or a planted symlink; so both reads that must
+    /// succeed and reads that must fail come up often.
+    fn path_segments() -> impl Strategy<Value = Vec<&'static str>> {
+        let wander = prop_oneof![
+            4 => prop::sample::select(vec![".", "", "sub"]),
+            2 => Just(".."),
+            1 => prop::sample::select(vec!["planted", "escape_dir", "proc_link", "outside", "etc"]),
+        ];
+        let target = prop::sample::select(vec![
             "a.txt",
-            "sub",
+            "sub/b.txt",
             "b.txt",
+            "../a.txt",
             "planted",
             "planted_abs",
-            "escape_dir",
-            "secret.txt",
-            "outside",
-            "proc_link",
-            "environ",
-            "etc",
-            "passwd",
-        ])
+            "escape_dir/secret.txt",
+            "../outside/secret.txt",
+            "proc_link/environ",
+            "etc/passwd",
+            "sub",
+        ]);
+        (prop::collection::vec(wander, 0..4), target).prop_map(|(mut segments, target)| {
+            segments.extend(target.split('/'));
+            segments
+        })
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
         #[test]
         fn reads_never_leave_the_granted_root(
-            segments in prop::collection::vec(segment(), 1..6),
-            absolute in prop::bool::weighted(0.15),
+            segments in path_segments(),
+            absolute in prop::bool::weighted(0.1),
         ) {
             let sb = SANDBOX.get_or_init(|| Sandbox::new("path-prop", Some(READ_ONLY)));
             let path = format!("{}{}", if absolute { "/" } else { "" }, segments.join("/"));
