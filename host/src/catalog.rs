@@ -51,6 +51,10 @@ pub enum CatalogError {
 impl Catalog {
     /// Add a component, refusing it whole if any of its tool names is taken.
     pub fn add(&mut self, component: LoadedComponent) -> Result<(), CatalogError> {
+        self.add_shared(Arc::new(component))
+    }
+
+    fn add_shared(&mut self, component: Arc<LoadedComponent>) -> Result<(), CatalogError> {
         for tool in component.tools() {
             if let Some(&i) = self.tools.get(&tool.name) {
                 let existing = &self.components[i];
@@ -66,8 +70,45 @@ impl Catalog {
         for tool in component.tools() {
             self.tools.insert(tool.name.clone(), index);
         }
-        self.components.push(Arc::new(component));
+        self.components.push(component);
         Ok(())
+    }
+
+    /// The component called `name`.
+    pub fn component(&self, name: &str) -> Option<&Arc<LoadedComponent>> {
+        self.components.iter().find(|c| c.name == name)
+    }
+
+    /// This catalog with `component` added, or replacing the one of the same
+    /// name (returned). Refused whole if a tool name is taken by another component.
+    pub fn with_component(
+        &self,
+        component: Arc<LoadedComponent>,
+    ) -> Result<(Catalog, Option<Arc<LoadedComponent>>), CatalogError> {
+        let (mut next, old) = match self.without(&component.name) {
+            Some((rest, old)) => (rest, Some(old)),
+            None => (self.clone_all(), None),
+        };
+        next.add_shared(component)?;
+        Ok((next, old))
+    }
+
+    /// This catalog without the component called `name` (returned), if present.
+    pub fn without(&self, name: &str) -> Option<(Catalog, Arc<LoadedComponent>)> {
+        let old = self.component(name)?.clone();
+        let mut next = Catalog::default();
+        for c in self.components.iter().filter(|c| c.name != name) {
+            next.add_shared(c.clone())
+                .expect("components of one catalog never collide");
+        }
+        Some((next, old))
+    }
+
+    fn clone_all(&self) -> Catalog {
+        Catalog {
+            components: self.components.clone(),
+            tools: self.tools.clone(),
+        }
     }
 
     /// All tools in name order.

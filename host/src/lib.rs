@@ -3,6 +3,7 @@
 //! The way of one call: `mcp` (protocol) → `catalog` (name → component) →
 //! `invoke` (JSON ⇄ values via `schema`) → `runtime` (fresh Store, limits) → back.
 
+pub mod admin;
 pub mod capabilities;
 pub mod catalog;
 pub mod cli;
@@ -13,3 +14,4 @@ pub mod mcp;
 pub mod policy;
 pub mod runtime;
 pub mod schema;
+pub mod toolset;

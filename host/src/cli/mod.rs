@@ -1,4 +1,4 @@
-//! The `mcpplus` command line: `serve`, `inspect`, `audit`, `call`, `embed-docs`.
+//! The `mcpplus` command line: `serve`, `tools`, `inspect`, `audit`, `call`, `embed-docs`.
 
 mod audit;
 mod call;
@@ -6,6 +6,7 @@ mod embed_docs;
 mod inspect;
 mod logging;
 mod serve;
+mod tools;
 
 use std::path::PathBuf;
 
@@ -97,6 +98,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Show the tools a component exports, their JSON Schemas, and its imports
     Inspect(inspect::InspectArgs),
+    /// Change the tools of a running server: list, load, unload, reload
+    Tools(tools::ToolsArgs),
     /// Report, per component, what it asks for, what its policy grants, what is refused, and the risks
     Audit(audit::AuditArgs),
     /// Call one tool of a component without an MCP client
@@ -124,6 +127,7 @@ pub fn main() -> std::process::ExitCode {
             Command::Serve(args) => serve::run(args, &cli.common).await,
             Command::Inspect(args) => inspect::run(args),
             Command::Audit(args) => audit::run(args, &cli.common),
+            Command::Tools(args) => tools::run(args).await,
             Command::Call(args) => call::run(args, &cli.common).await,
             Command::EmbedDocs(args) => embed_docs::run(args),
         }

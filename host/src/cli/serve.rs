@@ -4,13 +4,16 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 use super::CommonArgs;
+use crate::admin::{default_socket, server as admin_server};
 use crate::catalog::{LiveCatalog, load_dir};
 use crate::mcp::{HttpOptions, McpServer, serve_http, serve_stdio};
+use crate::toolset::{ToolSet, watch::watch};
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -29,6 +32,21 @@ pub struct ServeArgs {
     /// Exit with an error if any component fails to load, instead of serving the rest
     #[arg(long)]
     strict: bool,
+    /// Do not watch the tools folder for added, changed and removed components
+    #[arg(long)]
+    no_watch: bool,
+    /// How long a changed file must stay quiet before it is loaded, in milliseconds
+    #[arg(long, value_name = "MS", default_value_t = 250)]
+    watch_settle_ms: u64,
+    /// The admin socket for `mcpplus tools` [default: $XDG_RUNTIME_DIR/mcpplus/admin.sock or ~/.cache/mcpplus/admin.sock]
+    #[arg(long, env = "MCPPLUS_ADMIN_SOCKET", value_name = "PATH")]
+    admin_socket: Option<PathBuf>,
+    /// Do not open the admin socket
+    #[arg(long)]
+    no_admin: bool,
+    /// How long unloading a component waits for its running calls before cancelling them, in seconds
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    drain_timeout: f64,
 }
 
 /// The bundled tools built by scripts/build-guest-tools.sh.
@@ -84,7 +102,47 @@ pub async fn run(args: ServeArgs, common: &CommonArgs) -> anyhow::Result<ExitCod
     tracing::info!(folder = %dir.display(), components = catalog.components().len(),
         tools = catalog.tools().count(), elapsed_ms = started.elapsed().as_millis() as u64, "catalog ready");
 
-    let server = McpServer::new(Arc::new(LiveCatalog::new(catalog)), runtime);
+    anyhow::ensure!(
+        args.drain_timeout.is_finite() && args.drain_timeout >= 0.0,
+        "--drain-timeout must be a number of seconds, got {}",
+        args.drain_timeout
+    );
+    let live = Arc::new(LiveCatalog::new(catalog));
+    let toolset = Arc::new(ToolSet::new(
+        runtime.clone(),
+        live.clone(),
+        Duration::from_secs_f64(args.drain_timeout),
+    ));
+    let _watch = if args.no_watch {
+        None
+    } else {
+        match watch(
+            toolset.clone(),
+            &dir,
+            Duration::from_millis(args.watch_settle_ms),
+        ) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the tools folder; changes there need `mcpplus tools reload`");
+                None
+            }
+        }
+    };
+    let _admin = match (
+        args.no_admin,
+        args.admin_socket.clone().or_else(default_socket),
+    ) {
+        (false, Some(path)) => match admin_server::start(&path, toolset.clone()).await {
+            Ok(server) => Some(server),
+            Err(e) => {
+                tracing::warn!(event = "admin.unavailable", "{e}");
+                None
+            }
+        },
+        _ => None,
+    };
+
+    let server = McpServer::new(live, runtime);
     match args.http {
         None => serve_stdio(server).await?,
         Some(addr) => {

@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use rmcp::model::{
     CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock,
-    Implementation, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig,
-    SubscriptionFilter, Tool,
+    Implementation, ListToolsResult, MetaObject, PaginatedRequestParams, ServerCapabilities,
+    ServerConfig, SubscriptionFilter, Tool,
 };
-use rmcp::service::{RequestContext, SubscriptionContext};
+use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::json;
 
@@ -130,7 +130,13 @@ impl ServerHandler for McpServer {
             &context.ct,
         )
         .await;
-        to_result(outcome).map(CallToolResponse::from)
+        let mut result = to_result(outcome)?;
+        // Which build answered: lets clients and operators follow a hot swap.
+        let mut meta = serde_json::Map::new();
+        meta.insert("mcpplus/component".into(), json!(entry.component.name));
+        meta.insert("mcpplus/sha256".into(), json!(entry.component.digest));
+        result.meta = Some(MetaObject(meta));
+        Ok(CallToolResponse::from(result))
     }
 
     fn accepted_subscription_filter(
@@ -138,6 +144,28 @@ impl ServerHandler for McpServer {
         requested: &SubscriptionFilter,
     ) -> Option<SubscriptionFilter> {
         Some(requested.supported_by(&self.get_info().capabilities))
+    }
+
+    /// A 2025-11-25 client (stdio, or an HTTP session) is told about every change
+    /// of the tool list with `notifications/tools/list_changed`, until its
+    /// connection ends (noticed at the next change, when the send fails).
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        let peer = context.peer;
+        let mut changes = self.catalog.subscribe();
+        tokio::spawn(async move {
+            loop {
+                match changes.recv().await {
+                    Ok(()) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        if peer.is_transport_closed()
+                            || peer.notify_tool_list_changed().await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
     }
 
     async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {

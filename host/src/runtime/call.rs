@@ -37,6 +37,10 @@ pub enum CallError {
     /// offered by this host); the message says which and what to do.
     #[error("{0}")]
     Refused(String),
+    #[error(
+        "component `{0}` was unloaded while this call was running and its drain time ran out; call again if the tool is still listed"
+    )]
+    Unloaded(String),
     /// A grant could not be set up (e.g. a granted directory has disappeared).
     #[error("{0}")]
     Grant(String),
@@ -131,6 +135,7 @@ pub async fn call_tool_with(
     store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
 
     let started = Instant::now();
+    let _in_flight = component.calls.enter();
     let run = async {
         // Waiting for a slot counts against the deadline too.
         let _permit = runtime.admission().enter(tool, limits).await?;
@@ -160,6 +165,7 @@ pub async fn call_tool_with(
     let outcome = tokio::select! {
         biased;
         _ = cancel.cancelled() => Err(CallError::Cancelled),
+        _ = component.calls.unloaded().cancelled() => Err(CallError::Unloaded(component.name.clone())),
         _ = tokio::time::sleep(limits.timeout) => Err(CallError::Timeout(limits.timeout)),
         r = run => r,
     };

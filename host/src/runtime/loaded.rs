@@ -11,6 +11,7 @@ use wasmtime::component::{Component, ComponentExportIndex, InstancePre};
 use super::cache::{CacheOutcome, CachedFacts, content_key, digest};
 use super::engine::{Allocator, Runtime};
 use super::host_state::HostState;
+use super::tracker::CallTracker;
 use crate::policy::{Policy, PolicyError};
 use crate::schema::{ComponentDescription, ToolSignature, describe_component};
 
@@ -25,6 +26,8 @@ pub struct LoadedComponent {
     pub compile_time: std::time::Duration,
     /// What the component is granted (nothing unless a policy says so).
     pub policy: Arc<Policy>,
+    /// Calls running on this component (for draining on replace and unload).
+    pub calls: CallTracker,
     component: Component,
     pre: InstancePre<HostState>,
     exports: HashMap<String, ComponentExportIndex>,
@@ -45,6 +48,9 @@ pub enum LoadError {
 
 impl LoadedComponent {
     pub(crate) fn load_file(runtime: &Runtime, path: &Path) -> Result<Self, LoadError> {
+        // Absolute, so the folder watcher and the admin endpoint name it the same way.
+        let absolute = std::path::absolute(path);
+        let path = absolute.as_deref().unwrap_or(path);
         let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
             path: path.to_owned(),
             source,
@@ -137,6 +143,7 @@ impl LoadedComponent {
             cache,
             compile_time,
             policy: Arc::new(policy),
+            calls: CallTracker::default(),
             component,
             pre,
             exports,

@@ -9,6 +9,7 @@ pub mod engine;
 pub mod host_state;
 pub mod loaded;
 pub mod output;
+pub mod tracker;
 
 pub use crate::config::CallLimits;
 pub use call::CallError;

@@ -1,0 +1,84 @@
+//! The admin endpoint: change the tool set of a running server without a
+//! restart (`mcpplus tools list|load|unload|reload`).
+//!
+//! It is a Unix socket, never a network port: the socket file is created mode
+//! 0600 in a 0700 folder, and each connection's peer credentials must match the
+//! socket's owner, so only the user running the server can use it. Not reachable
+//! through MCP: any connected client could otherwise load code.
+//!
+//! Protocol: one JSON request per line, one JSON reply per line.
+
+pub mod client;
+pub mod server;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::toolset::{ChangeReport, ComponentInfo};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "lowercase")]
+pub enum AdminRequest {
+    List,
+    Load { path: PathBuf },
+    Unload { name: String },
+    Reload { name: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdminReply {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub components: Option<Vec<ComponentInfoWire>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<serde_json::Value>,
+}
+
+/// [`ComponentInfo`] as it travels (owned, deserializable for the client).
+pub type ComponentInfoWire = serde_json::Value;
+
+impl AdminReply {
+    pub fn error(message: impl Into<String>) -> Self {
+        Self {
+            ok: false,
+            error: Some(message.into()),
+            components: None,
+            change: None,
+        }
+    }
+
+    pub fn components(list: Vec<ComponentInfo>) -> Self {
+        Self {
+            ok: true,
+            error: None,
+            components: Some(
+                list.iter()
+                    .map(|c| serde_json::to_value(c).unwrap_or_default())
+                    .collect(),
+            ),
+            change: None,
+        }
+    }
+
+    pub fn change(change: &ChangeReport) -> Self {
+        Self {
+            ok: true,
+            error: None,
+            components: None,
+            change: Some(serde_json::to_value(change).unwrap_or_default()),
+        }
+    }
+}
+
+/// `$MCPPLUS_ADMIN_SOCKET` is read by clap; this is the default beneath it:
+/// `$XDG_RUNTIME_DIR/mcpplus/admin.sock`, else `~/.cache/mcpplus/admin.sock`.
+pub fn default_socket() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(dir).join("mcpplus/admin.sock"));
+    }
+    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/mcpplus/admin.sock"))
+}

@@ -1,0 +1,129 @@
+//! The server side of the admin socket.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+use super::{AdminReply, AdminRequest};
+use crate::toolset::ToolSet;
+
+/// The longest request line accepted.
+const MAX_REQUEST: u64 = 64 << 10;
+
+/// A listening admin socket; the socket file is removed when dropped.
+pub struct AdminServer {
+    path: PathBuf,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AdminServer {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for AdminServer {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Listen on `path`. Fails (with what to do) if another live server owns it.
+pub async fn start(path: &Path, toolset: Arc<ToolSet>) -> Result<AdminServer, String> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.exists() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+            let _ = std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700));
+        }
+    }
+    if path.exists() {
+        if UnixStream::connect(path).await.is_ok() {
+            return Err(format!(
+                "another mcpplus server is using the admin socket {}; give this one its own with --admin-socket PATH, or pass --no-admin",
+                path.display()
+            ));
+        }
+        // Left behind by a server that did not stop cleanly.
+        std::fs::remove_file(path)
+            .map_err(|e| format!("cannot remove the stale socket {}: {e}", path.display()))?;
+    }
+    let listener = UnixListener::bind(path)
+        .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("cannot restrict {}: {e}", path.display()))?;
+    let owner = std::fs::metadata(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        .uid();
+    let task = tokio::spawn(accept(listener, owner, toolset));
+    tracing::info!(event = "admin.listening", socket = %path.display(), "admin endpoint ready");
+    Ok(AdminServer {
+        path: path.to_owned(),
+        task,
+    })
+}
+
+async fn accept(listener: UnixListener, owner: u32, toolset: Arc<ToolSet>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(serve_connection(stream, owner, toolset.clone()));
+    }
+}
+
+async fn serve_connection(stream: UnixStream, owner: u32, toolset: Arc<ToolSet>) {
+    let peer = stream.peer_cred().map(|c| c.uid()).ok();
+    let (read, mut write) = stream.into_split();
+    if peer != Some(owner) {
+        tracing::warn!(event = "admin.refused", peer_uid = ?peer, "admin connection from another user refused");
+        let reply =
+            AdminReply::error("refused: only the user running the server may use its admin socket");
+        let _ = send(&mut write, &reply).await;
+        return;
+    }
+    let mut reader = BufReader::new(read);
+    loop {
+        let mut line = String::new();
+        match (&mut reader).take(MAX_REQUEST).read_line(&mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let reply = match serde_json::from_str::<AdminRequest>(line.trim()) {
+            Ok(request) => handle(&toolset, request).await,
+            Err(e) => AdminReply::error(format!(
+                "bad request ({e}); send one JSON object per line, e.g. {{\"command\":\"list\"}}"
+            )),
+        };
+        if send(&mut write, &reply).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn handle(toolset: &ToolSet, request: AdminRequest) -> AdminReply {
+    tracing::info!(event = "admin.request", request = ?request, "admin request");
+    let change = match request {
+        AdminRequest::List => return AdminReply::components(toolset.list()),
+        AdminRequest::Load { path } => toolset.load(&path).await,
+        AdminRequest::Unload { name } => toolset.unload(&name).await,
+        AdminRequest::Reload { name } => toolset.reload(&name).await,
+    };
+    match change {
+        Ok(change) => AdminReply::change(&change),
+        Err(e) => AdminReply::error(e.to_string()),
+    }
+}
+
+async fn send(
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    reply: &AdminReply,
+) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(reply).unwrap_or_default();
+    line.push(b'\n');
+    write.write_all(&line).await
+}
