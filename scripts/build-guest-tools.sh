@@ -22,6 +22,12 @@ install_rust_tool showcase showcase "$DIST/showcase.wasm"
 install_rust_tool text-utils text_utils "$DIST/text_utils.wasm"
 install_rust_tool fixtures fixtures "$DIST/fixtures/misbehaving.wasm"
 install_rust_tool hostile hostile "$DIST/fixtures/hostile.wasm"
+# The hot-loading fixture, in two versions that answer differently.
+for v in 1 2; do
+    MCPPLUS_FIXTURE_VERSION=$v CARGO_TARGET_DIR="$ROOT/guest-tools/target" \
+        cargo build --locked --release --target wasm32-wasip2 --quiet -p versioned
+    install_rust_tool versioned versioned "$DIST/fixtures/versioned-$v.wasm"
+done
 
 # The Python tool: componentize-py bundles CPython, so only rebuild when its
 # sources change.

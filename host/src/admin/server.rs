@@ -106,7 +106,11 @@ async fn serve_connection(stream: UnixStream, owner: u32, toolset: Arc<ToolSet>)
 }
 
 async fn handle(toolset: &ToolSet, request: AdminRequest) -> AdminReply {
-    tracing::info!(event = "admin.request", request = ?request, "admin request");
+    if matches!(request, AdminRequest::List) {
+        tracing::debug!(event = "admin.request", request = ?request, "admin request");
+    } else {
+        tracing::info!(event = "admin.request", request = ?request, "admin request");
+    }
     let change = match request {
         AdminRequest::List => return AdminReply::components(toolset.list()),
         AdminRequest::Load { path } => toolset.load(&path).await,
