@@ -1,9 +1,11 @@
 //! The benchmark suite: latency and throughput against a native rmcp baseline,
-//! in-host instantiate-and-call cost, cold and warm start, and resident memory.
+//! in-host instantiate-and-call cost, cold and warm start, resident memory, and
+//! hot loading (swap time, calls during swaps).
 //! Run by `scripts/bench.sh`, which writes docs/benchmarks.md and
 //! bench/results/latest.json. Every comparison is measured in the same run.
 
 mod client;
+mod reload;
 mod report;
 mod scenarios;
 
@@ -29,7 +31,7 @@ pub struct Args {
     /// Where to write the raw numbers (JSON)
     #[arg(long)]
     json: PathBuf,
-    /// Run only these scenarios (startup, latency, in_host, memory); results are
+    /// Run only these scenarios (startup, latency, in_host, memory, reload); results are
     /// printed but the report is not rewritten
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,

@@ -112,6 +112,57 @@ pub fn markdown(r: &Value) -> String {
             .as_f64()
             .unwrap_or(f64::NAN)
     ));
+    out.push_str(&reload(&r["reload"]));
+    out
+}
+
+/// Hot loading: swap time and calls during swaps.
+fn reload(r: &Value) -> String {
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let mut out = String::from("\n## Hot loading\n\n");
+    out.push_str(&format!(
+        "From replacing `versioned.wasm` (write beside, rename) — or sending `mcpplus tools load` — until\n\
+         a `tools/call` answers with the new version (stdio client polling). Warm: the build was compiled\n\
+         before (cache hit); cold: a build never seen (same code plus a unique custom section), so it is\n\
+         compiled. Through the folder the watcher first waits for the file to stay quiet for the settle time\n\
+         ({} ms by default, `--watch-settle-ms`).\n\n",
+        r["settle_ms"]
+    ));
+    out.push_str("| via | cache | median ms | all, ms |\n|---|---|---:|---|\n");
+    for x in r["swap"].as_array().cloned().unwrap_or_default() {
+        let all: Vec<String> = x["all_ms"]
+            .as_array()
+            .map(|a| a.iter().map(|v| format!("{:.0}", f(v))).collect())
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "| {} | {} | {:.1} | {} |\n",
+            x["via"].as_str().unwrap_or(""),
+            x["cache"].as_str().unwrap_or(""),
+            f(&x["median_ms"]),
+            all.join(", ")
+        ));
+    }
+    let calls = &r["calls"];
+    out.push_str(&format!(
+        "\nOne stdio client calling `version` back to back for {:.0} s in steady state, then for as long while\n\
+         the component is replaced every 200 ms ({} swaps, warm cache):\n\n",
+        f(&calls["window_s"]),
+        calls["swaps"]
+    ));
+    out.push_str(
+        "| phase | calls | failed | p50 µs | p99 µs | max µs |\n|---|---:|---:|---:|---:|---:|\n",
+    );
+    for p in calls["phases"].as_array().cloned().unwrap_or_default() {
+        out.push_str(&format!(
+            "| {} | {} | {} | {:.0} | {:.0} | {:.0} |\n",
+            p["phase"].as_str().unwrap_or(""),
+            p["calls"],
+            p["failed"],
+            f(&p["p50_us"]),
+            f(&p["p99_us"]),
+            f(&p["max_us"])
+        ));
+    }
     out
 }
 

@@ -48,6 +48,11 @@ pub async fn run_all(args: &Args) -> anyhow::Result<Value> {
         eprintln!("== resident memory");
         memory = self::memory(args, &scratch, &warm_cache).await?;
     }
+    let mut reload = Value::Null;
+    if wanted("reload") {
+        eprintln!("== hot loading");
+        reload = crate::reload::run(args, &scratch).await?;
+    }
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(json!({
         "machine": machine(),
@@ -56,6 +61,7 @@ pub async fn run_all(args: &Args) -> anyhow::Result<Value> {
         "latency": latency,
         "in_host": in_host,
         "memory": memory,
+        "reload": reload,
     }))
 }
 
