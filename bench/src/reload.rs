@@ -197,7 +197,7 @@ async fn calls_during_swaps(
             let mut n = 0usize;
             let until = Instant::now() + window;
             while Instant::now() < until {
-                install(&target, if n % 2 == 0 { &v2 } else { &v1 })?;
+                install(&target, if n.is_multiple_of(2) { &v2 } else { &v1 })?;
                 n += 1;
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }

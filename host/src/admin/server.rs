@@ -34,12 +34,12 @@ impl Drop for AdminServer {
 
 /// Listen on `path`. Fails (with what to do) if another live server owns it.
 pub async fn start(path: &Path, toolset: Arc<ToolSet>) -> Result<AdminServer, String> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        if !parent.exists() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
-            let _ = std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700));
-        }
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+        && !parent.exists()
+    {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        let _ = std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700));
     }
     if path.exists() {
         if UnixStream::connect(path).await.is_ok() {
