@@ -10,6 +10,7 @@ use crate::runtime::call::call_tool;
 use crate::runtime::{LoadedComponent, Runtime};
 use crate::schema::signature::{is_content, structured_output};
 use crate::schema::{ResultShape, ToolSignature, WitType, arguments_to_values, from_value};
+use crate::telemetry::redact::redact_arguments;
 
 /// What a tool call produced, ready to become an MCP `CallToolResult`.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +48,10 @@ pub async fn invoke(
     arguments: Option<&Map<String, Value>>,
     cancel: &CancellationToken,
 ) -> ToolOutcome {
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let shown = arguments.map_or(Value::Null, |a| redact_arguments(&Value::Object(a.clone())));
+        tracing::debug!(event = "tool.invoked", arguments = %shown, "call started");
+    }
     let args = match arguments_to_values(arguments, &tool.params) {
         Ok(args) => args,
         Err(e) => return ToolOutcome::error(format!("invalid arguments: {e}")),

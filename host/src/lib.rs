@@ -14,4 +14,5 @@ pub mod mcp;
 pub mod policy;
 pub mod runtime;
 pub mod schema;
+pub mod telemetry;
 pub mod toolset;

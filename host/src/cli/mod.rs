@@ -4,7 +4,6 @@ mod audit;
 mod call;
 mod embed_docs;
 mod inspect;
-mod logging;
 mod serve;
 mod tools;
 
@@ -15,6 +14,7 @@ use clap::{Parser, Subcommand};
 use crate::config::{CallLimits, OperatorConfig};
 use crate::runtime::cache::CompileCache;
 use crate::runtime::engine::RuntimeOptions;
+use crate::telemetry::logs::{self, LogFormat};
 
 #[derive(Parser)]
 #[command(name = "mcpplus", version, about = "Serve sandboxed WebAssembly component tools over MCP", long_about = None)]
@@ -45,9 +45,12 @@ pub struct CommonArgs {
     /// Allocate instances on demand instead of from a preallocated pool
     #[arg(long, global = true)]
     no_pooling: bool,
-    /// Log format on stderr [default: text on a terminal, json otherwise]
+    /// Log format [default: text on a terminal, json otherwise] (schema: docs/log-schema.md)
     #[arg(long, global = true, value_enum)]
-    log_format: Option<logging::LogFormat>,
+    log_format: Option<LogFormat>,
+    /// Append the log to this file instead of stderr
+    #[arg(long, global = true, env = "MCPPLUS_LOG_FILE", value_name = "PATH")]
+    log_file: Option<PathBuf>,
     /// Log filter, e.g. `info`, `debug`, `mcpplus=debug,guest=warn`
     #[arg(long, global = true, env = "MCPPLUS_LOG", default_value = "info")]
     log: String,
@@ -111,7 +114,17 @@ enum Command {
 /// Entry point of the binary.
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    logging::init(&cli.common.log, cli.common.log_format);
+    let _log = match logs::init(
+        &cli.common.log,
+        cli.common.log_format,
+        cli.common.log_file.as_deref(),
+    ) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("error: cannot open the log file: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

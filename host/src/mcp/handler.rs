@@ -18,6 +18,8 @@ use crate::catalog::{LiveCatalog, ToolEntry};
 use crate::invoke::{ToolOutcome, invoke};
 use crate::policy::hints::ToolHints;
 use crate::runtime::Runtime;
+use crate::telemetry::trace::TraceContext;
+use tracing::Instrument as _;
 
 /// How long clients may cache `tools/list`: zero, because tools can be replaced at
 /// any moment (clients that asked are also told through list_changed).
@@ -122,6 +124,21 @@ impl ServerHandler for McpServer {
                 ),
             ));
         };
+        let trace = TraceContext::for_call(context.meta.get_traceparent());
+        let client = context
+            .meta
+            .client_info()
+            .map(|i| i.name)
+            .or_else(|| context.peer.peer_info().map(|p| p.client_info.name.clone()))
+            .unwrap_or_default();
+        // The request's context, on every log line of the call.
+        let span = tracing::info_span!(
+            "request",
+            request_id = %context.id,
+            client = %client,
+            trace_id = %trace.trace_id_hex(),
+            span_id = %trace.span_id_hex(),
+        );
         let outcome = invoke(
             &self.runtime,
             entry.component,
@@ -129,6 +146,7 @@ impl ServerHandler for McpServer {
             request.arguments.as_ref(),
             &context.ct,
         )
+        .instrument(span)
         .await;
         let mut result = to_result(outcome)?;
         // Which build answered: lets clients and operators follow a hot swap.

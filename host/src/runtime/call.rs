@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 use wasmtime::component::Val;
 use wasmtime::{Store, StoreLimitsBuilder, UpdateDeadline};
 
@@ -102,6 +103,31 @@ pub async fn call_tool_with(
     cancel: &CancellationToken,
     how: Instantiation,
 ) -> Result<Vec<Val>, CallError> {
+    let call_id = NEXT_CALL_ID.fetch_add(1, Ordering::Relaxed);
+    // Every log line of the call (guest output, denials, limits) carries these.
+    let span = tracing::info_span!(
+        "call",
+        call_id,
+        component = %component.name,
+        tool,
+        digest = %component.digest
+    );
+    run_call(runtime, component, tool, limits, args, cancel, how, call_id)
+        .instrument(span)
+        .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_call(
+    runtime: &Runtime,
+    component: &LoadedComponent,
+    tool: &str,
+    limits: &CallLimits,
+    args: &[Val],
+    cancel: &CancellationToken,
+    how: Instantiation,
+    call_id: u64,
+) -> Result<Vec<Val>, CallError> {
     let export = component
         .export(tool)
         .ok_or_else(|| CallError::UnknownTool(tool.to_string()))?;
@@ -121,9 +147,8 @@ pub async fn call_tool_with(
     let call = Arc::new(CallContext {
         component: component.name.as_str().into(),
         tool: tool.into(),
-        call_id: NEXT_CALL_ID.fetch_add(1, Ordering::Relaxed),
+        call_id,
     });
-    let call_id = call.call_id;
     let (state, output) =
         HostState::new(store_limits, limits.output_bytes, &component.policy, call)
             .map_err(CallError::Grant)?;

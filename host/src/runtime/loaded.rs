@@ -107,6 +107,10 @@ impl LoadedComponent {
         let (component, cache, compile_time) =
             compiled.map_err(|e| invalid(format!("does not compile: {e:#}")))?;
         let policy = runtime.policy_for(name, path, &digest)?;
+        // Granted environment values are secrets: mask them in every log line.
+        crate::telemetry::redact::register_secrets(
+            policy.env.iter().filter_map(|e| e.value.as_deref()),
+        );
         // The instance pool is sized before policies beside components are read;
         // a policy may not ask for more memory than a pool slot has.
         if let Some(mib) = policy.limits.memory_mib

@@ -1,0 +1,6 @@
+//! Observability: structured logs (`logs`), secret masking (`redact`), trace
+//! context (`trace`) and Prometheus metrics (`metrics`).
+
+pub mod logs;
+pub mod redact;
+pub mod trace;

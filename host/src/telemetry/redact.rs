@@ -1,0 +1,176 @@
+//! Secrets never reach the log: values of granted environment variables are
+//! masked wherever they appear (a guest printing its API key included), and
+//! tool arguments are masked by key name and by the look of their value.
+
+use std::sync::RwLock;
+
+use serde_json::Value;
+
+pub const MASK: &str = "[redacted]";
+
+/// Literal secrets to mask in every log line (granted environment values).
+static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
+
+/// Values shorter than this are not masked: too likely to be ordinary words.
+const MIN_SECRET_LEN: usize = 6;
+
+/// Mask these values from now on.
+pub fn register_secrets<'a>(values: impl IntoIterator<Item = &'a str>) {
+    let mut secrets = SECRETS.write().unwrap_or_else(|e| e.into_inner());
+    for v in values {
+        if v.len() >= MIN_SECRET_LEN && !secrets.iter().any(|s| s == v) {
+            secrets.push(v.to_string());
+        }
+    }
+    // Longest first, so a secret containing another is masked whole.
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+}
+
+/// `text` with every registered secret masked.
+pub fn mask_secrets(text: &str) -> Option<String> {
+    let secrets = SECRETS.read().unwrap_or_else(|e| e.into_inner());
+    if secrets.is_empty() || !secrets.iter().any(|s| text.contains(s.as_str())) {
+        return None;
+    }
+    let mut out = text.to_string();
+    for s in secrets.iter() {
+        out = out.replace(s.as_str(), MASK);
+    }
+    Some(out)
+}
+
+/// Argument names whose values are credentials, whatever they look like.
+const SECRET_KEYS: [&str; 14] = [
+    "password",
+    "passwd",
+    "passphrase",
+    "secret",
+    "token",
+    "apikey",
+    "api_key",
+    "authorization",
+    "auth",
+    "credential",
+    "private_key",
+    "privatekey",
+    "access_key",
+    "cookie",
+];
+
+fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase().replace('-', "_");
+    SECRET_KEYS
+        .iter()
+        .any(|s| k == *s || k.ends_with(&format!("_{s}")) || k.contains(s) && s.len() >= 5)
+}
+
+/// Whether a string looks like a credential: bearer/basic headers, common API
+/// key shapes, JWTs, PEM keys.
+pub fn looks_like_secret(value: &str) -> bool {
+    let v = value.trim();
+    let long_token = |rest: &str| {
+        rest.len() >= 16
+            && rest
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    };
+    if let Some(rest) = v
+        .strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("Basic "))
+    {
+        return !rest.trim().is_empty();
+    }
+    for prefix in [
+        "sk-",
+        "sk_live_",
+        "sk_test_",
+        "ghp_",
+        "gho_",
+        "github_pat_",
+        "xoxb-",
+        "xoxp-",
+        "glpat-",
+        "AKIA",
+    ] {
+        if let Some(rest) = v.strip_prefix(prefix)
+            && long_token(rest)
+        {
+            return true;
+        }
+    }
+    if v.starts_with("-----BEGIN") && v.contains("PRIVATE KEY") {
+        return true;
+    }
+    // A JWT: three base64url parts, the first a JSON header ("eyJ").
+    let parts: Vec<&str> = v.split('.').collect();
+    parts.len() == 3
+        && v.starts_with("eyJ")
+        && parts.iter().all(|p| {
+            p.len() >= 4
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        })
+}
+
+/// A copy of tool arguments fit for the log.
+pub fn redact_arguments(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let v = if is_secret_key(k) && !v.is_null() {
+                        Value::String(MASK.into())
+                    } else {
+                        redact_arguments(v)
+                    };
+                    (k.clone(), v)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(redact_arguments).collect()),
+        Value::String(s) if looks_like_secret(s) => Value::String(MASK.into()),
+        Value::String(s) => Value::String(mask_secrets(s).unwrap_or_else(|| s.clone())),
+        other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn arguments_are_masked_by_key_and_by_shape() {
+        let args = json!({
+            "message": "hello",
+            "password": "hunter2",
+            "api_key": 12345,
+            "githubToken": "x",
+            "nested": [{"header": "Bearer abc.def.ghi"}, {"key": "sk-abcdefghijklmnopqrstuvwx"}],
+            "jwt": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl",
+            "count": 3,
+        });
+        let r = redact_arguments(&args);
+        assert_eq!(r["message"], "hello");
+        assert_eq!(r["password"], MASK);
+        assert_eq!(r["api_key"], MASK);
+        assert_eq!(r["githubToken"], MASK);
+        assert_eq!(r["nested"][0]["header"], MASK);
+        assert_eq!(r["nested"][1]["key"], MASK);
+        assert_eq!(r["jwt"], MASK);
+        assert_eq!(r["count"], 3);
+        assert!(!looks_like_secret("a.b.c"));
+        assert!(!looks_like_secret("sk-short"));
+    }
+
+    #[test]
+    fn registered_secrets_are_masked_anywhere() {
+        register_secrets(["s3cr3t-value-xyz", "abc"]);
+        assert_eq!(
+            mask_secrets("token=s3cr3t-value-xyz;").as_deref(),
+            Some("token=[redacted];")
+        );
+        // Too short to mask safely.
+        assert_eq!(mask_secrets("abc"), None);
+    }
+}
