@@ -176,6 +176,12 @@ pub fn load_dir(
     Ok((catalog, errors))
 }
 
+fn set_loaded_gauge(catalog: &Catalog) {
+    crate::telemetry::metrics::metrics()
+        .components_loaded
+        .set(catalog.components().len() as i64);
+}
+
 /// The catalog the server answers from; replaced whole, never edited in place.
 pub struct LiveCatalog {
     current: RwLock<Arc<Catalog>>,
@@ -184,6 +190,7 @@ pub struct LiveCatalog {
 
 impl LiveCatalog {
     pub fn new(catalog: Catalog) -> Self {
+        set_loaded_gauge(&catalog);
         Self {
             current: RwLock::new(Arc::new(catalog)),
             changes: broadcast::channel(16).0,
@@ -200,6 +207,7 @@ impl LiveCatalog {
 
     /// Swap in a new catalog and tell subscribers the tool list changed.
     pub fn replace(&self, catalog: Catalog) {
+        set_loaded_gauge(&catalog);
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(catalog);
         let _ = self.changes.send(());
     }

@@ -6,10 +6,11 @@ use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 use wasmtime::component::Val;
 
-use crate::runtime::call::call_tool;
+use crate::runtime::call::{CallError, call_tool};
 use crate::runtime::{LoadedComponent, Runtime};
 use crate::schema::signature::{is_content, structured_output};
 use crate::schema::{ResultShape, ToolSignature, WitType, arguments_to_values, from_value};
+use crate::telemetry::metrics::metrics;
 use crate::telemetry::redact::redact_arguments;
 
 /// What a tool call produced, ready to become an MCP `CallToolResult`.
@@ -41,6 +42,8 @@ impl ToolOutcome {
 }
 
 /// Run `tool` with `arguments`. Every failure is a tool error the caller can read.
+/// Counted in `mcpplus_tool_calls_total` and timed in
+/// `mcpplus_tool_call_duration_seconds`.
 pub async fn invoke(
     runtime: &Runtime,
     component: &LoadedComponent,
@@ -48,18 +51,59 @@ pub async fn invoke(
     arguments: Option<&Map<String, Value>>,
     cancel: &CancellationToken,
 ) -> ToolOutcome {
+    let started = std::time::Instant::now();
+    let (outcome, label) = run(runtime, component, tool, arguments, cancel).await;
+    let m = metrics();
+    m.calls
+        .get_or_create(&vec![
+            ("tool", tool.name.clone()),
+            ("component", component.name.clone()),
+            ("outcome", label.to_string()),
+        ])
+        .inc();
+    m.call_duration
+        .get_or_create(&vec![("tool", tool.name.clone())])
+        .observe(started.elapsed().as_secs_f64());
+    outcome
+}
+
+/// The outcome label of a failed call.
+fn outcome_label(e: &CallError) -> &'static str {
+    match e {
+        CallError::Timeout(_) => "timeout",
+        CallError::Cancelled => "cancelled",
+        CallError::MemoryLimit(_) => "memory_limit",
+        CallError::Trap { .. } | CallError::UnknownTool(_) => "trap",
+        CallError::Busy(_) => "busy",
+        CallError::Refused(_) | CallError::Grant(_) => "refused",
+        CallError::Unloaded(_) => "unloaded",
+    }
+}
+
+async fn run(
+    runtime: &Runtime,
+    component: &LoadedComponent,
+    tool: &ToolSignature,
+    arguments: Option<&Map<String, Value>>,
+    cancel: &CancellationToken,
+) -> (ToolOutcome, &'static str) {
     if tracing::enabled!(tracing::Level::DEBUG) {
         let shown = arguments.map_or(Value::Null, |a| redact_arguments(&Value::Object(a.clone())));
         tracing::debug!(event = "tool.invoked", arguments = %shown, "call started");
     }
     let args = match arguments_to_values(arguments, &tool.params) {
         Ok(args) => args,
-        Err(e) => return ToolOutcome::error(format!("invalid arguments: {e}")),
+        Err(e) => {
+            return (
+                ToolOutcome::error(format!("invalid arguments: {e}")),
+                "invalid_arguments",
+            );
+        }
     };
     let limits = runtime.limits_for(component, &tool.name);
     let results = match call_tool(runtime, component, &tool.name, &limits, &args, cancel).await {
         Ok(results) => results,
-        Err(e) => return ToolOutcome::error(e.to_string()),
+        Err(e) => return (ToolOutcome::error(e.to_string()), outcome_label(&e)),
     };
     let outcome = present(tool, results.first()).unwrap_or_else(|e| {
         ToolOutcome::error(format!("the tool returned a malformed value: {e}"))
@@ -69,11 +113,15 @@ pub async fn invoke(
     if size > limit {
         tracing::warn!(event = "limit.exceeded", limit = "result", component = %component.name, tool = %tool.name,
             size_bytes = size, limit_bytes = limit, "result over the limit was withheld");
-        return ToolOutcome::error(format!(
-            "the tool's result is {size} bytes, over its limit of {limit} bytes; ask for less, or raise result_kib for this tool"
-        ));
+        return (
+            ToolOutcome::error(format!(
+                "the tool's result is {size} bytes, over its limit of {limit} bytes; ask for less, or raise result_kib for this tool"
+            )),
+            "result_too_large",
+        );
     }
-    outcome
+    let label = if outcome.is_error { "tool_error" } else { "ok" };
+    (outcome, label)
 }
 
 fn present(tool: &ToolSignature, result: Option<&Val>) -> Result<ToolOutcome, String> {

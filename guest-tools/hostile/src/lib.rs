@@ -152,6 +152,10 @@ impl Guest for Hostile {
     fn ping() -> String {
         "pong".into()
     }
+
+    fn shout(text: String) {
+        eprintln!("{text}");
+    }
 }
 
 export!(Hostile);

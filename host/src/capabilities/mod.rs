@@ -29,6 +29,13 @@ impl CallContext {
     /// Record a refusal. `target` is what was asked for (a path, an address, an
     /// interface function); `reason` says why it was refused.
     pub fn deny(&self, capability: Capability, target: &str, reason: &str) {
+        crate::telemetry::metrics::metrics()
+            .capability_denials
+            .get_or_create(&vec![
+                ("capability", capability.as_str().to_string()),
+                ("component", self.component.to_string()),
+            ])
+            .inc();
         tracing::warn!(
             event = "capability.denied",
             component = %self.component,

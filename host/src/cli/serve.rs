@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::CommonArgs;
 use crate::admin::{default_socket, server as admin_server};
 use crate::catalog::{LiveCatalog, load_dir};
-use crate::mcp::{HttpOptions, McpServer, serve_http, serve_stdio};
+use crate::mcp::{HttpOptions, McpServer, serve_http, serve_metrics, serve_stdio};
 use crate::toolset::{ToolSet, watch::watch};
 
 #[derive(clap::Args)]
@@ -44,6 +44,9 @@ pub struct ServeArgs {
     /// Do not open the admin socket
     #[arg(long)]
     no_admin: bool,
+    /// Also serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464; with --http they are at /metrics too)
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
     /// How long unloading a component waits for its running calls before cancelling them, in seconds
     #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
     drain_timeout: f64,
@@ -142,6 +145,16 @@ pub async fn run(args: ServeArgs, common: &CommonArgs) -> anyhow::Result<ExitCod
         _ => None,
     };
 
+    let _metrics = match args.metrics {
+        Some(addr) => Some(
+            serve_metrics(addr, |bound| {
+                tracing::info!(event = "metrics.listening", url = %format!("http://{bound}/metrics"), "serving metrics");
+                eprintln!("mcpplus: metrics on http://{bound}/metrics");
+            })
+            .await?,
+        ),
+        None => None,
+    };
     let server = McpServer::new(live, runtime);
     match args.http {
         None => serve_stdio(server).await?,

@@ -5,4 +5,4 @@ mod handler;
 mod transport;
 
 pub use handler::McpServer;
-pub use transport::{HttpOptions, serve_http, serve_stdio};
+pub use transport::{HttpOptions, serve_http, serve_metrics, serve_stdio};

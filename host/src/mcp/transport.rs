@@ -82,7 +82,9 @@ pub async fn serve_http(
         Arc::new(LocalSessionManager::default()),
         config,
     );
-    let router = axum::Router::new().nest_service("/mcp", service);
+    let router = axum::Router::new()
+        .nest_service("/mcp", service)
+        .route("/metrics", axum::routing::get(metrics_endpoint));
 
     on_ready(addr);
     // Small JSON-RPC responses and SSE events must not wait for Nagle's algorithm.
@@ -93,4 +95,31 @@ pub async fn serve_http(
         .with_graceful_shutdown(async move { shutdown.cancelled_owned().await })
         .await
         .context("serving HTTP")
+}
+
+/// `GET /metrics`: the Prometheus (OpenMetrics) exposition.
+async fn metrics_endpoint() -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::telemetry::metrics::CONTENT_TYPE,
+        )],
+        crate::telemetry::metrics::metrics().render(),
+    )
+}
+
+/// Serve only `/metrics` on `addr` (for stdio servers, or to keep metrics off the
+/// MCP port). Calls `on_ready` with the bound address.
+pub async fn serve_metrics(
+    addr: SocketAddr,
+    on_ready: impl FnOnce(SocketAddr),
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+    on_ready(listener.local_addr()?);
+    let router = axum::Router::new().route("/metrics", axum::routing::get(metrics_endpoint));
+    Ok(tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    }))
 }

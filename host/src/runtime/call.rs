@@ -19,6 +19,7 @@ use super::host_state::{CapturedOutput, HostState};
 use super::loaded::LoadedComponent;
 use crate::capabilities::{CallContext, ImportRefused};
 use crate::config::CallLimits;
+use crate::telemetry::metrics::{GaugeGuard, metrics};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
@@ -163,7 +164,11 @@ async fn run_call(
     let _in_flight = component.calls.enter();
     let run = async {
         // Waiting for a slot counts against the deadline too.
+        let waiting = GaugeGuard::hold(&metrics().calls_queued);
         let _permit = runtime.admission().enter(tool, limits).await?;
+        drop(waiting);
+        let _active = GaugeGuard::hold(&metrics().instances_active);
+        let instantiating = Instant::now();
         let instance = match how {
             Instantiation::Pre => component.instance_pre().instantiate_async(&mut store).await,
             Instantiation::Relink => {
@@ -178,6 +183,9 @@ async fn run_call(
             }
         }
         .map_err(|e| classify(e, &output, limits))?;
+        metrics()
+            .instantiation
+            .observe(instantiating.elapsed().as_secs_f64());
         let func = instance
             .get_func(&mut store, export)
             .ok_or_else(|| CallError::UnknownTool(tool.to_string()))?;
@@ -194,6 +202,9 @@ async fn run_call(
         _ = tokio::time::sleep(limits.timeout) => Err(CallError::Timeout(limits.timeout)),
         r = run => r,
     };
+    metrics()
+        .guest_memory_peak
+        .observe(store.data().limits.peak_memory as f64);
     log_guest_output(&component.name, tool, &output);
     let elapsed_ms = started.elapsed().as_millis() as u64;
     match &outcome {

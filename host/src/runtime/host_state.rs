@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::output::CappedOutput;
@@ -15,7 +15,57 @@ use crate::policy::{FileAccess, Policy};
 pub struct HostState {
     wasi: WasiParts,
     call: Arc<CallContext>,
-    pub limits: StoreLimits,
+    pub limits: TrackedLimits,
+}
+
+/// The store's limits, remembering the largest memory the guest grew to.
+pub struct TrackedLimits {
+    inner: StoreLimits,
+    pub peak_memory: usize,
+}
+
+impl ResourceLimiter for TrackedLimits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.inner.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.peak_memory = self.peak_memory.max(desired);
+        }
+        Ok(allowed)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.inner.memory_grow_failed(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.inner.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
+    }
 }
 
 /// The WASI context and resource table, apart from the rest so a binding can
@@ -87,7 +137,10 @@ impl HostState {
                     table: ResourceTable::new(),
                 },
                 call,
-                limits,
+                limits: TrackedLimits {
+                    inner: limits,
+                    peak_memory: 0,
+                },
             },
             output,
         ))

@@ -106,6 +106,15 @@ impl LoadedComponent {
         let description = description.map_err(|e| invalid(e.to_string()))?;
         let (component, cache, compile_time) =
             compiled.map_err(|e| invalid(format!("does not compile: {e:#}")))?;
+        let result = match cache {
+            CacheOutcome::Hit => "hit",
+            CacheOutcome::Miss => "miss",
+            CacheOutcome::Disabled => "disabled",
+        };
+        crate::telemetry::metrics::metrics()
+            .compile_cache
+            .get_or_create(&vec![("result", result.to_string())])
+            .inc();
         let policy = runtime.policy_for(name, path, &digest)?;
         // Granted environment values are secrets: mask them in every log line.
         crate::telemetry::redact::register_secrets(

@@ -22,7 +22,7 @@ use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::registry::LookupSpan;
 
-use super::redact::mask_secrets;
+use super::redact::{mask_secrets, mask_shapes};
 
 /// Bumped when a field is renamed or removed (adding fields keeps the version).
 pub const LOG_SCHEMA: u64 = 1;
@@ -212,10 +212,13 @@ where
 
 fn mask_in_place(line: &mut Map<String, Value>) {
     for v in line.values_mut() {
-        if let Value::String(s) = v
-            && let Some(masked) = mask_secrets(s)
-        {
-            *s = masked;
+        if let Value::String(s) = v {
+            if let Some(masked) = mask_secrets(s) {
+                *s = masked;
+            }
+            if let Some(masked) = mask_shapes(s) {
+                *s = masked;
+            }
         }
     }
 }

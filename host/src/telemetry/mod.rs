@@ -2,5 +2,6 @@
 //! context (`trace`) and Prometheus metrics (`metrics`).
 
 pub mod logs;
+pub mod metrics;
 pub mod redact;
 pub mod trace;

@@ -39,6 +39,55 @@ pub fn mask_secrets(text: &str) -> Option<String> {
     Some(out)
 }
 
+/// Markers of credential-shaped text; a line without any is left alone quickly.
+const SHAPE_MARKERS: [&str; 12] = [
+    "Bearer ",
+    "Basic ",
+    "sk-",
+    "sk_",
+    "ghp_",
+    "gho_",
+    "github_pat_",
+    "xox",
+    "glpat-",
+    "AKIA",
+    "eyJ",
+    "PRIVATE KEY",
+];
+
+/// `text` with credential-shaped words masked (a bearer token inside a debug dump
+/// of a request, an API key a guest printed), or `None` if there are none.
+pub fn mask_shapes(text: &str) -> Option<String> {
+    if !SHAPE_MARKERS.iter().any(|m| text.contains(m)) {
+        return None;
+    }
+    if text.contains("PRIVATE KEY") && text.contains("-----BEGIN") {
+        return Some(MASK.to_string());
+    }
+    let is_token = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+    let mut out = String::with_capacity(text.len());
+    let mut changed = false;
+    let mut previous = "";
+    let mut rest = text;
+    while !rest.is_empty() {
+        let gap = rest.find(is_token).unwrap_or(rest.len());
+        out.push_str(&rest[..gap]);
+        rest = &rest[gap..];
+        let len = rest.find(|c: char| !is_token(c)).unwrap_or(rest.len());
+        let word = &rest[..len];
+        let after_scheme = matches!(previous, "Bearer" | "Basic") && word.len() >= 8;
+        if after_scheme || looks_like_secret(word) {
+            out.push_str(MASK);
+            changed = true;
+        } else {
+            out.push_str(word);
+        }
+        previous = word;
+        rest = &rest[len..];
+    }
+    changed.then_some(out)
+}
+
 /// Argument names whose values are credentials, whatever they look like.
 const SECRET_KEYS: [&str; 14] = [
     "password",
@@ -161,6 +210,17 @@ mod tests {
         assert_eq!(r["count"], 3);
         assert!(!looks_like_secret("a.b.c"));
         assert!(!looks_like_secret("sk-short"));
+    }
+
+    #[test]
+    fn credential_shapes_are_masked_inside_text() {
+        let dump = r#"params: {"message": String("Bearer abcdefghijklmnop"), "k": "sk-abcdefghijklmnopqrstuv"}"#;
+        let masked = mask_shapes(dump).unwrap();
+        assert!(!masked.contains("abcdefghijklmnop"), "{masked}");
+        assert!(masked.contains("Bearer [redacted]"), "{masked}");
+        assert!(masked.contains("\"k\": \"[redacted]\""), "{masked}");
+        assert_eq!(mask_shapes("an ordinary line, nothing here"), None);
+        assert_eq!(mask_shapes("sk-short is fine"), None);
     }
 
     #[test]

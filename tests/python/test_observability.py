@@ -1,0 +1,142 @@
+"""Observability from the outside: every JSON log line validates against
+docs/log-schema.json and carries the call's context (trace id from the client's
+traceparent); secrets are masked; /metrics parses with the Prometheus client's
+OpenMetrics parser and its counters move exactly with the calls made."""
+
+import json
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import urllib.request
+
+import jsonschema
+import pytest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+from conftest import DIST, FIXTURES, MCPPLUS, ROOT, HttpServer, connect
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(300)]
+
+SCHEMA = json.loads((ROOT / "docs" / "log-schema.json").read_text())
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def scrape(url: str) -> dict:
+    """{(name, labels...): value} for every sample."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.headers["Content-Type"].startswith("application/openmetrics-text")
+        text = response.read().decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+def value(samples, name, **labels):
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def test_metrics_move_with_calls():
+    server = HttpServer("--tools", str(DIST))
+    try:
+        metrics_url = server.url.replace("/mcp", "/metrics")
+        before = scrape(metrics_url)
+        async with connect("http", "auto", http_server=server) as client:
+            for _ in range(3):
+                assert not (await client.call_tool("echo", {"message": "hi"})).is_error
+            assert (await client.call_tool("echo", {"message": 42})).is_error
+            assert (await client.call_tool("divide", {"numerator": 1, "denominator": 0})).is_error
+        after = scrape(metrics_url)
+
+        def delta(name, **labels):
+            return value(after, name, **labels) - value(before, name, **labels)
+
+        calls = "mcpplus_tool_calls_total"
+        assert delta(calls, tool="echo", component="showcase", outcome="ok") == 3
+        assert delta(calls, tool="echo", component="showcase", outcome="invalid_arguments") == 1
+        assert delta(calls, tool="divide", component="showcase", outcome="tool_error") == 1
+        assert delta("mcpplus_tool_call_duration_seconds_count", tool="echo") == 4
+        assert delta("mcpplus_instantiation_duration_seconds_count") == 4  # echo ok x3 + divide
+        assert value(after, "mcpplus_components_loaded") == 3
+        assert value(after, "mcpplus_instances_active") == 0
+        builds = [k for k in after if k[0] == "mcpplus_build_info"]
+        assert builds and after[builds[0]] == 1
+        assert value(after, "mcpplus_guest_memory_peak_bytes_count") >= 4
+    finally:
+        server.stop()
+
+
+def test_stdio_servers_serve_metrics_on_their_own_address():
+    proc = subprocess.Popen(
+        [MCPPLUS, "serve", "--tools", str(DIST), "--metrics", "127.0.0.1:0", "--no-admin"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = None
+        for line in proc.stderr:
+            m = re.search(r"metrics on (http://\S+)", line)
+            if m:
+                url = m.group(1)
+                break
+        assert url
+        samples = scrape(url)
+        assert value(samples, "mcpplus_components_loaded") == 3
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+async def test_log_lines_follow_the_schema_and_carry_context(tmp_path):
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    shutil.copy(FIXTURES / "hostile.wasm", tools)
+    shutil.copy(DIST / "showcase.wasm", tools)
+    (tools / "hostile.policy.toml").write_text('env = ["MCPPLUS_TEST_SECRET"]\n')
+    secret = "s3cr3t-value-0123456789"
+    os.environ["MCPPLUS_TEST_SECRET"] = secret
+    try:
+        server = HttpServer("--tools", str(tools), "--log-format", "json", "--log", "debug", "--no-admin")
+    finally:
+        del os.environ["MCPPLUS_TEST_SECRET"]
+    try:
+        async with connect("http", "auto", http_server=server) as client:
+            echo = await client.call_tool(
+                "echo", {"message": "Bearer abcdefghijklmnop"}, meta={"traceparent": TRACEPARENT}
+            )
+            assert not echo.is_error
+            # The tool may see its granted secret; the log never shows it.
+            got = await client.call_tool("env_var", {"name": "MCPPLUS_TEST_SECRET"})
+            assert got.structured_content == {"result": secret}
+            await client.call_tool("shout", {"text": f"my key is {secret}"})
+            await client.call_tool("tcp_connect", {"address": "127.0.0.1:9"})  # denied
+        assert await server.wait_for_log('"capability.denied"')
+        assert await server.wait_for_log('"guest.output"')
+        lines = [json.loads(l) for l in server.stderr_lines if l.startswith("{")]
+        assert len(lines) > 10
+        for line in lines:
+            jsonschema.validate(line, SCHEMA)
+        everything = "\n".join(server.stderr_lines)
+        assert secret not in everything, "a granted secret reached the log"
+        assert "abcdefghijklmnop" not in everything, "a bearer token reached the log"
+
+        invoked = [l for l in lines if l["event"] == "tool.invoked" and l.get("tool") is None]
+        assert any("[redacted]" in l["arguments"] for l in invoked), invoked
+        echo_lines = [l for l in lines if l.get("trace_id") == "4bf92f3577b34da6a3ce929d0e0e4736"]
+        assert any(l["event"] == "tool.completed" for l in echo_lines), echo_lines
+        completed = next(l for l in echo_lines if l["event"] == "tool.completed")
+        assert completed["tool"] == "echo" and completed["span_id"] != "00f067aa0ba902b7"
+        assert completed["request_id"] and completed["call_id"] >= 1
+
+        shout = next(l for l in lines if l["event"] == "guest.output")
+        assert shout["message"] == "my key is [redacted]"
+        assert shout["tool"] == "shout" and shout["stream"] == "stderr"
+        denied = next(l for l in lines if l["event"] == "capability.denied")
+        assert denied["tool"] == "tcp_connect" and denied["trace_id"] and denied["request_id"]
+    finally:
+        server.stop()
