@@ -211,14 +211,18 @@ async fn in_host(args: &Args, cache: &Path) -> anyhow::Result<Value> {
             for how in [Instantiation::Pre, Instantiation::Relink] {
                 let cancel = CancellationToken::new();
                 for _ in 0..(iterations / 10).max(5) {
-                    call_tool_with(&runtime, &component, tool, &limits, call_args, &cancel, how)
-                        .await?;
+                    call_tool_with(
+                        &runtime, &component, tool, &limits, call_args, &cancel, how, None,
+                    )
+                    .await?;
                 }
                 let mut times = Vec::with_capacity(*iterations);
                 for _ in 0..*iterations {
                     let t = Instant::now();
-                    call_tool_with(&runtime, &component, tool, &limits, call_args, &cancel, how)
-                        .await?;
+                    call_tool_with(
+                        &runtime, &component, tool, &limits, call_args, &cancel, how, None,
+                    )
+                    .await?;
                     times.push(t.elapsed());
                 }
                 times.sort();

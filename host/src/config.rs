@@ -68,6 +68,21 @@ pub struct LimitOverrides {
     pub max_queued: Option<u32>,
     pub output_kib: Option<u64>,
     pub result_kib: Option<u64>,
+    /// Least important guest log level kept (`trace` … `error`).
+    pub log_level: Option<GuestLogLevel>,
+    /// Guest log lines kept per second per call (bursts up to the same number).
+    pub log_lines_per_second: Option<u32>,
+}
+
+/// The level of a guest log line (the `mcpplus:host/log` levels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GuestLogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
 }
 
 /// Server-wide caps over all tools.
@@ -111,6 +126,10 @@ pub struct CallLimits {
     pub output_bytes: usize,
     /// Largest result (content + structured content, as JSON) sent to the client.
     pub result_bytes: usize,
+    /// Guest log lines below this level are dropped.
+    pub log_level: GuestLogLevel,
+    /// Guest log lines kept per second of one call.
+    pub log_lines_per_second: u32,
 }
 
 impl Default for CallLimits {
@@ -122,6 +141,8 @@ impl Default for CallLimits {
             max_queued: 64,
             output_bytes: 64 << 10,
             result_bytes: 4 << 20,
+            log_level: GuestLogLevel::Info,
+            log_lines_per_second: 100,
         }
     }
 }
@@ -163,6 +184,8 @@ impl CallLimits {
             result_bytes: o
                 .result_kib
                 .map_or(self.result_bytes, |k| (k as usize) << 10),
+            log_level: o.log_level.unwrap_or(self.log_level),
+            log_lines_per_second: o.log_lines_per_second.unwrap_or(self.log_lines_per_second),
         }
     }
 }

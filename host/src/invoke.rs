@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 use wasmtime::component::Val;
 
 use crate::runtime::call::{CallError, call_tool};
+use crate::runtime::observer::CallObserver;
 use crate::runtime::{LoadedComponent, Runtime};
 use crate::schema::signature::{is_content, structured_output};
 use crate::schema::{ResultShape, ToolSignature, WitType, arguments_to_values, from_value};
@@ -50,9 +51,10 @@ pub async fn invoke(
     tool: &ToolSignature,
     arguments: Option<&Map<String, Value>>,
     cancel: &CancellationToken,
+    observer: Option<CallObserver>,
 ) -> ToolOutcome {
     let started = std::time::Instant::now();
-    let (outcome, label) = run(runtime, component, tool, arguments, cancel).await;
+    let (outcome, label) = run(runtime, component, tool, arguments, cancel, observer).await;
     let m = metrics();
     m.calls
         .get_or_create(&vec![
@@ -86,6 +88,7 @@ async fn run(
     tool: &ToolSignature,
     arguments: Option<&Map<String, Value>>,
     cancel: &CancellationToken,
+    observer: Option<CallObserver>,
 ) -> (ToolOutcome, &'static str) {
     if tracing::enabled!(tracing::Level::DEBUG) {
         let shown = arguments.map_or(Value::Null, |a| redact_arguments(&Value::Object(a.clone())));
@@ -101,7 +104,11 @@ async fn run(
         }
     };
     let limits = runtime.limits_for(component, &tool.name);
-    let results = match call_tool(runtime, component, &tool.name, &limits, &args, cancel).await {
+    let results = match call_tool(
+        runtime, component, &tool.name, &limits, &args, cancel, observer,
+    )
+    .await
+    {
         Ok(results) => results,
         Err(e) => return (ToolOutcome::error(e.to_string()), outcome_label(&e)),
     };

@@ -140,3 +140,70 @@ async def test_log_lines_follow_the_schema_and_carry_context(tmp_path):
         assert denied["tool"] == "tcp_connect" and denied["trace_id"] and denied["request_id"]
     finally:
         server.stop()
+
+
+class Received:
+    def __init__(self):
+        self.logs = []
+        self.progress = []
+
+    async def on_log(self, params):
+        self.logs.append(params)
+
+    async def on_progress(self, progress, total, message):
+        self.progress.append((progress, total, message))
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_guest_logs_and_progress_reach_the_client(mode):
+    server = HttpServer("--tools", str(DIST), "--log-format", "json", "--no-admin")
+    got = Received()
+    try:
+        from mcp import Client
+
+        async with Client(
+            server.url, mode=mode, logging_callback=got.on_log, log_level="info" if mode == "auto" else None
+        ) as client:
+            if mode == "legacy":
+                await client.set_logging_level("info")
+            result = await client.call_tool(
+                "count_to", {"to": 4, "pause-ms": 5}, progress_callback=got.on_progress
+            )
+            assert not result.is_error and result.structured_content == {"result": 4}
+        assert [p[0] for p in got.progress] == [1, 2, 3, 4]
+        assert all(p[1] == 4 for p in got.progress) and got.progress[-1][2] == "4 of 4"
+        assert len(got.logs) == 4
+        first = got.logs[0]
+        assert first.level == "info" and first.logger == "count_to"
+        assert first.data == {"message": "counted", "fields": {"n": "1"}}
+        # The server log has them too, with the fields as an object.
+        assert await server.wait_for_log('"guest.log"', '"fields":{"n":"4"}')
+    finally:
+        server.stop()
+
+
+async def test_a_flooding_guest_is_rate_limited_and_counted(tmp_path):
+    config = tmp_path / "mcpplus.toml"
+    config.write_text("[tools.log_flood]\nlog_lines_per_second = 50\n")
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    shutil.copy(FIXTURES / "misbehaving.wasm", tools)
+    server = HttpServer("--tools", str(tools), "--config", str(config), "--log-format", "json", "--no-admin")
+    try:
+        metrics_url = server.url.replace("/mcp", "/metrics")
+        async with connect("http", "auto", http_server=server) as client:
+            result = await client.call_tool("log_flood", {"lines": 20000})
+            assert not result.is_error and result.structured_content == {"result": 20000}
+            # Its neighbour is unaffected.
+            assert (await client.call_tool("echo", {"text": "still here"})).structured_content == {"result": "still here"}
+        assert await server.wait_for_log('"limit.exceeded"', '"log_rate"')
+        kept = [l for l in server.stderr_lines if '"guest.log"' in l]
+        exceeded = json.loads(next(l for l in server.stderr_lines if '"log_rate"' in l))
+        assert len(kept) <= 50 + 50 * 5, len(kept)  # the burst plus refill over a few seconds at most
+        assert exceeded["dropped_lines"] == 20000 - len(kept)
+        assert exceeded["tool"] == "log_flood" and exceeded["call_id"] >= 1
+        samples = scrape(metrics_url)
+        assert value(samples, "mcpplus_guest_log_dropped_total", tool="log_flood") == exceeded["dropped_lines"]
+        assert value(samples, "mcpplus_guest_log_lines_total", tool="log_flood") == len(kept)
+    finally:
+        server.stop()

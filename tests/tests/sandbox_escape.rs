@@ -106,6 +106,7 @@ impl Sandbox {
             signature,
             Some(&args),
             &CancellationToken::new(),
+            None,
         ))
     }
 

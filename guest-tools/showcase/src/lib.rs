@@ -7,6 +7,7 @@ use exports::mcpplus::examples::showcase::{
     Color, Guest, Integers, InventoryItem, InventorySummary, Permissions, Point, PortError, Shape,
 };
 use mcpplus::host::types::{ContentBlock, EmbeddedResource, Media, ResourceData};
+use mcpplus::host::{log, progress};
 
 struct Showcase;
 
@@ -125,6 +126,26 @@ impl Guest for Showcase {
     }
 
     fn noop() {}
+
+    fn count_to(to: u32, pause_ms: u32) -> Result<u32, String> {
+        if to > 1000 || pause_ms > 1000 {
+            return Err("`to` and `pause-ms` are at most 1000".into());
+        }
+        for n in 1..=to {
+            std::thread::sleep(std::time::Duration::from_millis(pause_ms.into()));
+            log::log(
+                log::Level::Info,
+                "counted",
+                &[("n".to_string(), n.to_string())],
+            );
+            progress::report(
+                f64::from(n),
+                Some(f64::from(to)),
+                Some(&format!("{n} of {to}")),
+            );
+        }
+        Ok(to)
+    }
 }
 
 /// A valid 1×1 transparent PNG.

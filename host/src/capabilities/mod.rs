@@ -3,7 +3,10 @@
 //! event (`capability.denied`: component, tool, call id, capability, target,
 //! reason).
 
+pub mod bindings;
 pub mod filesystem;
+pub mod logging;
+pub mod progress;
 pub mod sockets;
 pub mod stubs;
 

@@ -47,6 +47,7 @@ pub async fn run(args: CallArgs, common: &super::CommonArgs) -> anyhow::Result<E
         tool,
         Some(&arguments),
         &CancellationToken::new(),
+        None,
     )
     .await;
     let mut printed = json!({"content": outcome.content, "isError": outcome.is_error});

@@ -3,21 +3,29 @@
 //! `subscriptions/listen`). rmcp does the era negotiation; this file maps the
 //! catalog to tools and calls to the invoke layer.
 
+// MCP logging (`logging/setLevel`, `notifications/message`) is deprecated by
+// SEP-2577 in rmcp, but it is how 2025-11-25 clients, and 2026-07-28 clients
+// sending `logLevel`, receive a tool's log lines today.
+#![allow(deprecated)]
+
 use std::sync::Arc;
 
 use rmcp::model::{
     CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock,
-    Implementation, ListToolsResult, MetaObject, PaginatedRequestParams, ServerCapabilities,
-    ServerConfig, SubscriptionFilter, Tool,
+    Implementation, ListToolsResult, LoggingLevel, LoggingMessageNotificationParam, MetaObject,
+    PaginatedRequestParams, ProgressNotificationParam, ProgressToken, ServerCapabilities,
+    ServerConfig, SetLevelRequestParams, SubscriptionFilter, Tool,
 };
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::json;
 
 use crate::catalog::{LiveCatalog, ToolEntry};
+use crate::config::GuestLogLevel;
 use crate::invoke::{ToolOutcome, invoke};
 use crate::policy::hints::ToolHints;
 use crate::runtime::Runtime;
+use crate::runtime::observer::{CallObserver, GuestSignal};
 use crate::telemetry::trace::TraceContext;
 use tracing::Instrument as _;
 
@@ -25,15 +33,28 @@ use tracing::Instrument as _;
 /// any moment (clients that asked are also told through list_changed).
 const TOOLS_LIST_TTL_MS: u64 = 0;
 
-#[derive(Clone)]
 pub struct McpServer {
     catalog: Arc<LiveCatalog>,
     runtime: Arc<Runtime>,
+    /// The level a 2025-11-25 client set with `logging/setLevel` (per session).
+    log_level: Arc<std::sync::Mutex<Option<LoggingLevel>>>,
+}
+
+/// Each HTTP session is served by its own clone: it shares the catalog and
+/// runtime but starts with no log level of its own.
+impl Clone for McpServer {
+    fn clone(&self) -> Self {
+        Self::new(self.catalog.clone(), self.runtime.clone())
+    }
 }
 
 impl McpServer {
     pub fn new(catalog: Arc<LiveCatalog>, runtime: Arc<Runtime>) -> Self {
-        Self { catalog, runtime }
+        Self {
+            catalog,
+            runtime,
+            log_level: Arc::default(),
+        }
     }
 }
 
@@ -78,6 +99,7 @@ impl ServerHandler for McpServer {
             ServerCapabilities::builder()
                 .enable_tools()
                 .enable_tool_list_changed()
+                .enable_logging()
                 .build(),
         )
         .with_server_info(Implementation::new("mcpplus", env!("CARGO_PKG_VERSION")))
@@ -139,15 +161,43 @@ impl ServerHandler for McpServer {
             trace_id = %trace.trace_id_hex(),
             span_id = %trace.span_id_hex(),
         );
+        let requested_level = context
+            .meta
+            .log_level()
+            .or(*self.log_level.lock().unwrap_or_else(|e| e.into_inner()));
+        let progress_token = context.meta.get_progress_token();
+        let (observer, forwarder) = match (requested_level, progress_token) {
+            (None, None) => (None, None),
+            (level, token) => {
+                let (signals, received) = tokio::sync::mpsc::unbounded_channel();
+                let observer = CallObserver {
+                    signals,
+                    client_log_level: level.map(guest_level),
+                    wants_progress: token.is_some(),
+                };
+                let forwarder = tokio::spawn(forward_signals(
+                    received,
+                    context.peer.clone(),
+                    token,
+                    request.name.to_string(),
+                ));
+                (Some(observer), Some(forwarder))
+            }
+        };
         let outcome = invoke(
             &self.runtime,
             entry.component,
             entry.signature,
             request.arguments.as_ref(),
             &context.ct,
+            observer,
         )
         .instrument(span)
         .await;
+        // Notifications of the call go out before its result.
+        if let Some(forwarder) = forwarder {
+            let _ = forwarder.await;
+        }
         let mut result = to_result(outcome)?;
         // Which build answered: lets clients and operators follow a hot swap.
         let mut meta = serde_json::Map::new();
@@ -155,6 +205,15 @@ impl ServerHandler for McpServer {
         meta.insert("mcpplus/sha256".into(), json!(entry.component.digest));
         result.meta = Some(MetaObject(meta));
         Ok(CallToolResponse::from(result))
+    }
+
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        *self.log_level.lock().unwrap_or_else(|e| e.into_inner()) = Some(request.level);
+        Ok(())
     }
 
     fn accepted_subscription_filter(
@@ -200,6 +259,76 @@ impl ServerHandler for McpServer {
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
                 },
             }
+        }
+    }
+}
+
+/// MCP level → the least important guest level the client wants.
+fn guest_level(level: LoggingLevel) -> GuestLogLevel {
+    match level {
+        LoggingLevel::Debug => GuestLogLevel::Debug,
+        LoggingLevel::Info | LoggingLevel::Notice => GuestLogLevel::Info,
+        LoggingLevel::Warning => GuestLogLevel::Warn,
+        _ => GuestLogLevel::Error,
+    }
+}
+
+fn mcp_level(level: GuestLogLevel) -> &'static str {
+    match level {
+        GuestLogLevel::Trace | GuestLogLevel::Debug => "debug",
+        GuestLogLevel::Info => "info",
+        GuestLogLevel::Warn => "warning",
+        GuestLogLevel::Error => "error",
+    }
+}
+
+/// Send a call's guest log lines and progress to the client, in order, until
+/// the call ends (its sender is dropped with the call's store).
+async fn forward_signals(
+    mut signals: tokio::sync::mpsc::UnboundedReceiver<GuestSignal>,
+    peer: rmcp::Peer<RoleServer>,
+    progress_token: Option<ProgressToken>,
+    tool: String,
+) {
+    while let Some(signal) = signals.recv().await {
+        let sent = match signal {
+            GuestSignal::Log {
+                level,
+                message,
+                fields,
+            } => {
+                let fields: serde_json::Map<String, serde_json::Value> =
+                    fields.into_iter().map(|(k, v)| (k, json!(v))).collect();
+                let param = json!({"level": mcp_level(level), "logger": tool,
+                    "data": {"message": message, "fields": fields}});
+                match serde_json::from_value::<LoggingMessageNotificationParam>(param) {
+                    Ok(p) => peer.notify_logging_message(p).await.is_ok(),
+                    Err(_) => true,
+                }
+            }
+            GuestSignal::Progress {
+                progress,
+                total,
+                message,
+            } => match &progress_token {
+                Some(token) => {
+                    let mut param = json!({"progressToken": token, "progress": progress});
+                    if let Some(total) = total {
+                        param["total"] = json!(total);
+                    }
+                    if let Some(message) = message {
+                        param["message"] = json!(message);
+                    }
+                    match serde_json::from_value::<ProgressNotificationParam>(param) {
+                        Ok(p) => peer.notify_progress(p).await.is_ok(),
+                        Err(_) => true,
+                    }
+                }
+                None => true,
+            },
+        };
+        if !sent {
+            return; // the client is gone; the call finishes regardless
         }
     }
 }

@@ -106,7 +106,7 @@ pub fn classify(import: &str) -> ImportClass {
         ("mcpplus:host", "queue") => ImportClass::Capability(Capability::Queue),
         ("mcpplus:host", "peers") => ImportClass::Capability(Capability::Peers),
         ("wasi:cli" | "wasi:io" | "wasi:clocks" | "wasi:random", _) => ImportClass::Baseline,
-        ("mcpplus:host", "types") => ImportClass::Baseline,
+        ("mcpplus:host", "types" | "log" | "progress") => ImportClass::Baseline,
         _ => ImportClass::Unknown,
     }
 }

@@ -17,6 +17,7 @@ use wasmtime::{Store, StoreLimitsBuilder, UpdateDeadline};
 use super::engine::Runtime;
 use super::host_state::{CapturedOutput, HostState};
 use super::loaded::LoadedComponent;
+use super::observer::CallObserver;
 use crate::capabilities::{CallContext, ImportRefused};
 use crate::config::CallLimits;
 use crate::telemetry::metrics::{GaugeGuard, metrics};
@@ -81,6 +82,7 @@ pub async fn call_tool(
     limits: &CallLimits,
     args: &[Val],
     cancel: &CancellationToken,
+    observer: Option<CallObserver>,
 ) -> Result<Vec<Val>, CallError> {
     call_tool_with(
         runtime,
@@ -90,11 +92,13 @@ pub async fn call_tool(
         args,
         cancel,
         Instantiation::Pre,
+        observer,
     )
     .await
 }
 
 /// [`call_tool`] with a choice of instantiation path (for benchmarks).
+#[allow(clippy::too_many_arguments)]
 pub async fn call_tool_with(
     runtime: &Runtime,
     component: &LoadedComponent,
@@ -103,6 +107,7 @@ pub async fn call_tool_with(
     args: &[Val],
     cancel: &CancellationToken,
     how: Instantiation,
+    observer: Option<CallObserver>,
 ) -> Result<Vec<Val>, CallError> {
     let call_id = NEXT_CALL_ID.fetch_add(1, Ordering::Relaxed);
     // Every log line of the call (guest output, denials, limits) carries these.
@@ -113,9 +118,11 @@ pub async fn call_tool_with(
         tool,
         digest = %component.digest
     );
-    run_call(runtime, component, tool, limits, args, cancel, how, call_id)
-        .instrument(span)
-        .await
+    run_call(
+        runtime, component, tool, limits, args, cancel, how, call_id, observer,
+    )
+    .instrument(span)
+    .await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -128,6 +135,7 @@ async fn run_call(
     cancel: &CancellationToken,
     how: Instantiation,
     call_id: u64,
+    observer: Option<CallObserver>,
 ) -> Result<Vec<Val>, CallError> {
     let export = component
         .export(tool)
@@ -150,9 +158,8 @@ async fn run_call(
         tool: tool.into(),
         call_id,
     });
-    let (state, output) =
-        HostState::new(store_limits, limits.output_bytes, &component.policy, call)
-            .map_err(CallError::Grant)?;
+    let (state, output) = HostState::new(store_limits, limits, &component.policy, call, observer)
+        .map_err(CallError::Grant)?;
     let mut store = Store::new(runtime.engine(), state);
     store.limiter(|s| &mut s.limits);
     // Yield to the executor on every epoch tick so a deadline or a cancellation can
@@ -205,6 +212,16 @@ async fn run_call(
     metrics()
         .guest_memory_peak
         .observe(store.data().limits.peak_memory as f64);
+    let dropped = store.data_mut().guest_io().budget.dropped;
+    if dropped > 0 {
+        tracing::warn!(
+            event = "limit.exceeded",
+            limit = "log_rate",
+            dropped_lines = dropped,
+            lines_per_second = limits.log_lines_per_second,
+            "guest log lines over the rate limit were dropped"
+        );
+    }
     log_guest_output(&component.name, tool, &output);
     let elapsed_ms = started.elapsed().as_millis() as u64;
     match &outcome {

@@ -80,6 +80,10 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         capabilities::filesystem::add_to_linker(&mut linker)?;
+        use capabilities::bindings::{log, progress};
+        use wasmtime::component::HasSelf;
+        log::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+        progress::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
         let ticker = EpochTicker::start(engine.clone());
         Ok(Self {
             engine,
@@ -154,7 +158,9 @@ impl Runtime {
         let shared = SharedResources::of(component, &self.engine);
         for (name, item) in component.component_type().imports(&self.engine) {
             let reason = match imports::classify(name) {
-                ImportClass::Baseline if name.starts_with("wasi:") => continue,
+                ImportClass::Baseline if name.starts_with("wasi:") || provided_by_host(name) => {
+                    continue;
+                }
                 ImportClass::Baseline | ImportClass::Unknown => StubReason::NotProvided,
                 ImportClass::Capability(Capability::Sockets)
                     if name.starts_with("wasi:sockets/ip-name-lookup@")
@@ -176,6 +182,13 @@ impl Runtime {
     pub fn load_file(&self, path: &Path) -> Result<LoadedComponent, LoadError> {
         LoadedComponent::load_file(self, path)
     }
+}
+
+/// `mcpplus:host` interfaces with functions that the host links for real.
+fn provided_by_host(import: &str) -> bool {
+    ["mcpplus:host/log@", "mcpplus:host/progress@"]
+        .iter()
+        .any(|p| import.starts_with(p))
 }
 
 /// Pool slots for as many simultaneous calls as the server admits, each slot big

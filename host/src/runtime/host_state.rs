@@ -8,14 +8,26 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use super::observer::CallObserver;
 use super::output::CappedOutput;
+use crate::capabilities::logging::LogBudget;
 use crate::capabilities::{CallContext, sockets};
+use crate::config::{CallLimits, GuestLogLevel};
 use crate::policy::{FileAccess, Policy};
 
 pub struct HostState {
     wasi: WasiParts,
     call: Arc<CallContext>,
     pub limits: TrackedLimits,
+    guest_io: GuestIo,
+}
+
+/// Guest logging and progress for one call: the level kept, the rate budget,
+/// and where signals for the client go.
+pub struct GuestIo {
+    pub min_level: GuestLogLevel,
+    pub budget: LogBudget,
+    pub observer: Option<CallObserver>,
 }
 
 /// The store's limits, remembering the largest memory the guest grew to.
@@ -98,10 +110,12 @@ impl HostState {
     /// what does not fit. Fails when a granted directory cannot be opened.
     pub fn new(
         limits: StoreLimits,
-        output_capacity: usize,
+        call_limits: &CallLimits,
         policy: &Arc<Policy>,
         call: Arc<CallContext>,
+        observer: Option<CallObserver>,
     ) -> Result<(Self, CapturedOutput), String> {
+        let output_capacity = call_limits.output_bytes;
         let output = CapturedOutput {
             stdout: CappedOutput::new(output_capacity),
             stderr: CappedOutput::new(output_capacity),
@@ -141,6 +155,11 @@ impl HostState {
                     inner: limits,
                     peak_memory: 0,
                 },
+                guest_io: GuestIo {
+                    min_level: call_limits.log_level,
+                    budget: LogBudget::new(call_limits.log_lines_per_second),
+                    observer,
+                },
             },
             output,
         ))
@@ -149,6 +168,10 @@ impl HostState {
     /// Who is calling, for audit events.
     pub fn call(&self) -> &CallContext {
         &self.call
+    }
+
+    pub fn guest_io(&mut self) -> &mut GuestIo {
+        &mut self.guest_io
     }
 
     /// The WASI parts and the call context, borrowed together.

@@ -8,6 +8,7 @@ pub mod call;
 pub mod engine;
 pub mod host_state;
 pub mod loaded;
+pub mod observer;
 pub mod output;
 pub mod tracker;
 

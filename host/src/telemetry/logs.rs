@@ -191,6 +191,13 @@ where
             line.insert("event".into(), Value::String(name.into()));
         }
         line.extend(fields);
+        // A guest's key-value fields arrive as one JSON text; log them as an object.
+        if let Some(Value::String(text)) = line.get("fields")
+            && text.starts_with('{')
+            && let Ok(object @ Value::Object(_)) = serde_json::from_str::<Value>(text)
+        {
+            line.insert("fields".into(), object);
+        }
         if !line.contains_key("message") {
             line.insert("message".into(), Value::String(String::new()));
         }
@@ -212,7 +219,13 @@ where
 
 fn mask_in_place(line: &mut Map<String, Value>) {
     for v in line.values_mut() {
-        if let Value::String(s) = v {
+        mask_value(v);
+    }
+}
+
+fn mask_value(v: &mut Value) {
+    match v {
+        Value::String(s) => {
             if let Some(masked) = mask_secrets(s) {
                 *s = masked;
             }
@@ -220,6 +233,9 @@ fn mask_in_place(line: &mut Map<String, Value>) {
                 *s = masked;
             }
         }
+        Value::Object(map) => map.values_mut().for_each(mask_value),
+        Value::Array(items) => items.iter_mut().for_each(mask_value),
+        _ => {}
     }
 }
 
