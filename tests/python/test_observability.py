@@ -207,3 +207,58 @@ async def test_a_flooding_guest_is_rate_limited_and_counted(tmp_path):
         assert value(samples, "mcpplus_guest_log_lines_total", tool="log_flood") == len(kept)
     finally:
         server.stop()
+
+
+async def test_call_spans_are_exported_over_otlp():
+    """A real HTTP server on loopback stands in for an OpenTelemetry collector."""
+    import http.server
+    import threading
+
+    bodies = []
+
+    class Collector(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            length = int(self.headers["Content-Length"])
+            bodies.append((self.path, json.loads(self.rfile.read(length))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    collector = http.server.HTTPServer(("127.0.0.1", 0), Collector)
+    threading.Thread(target=collector.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{collector.server_address[1]}"
+    server = HttpServer("--tools", str(DIST), "--otlp-endpoint", endpoint, "--no-admin", "--log", "mcpplus=debug")
+    try:
+        async with connect("http", "auto", http_server=server) as client:
+            await client.call_tool("echo", {"message": "traced"}, meta={"traceparent": TRACEPARENT})
+            await client.call_tool("divide", {"numerator": 1, "denominator": 0})
+        import time
+
+        deadline = time.monotonic() + 10
+        spans = []
+        while time.monotonic() < deadline and len(spans) < 2:
+            spans = [
+                s
+                for path, body in bodies
+                for rs in body["resourceSpans"]
+                for ss in rs["scopeSpans"]
+                for s in ss["spans"]
+            ]
+            time.sleep(0.1)
+        assert {p for p, _ in bodies} == {"/v1/traces"}
+        echo = next(s for s in spans if s["name"] == "tools/call echo")
+        assert echo["traceId"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+        assert echo["parentSpanId"] == "00f067aa0ba902b7"
+        assert echo["status"]["code"] == 1 and echo["kind"] == 2
+        attributes = {a["key"]: a["value"]["stringValue"] for a in echo["attributes"]}
+        assert attributes["mcpplus.component"] == "showcase"
+        assert int(echo["endTimeUnixNano"]) >= int(echo["startTimeUnixNano"])
+        divide = next(s for s in spans if s["name"] == "tools/call divide")
+        assert divide["status"]["code"] == 2 and "parentSpanId" not in divide
+        # The span id in the log is the exported one.
+        assert await server.wait_for_log(echo["spanId"])
+    finally:
+        server.stop()
+        collector.shutdown()

@@ -47,6 +47,10 @@ pub struct ServeArgs {
     /// Also serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464; with --http they are at /metrics too)
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
+    /// Export one span per tool call to this OpenTelemetry collector (OTLP/HTTP JSON, http:// only)
+    #[cfg(feature = "otlp")]
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
     /// How long unloading a component waits for its running calls before cancelling them, in seconds
     #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
     drain_timeout: f64,
@@ -64,6 +68,10 @@ pub async fn run(args: ServeArgs, common: &CommonArgs) -> anyhow::Result<ExitCod
             "tools folder {} does not exist; pass --tools DIR, or build the bundled tools with scripts/build-guest-tools.sh",
             dir.display()
         );
+    }
+    #[cfg(feature = "otlp")]
+    if let Some(endpoint) = &args.otlp_endpoint {
+        crate::telemetry::otlp::start(endpoint).map_err(|e| anyhow::anyhow!(e))?;
     }
     let runtime = Arc::new(common.runtime()?);
     tracing::info!(event = "runtime.ready", allocator = ?runtime.allocator(), "engine ready");

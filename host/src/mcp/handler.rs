@@ -147,6 +147,8 @@ impl ServerHandler for McpServer {
             ));
         };
         let trace = TraceContext::for_call(context.meta.get_traceparent());
+        #[cfg(feature = "otlp")]
+        let started = std::time::SystemTime::now();
         let client = context
             .meta
             .client_info()
@@ -197,6 +199,22 @@ impl ServerHandler for McpServer {
         // Notifications of the call go out before its result.
         if let Some(forwarder) = forwarder {
             let _ = forwarder.await;
+        }
+        #[cfg(feature = "otlp")]
+        if crate::telemetry::otlp::enabled() {
+            crate::telemetry::otlp::record(crate::telemetry::otlp::CallSpan {
+                trace,
+                name: format!("tools/call {}", request.name),
+                start: started,
+                end: std::time::SystemTime::now(),
+                attributes: vec![
+                    ("mcp.tool.name", request.name.to_string()),
+                    ("mcp.request.id", context.id.to_string()),
+                    ("mcpplus.component", entry.component.name.clone()),
+                    ("mcpplus.sha256", entry.component.digest.clone()),
+                ],
+                error: outcome.is_error,
+            });
         }
         let mut result = to_result(outcome)?;
         // Which build answered: lets clients and operators follow a hot swap.

@@ -3,5 +3,7 @@
 
 pub mod logs;
 pub mod metrics;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 pub mod redact;
 pub mod trace;
