@@ -5,6 +5,7 @@
 //! bench/results/latest.json. Every comparison is measured in the same run.
 
 mod client;
+mod logging;
 mod reload;
 mod report;
 mod scenarios;
@@ -31,7 +32,7 @@ pub struct Args {
     /// Where to write the raw numbers (JSON)
     #[arg(long)]
     json: PathBuf,
-    /// Run only these scenarios (startup, latency, in_host, memory, reload); results are
+    /// Run only these scenarios (startup, latency, in_host, memory, reload, logging); results are
     /// printed but the report is not rewritten
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,

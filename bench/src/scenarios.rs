@@ -48,6 +48,11 @@ pub async fn run_all(args: &Args) -> anyhow::Result<Value> {
         eprintln!("== resident memory");
         memory = self::memory(args, &scratch, &warm_cache).await?;
     }
+    let mut logging = Value::Null;
+    if wanted("logging") {
+        eprintln!("== logging and metrics");
+        logging = crate::logging::run(args, &scratch, &warm_cache).await?;
+    }
     let mut reload = Value::Null;
     if wanted("reload") {
         eprintln!("== hot loading");
@@ -62,6 +67,7 @@ pub async fn run_all(args: &Args) -> anyhow::Result<Value> {
         "in_host": in_host,
         "memory": memory,
         "reload": reload,
+        "logging": logging,
     }))
 }
 
