@@ -48,19 +48,33 @@ fn throughput(scratch: &Path, events: usize, writer: Writer) -> anyhow::Result<f
     let path = scratch.join("log-throughput.jsonl");
     let file = std::fs::File::create(&path)?;
     let emit = || {
-        let span = tracing::info_span!("call", call_id = 7u64, tool = "echo", component = "showcase",
-            digest = "9c1711c916ee097a333962ca69b552b2cfe08be566d554eeb6227299c60b9023");
+        let span = tracing::info_span!(
+            "call",
+            call_id = 7u64,
+            tool = "echo",
+            component = "showcase",
+            digest = "9c1711c916ee097a333962ca69b552b2cfe08be566d554eeb6227299c60b9023"
+        );
         let _entered = span.enter();
         let started = Instant::now();
         for n in 0..events {
-            tracing::info!(event = "guest.log", n, fields = "{\"step\":\"1\"}", "counted");
+            tracing::info!(
+                event = "guest.log",
+                n,
+                fields = "{\"step\":\"1\"}",
+                "counted"
+            );
         }
         started.elapsed()
     };
     let elapsed = match writer {
         Writer::Ours => {
-            let (layer, sink) = LineLayer::new(Box::new(BufWriter::with_capacity(1 << 16, file)), LogFormat::Json);
-            let elapsed = tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), emit);
+            let (layer, sink) = LineLayer::new(
+                Box::new(BufWriter::with_capacity(1 << 16, file)),
+                LogFormat::Json,
+            );
+            let elapsed =
+                tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), emit);
             let _ = sink.lock().map(|mut s| s.flush());
             elapsed
         }
@@ -75,7 +89,8 @@ fn throughput(scratch: &Path, events: usize, writer: Writer) -> anyhow::Result<f
             tracing::subscriber::with_default(subscriber, emit)
         }
     };
-    let lines = std::io::BufRead::lines(std::io::BufReader::new(std::fs::File::open(&path)?)).count();
+    let lines =
+        std::io::BufRead::lines(std::io::BufReader::new(std::fs::File::open(&path)?)).count();
     anyhow::ensure!(lines == events, "wrote {lines} lines, expected {events}");
     Ok(events as f64 / elapsed.as_secs_f64())
 }
@@ -92,9 +107,15 @@ fn metric_updates_ns() -> f64 {
         m.instantiation.observe(0.000_02);
         m.guest_memory_peak.observe(1_114_112.0);
         m.calls
-            .get_or_create(&vec![("tool", "echo".to_string()), ("component", "showcase".to_string()), ("outcome", "ok".to_string())])
+            .get_or_create(&vec![
+                ("tool", "echo".to_string()),
+                ("component", "showcase".to_string()),
+                ("outcome", "ok".to_string()),
+            ])
             .inc();
-        m.call_duration.get_or_create(&vec![("tool", "echo".to_string())]).observe(0.000_05);
+        m.call_duration
+            .get_or_create(&vec![("tool", "echo".to_string())])
+            .observe(0.000_05);
     }
     started.elapsed().as_nanos() as f64 / f64::from(n)
 }
@@ -112,7 +133,11 @@ async fn per_call(args: &Args, scratch: &Path, cache: &Path) -> anyhow::Result<V
     let arguments = json!({"message": "hello"}).as_object().cloned();
     let iterations = ((20_000.0 * args.scale) as usize).max(1000);
     let mut rows = Vec::new();
-    for (label, level) in [("no subscriber", None), ("json, info", Some("info")), ("json, debug", Some("debug"))] {
+    for (label, level) in [
+        ("no subscriber", None),
+        ("json, info", Some("info")),
+        ("json, debug", Some("debug")),
+    ] {
         let file = std::fs::File::create(scratch.join("per-call.jsonl"))?;
         let (layer, _sink) = LineLayer::new(Box::new(BufWriter::new(file)), LogFormat::Json);
         let dispatch = match level {
@@ -128,7 +153,15 @@ async fn per_call(args: &Args, scratch: &Path, cache: &Path) -> anyhow::Result<V
         let mut times = Vec::with_capacity(iterations);
         for i in 0..iterations + iterations / 10 {
             let started = Instant::now();
-            let outcome = invoke(&runtime, &component, &signature, arguments.as_ref(), &cancel, None).await;
+            let outcome = invoke(
+                &runtime,
+                &component,
+                &signature,
+                arguments.as_ref(),
+                &cancel,
+                None,
+            )
+            .await;
             anyhow::ensure!(!outcome.is_error, "echo failed");
             if i >= iterations / 10 {
                 times.push(started.elapsed());

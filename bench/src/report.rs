@@ -128,7 +128,10 @@ fn logging(r: &Value) -> String {
         r["events"]
     ));
     out.push_str("| writer | events/s | vs the 10k/s goal |\n|---|---:|---:|\n");
-    for (label, key) in [("mcpplus (docs/log-schema.md)", "mcpplus_json"), ("tracing-subscriber json", "tracing_subscriber_json")] {
+    for (label, key) in [
+        ("mcpplus (docs/log-schema.md)", "mcpplus_json"),
+        ("tracing-subscriber json", "tracing_subscriber_json"),
+    ] {
         let v = f(&r["events_per_s"][key]);
         out.push_str(&format!("| {label} | {v:.0} | {:.0}x |\n", v / 10_000.0));
     }

@@ -22,6 +22,7 @@ use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::registry::LookupSpan;
 
+use super::json_line::{RenderVisitor, Rendered, write_line};
 use super::redact::{mask_secrets, mask_shapes};
 
 /// Bumped when a field is renamed or removed (adding fields keeps the version).
@@ -138,18 +139,27 @@ impl LineLayer {
     }
 }
 
-/// The fields recorded on a span, kept in its extensions.
-struct SpanFields(Map<String, Value>);
+/// The fields recorded on a span, kept in its extensions: as values (for text
+/// lines) and pre-rendered as JSON (for JSON lines).
+struct SpanFields {
+    map: Map<String, Value>,
+    rendered: Vec<Rendered>,
+}
 
 impl<S> Layer<S> for LineLayer
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        let mut fields = Map::new();
-        attrs.record(&mut JsonVisitor(&mut fields));
+        let mut map = Map::new();
+        attrs.record(&mut JsonVisitor(&mut map));
+        let mut rendered = RenderVisitor::default();
+        attrs.record(&mut rendered);
         if let Some(span) = ctx.span(id) {
-            span.extensions_mut().insert(SpanFields(fields));
+            span.extensions_mut().insert(SpanFields {
+                map,
+                rendered: rendered.fields,
+            });
         }
     }
 
@@ -157,11 +167,21 @@ where
         if let Some(span) = ctx.span(id)
             && let Some(fields) = span.extensions_mut().get_mut::<SpanFields>()
         {
-            values.record(&mut JsonVisitor(&mut fields.0));
+            values.record(&mut JsonVisitor(&mut fields.map));
+            let mut rendered = RenderVisitor::default();
+            values.record(&mut rendered);
+            for (name, value) in rendered.fields {
+                fields.rendered.retain(|(n, _)| *n != name);
+                fields.rendered.push((name, value));
+            }
         }
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        if self.format == LogFormat::Json {
+            self.write_json(event, &ctx);
+            return;
+        }
         let mut line = Map::new();
         line.insert("ts".into(), Value::String(rfc3339_now()));
         line.insert(
@@ -172,7 +192,7 @@ where
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope.from_root() {
                 if let Some(fields) = span.extensions().get::<SpanFields>() {
-                    for (k, v) in &fields.0 {
+                    for (k, v) in &fields.map {
                         line.insert(k.clone(), v.clone());
                     }
                 }
@@ -202,18 +222,54 @@ where
             line.insert("message".into(), Value::String(String::new()));
         }
         mask_in_place(&mut line);
-        let text = match self.format {
-            LogFormat::Json => {
-                line.insert("schema".into(), Value::from(LOG_SCHEMA));
-                let mut s = serde_json::to_string(&line).unwrap_or_default();
-                s.push('\n');
-                s
-            }
-            LogFormat::Text => text_line(&line),
-        };
+        let text = text_line(&line);
         if let Ok(mut sink) = self.sink.lock() {
             let _ = sink.write_all(text.as_bytes());
         }
+    }
+}
+
+impl LineLayer {
+    /// The JSON hot path: render straight into a reused per-thread buffer.
+    fn write_json<S>(&self, event: &Event<'_>, ctx: &Context<'_, S>)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        thread_local! {
+            static LINE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        let mut visitor = RenderVisitor::default();
+        event.record(&mut visitor);
+        let spans: Vec<_> = ctx
+            .event_scope(event)
+            .map(|scope| scope.from_root().collect())
+            .unwrap_or_default();
+        let extensions: Vec<_> = spans.iter().map(|s| s.extensions()).collect();
+        let span_fields: Vec<&[Rendered]> = extensions
+            .iter()
+            .filter_map(|e| e.get::<SpanFields>().map(|f| f.rendered.as_slice()))
+            .collect();
+        let default_event = if event.metadata().target() == "guest" {
+            "guest.output"
+        } else {
+            "log"
+        };
+        LINE.with(|line| {
+            let mut line = line.borrow_mut();
+            line.clear();
+            write_line(
+                &mut line,
+                &rfc3339_now(),
+                level_name(*event.metadata().level()),
+                &visitor.fields,
+                &span_fields,
+                default_event,
+                LOG_SCHEMA,
+            );
+            if let Ok(mut sink) = self.sink.lock() {
+                let _ = sink.write_all(line.as_bytes());
+            }
+        });
     }
 }
 
@@ -302,10 +358,25 @@ impl Visit for JsonVisitor<'_> {
 
 /// Now as RFC 3339 UTC with microseconds: `2026-11-21T18:28:36.581051Z`.
 pub fn rfc3339_now() -> String {
+    thread_local! {
+        /// The date and time to the second, reused while the second lasts.
+        static SECOND: std::cell::RefCell<(u64, String)> =
+            const { std::cell::RefCell::new((u64::MAX, String::new())) };
+    }
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let secs = now.as_secs();
+    SECOND.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        if cached.0 != now.as_secs() {
+            *cached = (now.as_secs(), date_time(now.as_secs()));
+        }
+        format!("{}.{:06}Z", cached.1, now.subsec_micros())
+    })
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` for seconds since the epoch (UTC).
+fn date_time(secs: u64) -> String {
     let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days + 719_468;
@@ -318,11 +389,10 @@ pub fn rfc3339_now() -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
         rem / 3600,
         rem / 60 % 60,
-        rem % 60,
-        now.subsec_micros()
+        rem % 60
     )
 }
 

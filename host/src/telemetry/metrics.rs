@@ -204,6 +204,9 @@ mod tests {
                 ("outcome", "ok".into()),
             ])
             .inc();
+        m.call_duration
+            .get_or_create(&vec![("tool", "echo".into())])
+            .observe(0.001);
         let text = m.render();
         assert!(
             text.contains("mcpplus_tool_calls_total{tool=\"echo\",component=\"c\",outcome=\"ok\"}"),

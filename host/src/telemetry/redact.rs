@@ -10,6 +10,8 @@ pub const MASK: &str = "[redacted]";
 
 /// Literal secrets to mask in every log line (granted environment values).
 static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
+/// Whether any secret was registered (skips the lock on the common path).
+static ANY_SECRETS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Values shorter than this are not masked: too likely to be ordinary words.
 const MIN_SECRET_LEN: usize = 6;
@@ -24,10 +26,14 @@ pub fn register_secrets<'a>(values: impl IntoIterator<Item = &'a str>) {
     }
     // Longest first, so a secret containing another is masked whole.
     secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    ANY_SECRETS.store(!secrets.is_empty(), std::sync::atomic::Ordering::Release);
 }
 
 /// `text` with every registered secret masked.
 pub fn mask_secrets(text: &str) -> Option<String> {
+    if !ANY_SECRETS.load(std::sync::atomic::Ordering::Acquire) {
+        return None;
+    }
     let secrets = SECRETS.read().unwrap_or_else(|e| e.into_inner());
     if secrets.is_empty() || !secrets.iter().any(|s| text.contains(s.as_str())) {
         return None;
@@ -58,7 +64,7 @@ const SHAPE_MARKERS: [&str; 12] = [
 /// `text` with credential-shaped words masked (a bearer token inside a debug dump
 /// of a request, an API key a guest printed), or `None` if there are none.
 pub fn mask_shapes(text: &str) -> Option<String> {
-    if !SHAPE_MARKERS.iter().any(|m| text.contains(m)) {
+    if !has_marker(text) {
         return None;
     }
     if text.contains("PRIVATE KEY") && text.contains("-----BEGIN") {
@@ -86,6 +92,14 @@ pub fn mask_shapes(text: &str) -> Option<String> {
         rest = &rest[len..];
     }
     changed.then_some(out)
+}
+
+/// One pass over `text` looking for any marker (this runs on every logged string).
+fn has_marker(text: &str) -> bool {
+    text.bytes().enumerate().any(|(i, c)| {
+        matches!(c, b'B' | b's' | b'g' | b'x' | b'A' | b'e' | b'P')
+            && SHAPE_MARKERS.iter().any(|m| text[i..].starts_with(m))
+    })
 }
 
 /// Argument names whose values are credentials, whatever they look like.

@@ -1,0 +1,184 @@
+//! The JSON line writer: builds each line straight into a reused buffer (no
+//! intermediate map), with span context pre-rendered once per span. This is the
+//! hot path of logging; docs/benchmarks.md has its throughput.
+
+use std::fmt::Write as _;
+
+use tracing::field::{Field, Visit};
+
+use super::redact::{mask_secrets, mask_shapes};
+
+/// Append `s` as a JSON string literal.
+pub fn push_json_str(buf: &mut String, s: &str) {
+    buf.push('"');
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        buf.push_str(s);
+    } else {
+        for c in s.chars() {
+            match c {
+                '"' => buf.push_str("\\\""),
+                '\\' => buf.push_str("\\\\"),
+                '\n' => buf.push_str("\\n"),
+                '\r' => buf.push_str("\\r"),
+                '\t' => buf.push_str("\\t"),
+                c if (c as u32) < 0x20 => {
+                    let _ = write!(buf, "\\u{:04x}", c as u32);
+                }
+                c => buf.push(c),
+            }
+        }
+    }
+    buf.push('"');
+}
+
+/// `s` with secrets and credential shapes masked.
+pub fn masked(s: &str) -> std::borrow::Cow<'_, str> {
+    let s = match mask_secrets(s) {
+        Some(m) => std::borrow::Cow::Owned(m),
+        None => std::borrow::Cow::Borrowed(s),
+    };
+    match mask_shapes(&s) {
+        Some(m) => std::borrow::Cow::Owned(m),
+        None => s,
+    }
+}
+
+/// A field rendered as JSON: (name, value text).
+pub type Rendered = (&'static str, String);
+
+/// Collects fields as rendered JSON values, masked.
+#[derive(Default)]
+pub struct RenderVisitor {
+    pub fields: Vec<Rendered>,
+}
+
+impl RenderVisitor {
+    fn put_str(&mut self, field: &Field, value: &str) {
+        let name = field.name();
+        let mut out = String::with_capacity(value.len() + 2);
+        // A guest's key-value fields arrive as one JSON text: keep them an object.
+        if name == "fields"
+            && value.starts_with('{')
+            && let Ok(serde_json::Value::Object(map)) = serde_json::from_str(value)
+        {
+            out.push('{');
+            for (i, (k, v)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                push_json_str(&mut out, k);
+                out.push(':');
+                match v {
+                    serde_json::Value::String(s) => push_json_str(&mut out, &masked(s)),
+                    other => out.push_str(&other.to_string()),
+                }
+            }
+            out.push('}');
+        } else {
+            push_json_str(&mut out, &masked(value));
+        }
+        self.fields.push((name, out));
+    }
+}
+
+impl Visit for RenderVisitor {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.put_str(field, value);
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.fields.push((field.name(), value.to_string()));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.fields.push((field.name(), value.to_string()));
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        let text = if value.is_finite() {
+            serde_json::Value::from(value).to_string()
+        } else {
+            "null".into()
+        };
+        self.fields.push((field.name(), text));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.fields.push((field.name(), value.to_string()));
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.put_str(field, &value.to_string());
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        let mut text = String::new();
+        let _ = write!(text, "{value:?}");
+        self.put_str(field, &text);
+    }
+}
+
+/// Write one line: fixed fields, the event's fields, then the spans' fields the
+/// event did not set itself, then defaults for `event` and `message`.
+pub fn write_line(
+    buf: &mut String,
+    ts: &str,
+    level: &str,
+    event_fields: &[Rendered],
+    span_fields: &[&[Rendered]],
+    default_event: &str,
+    schema: u64,
+) {
+    buf.push_str("{\"ts\":\"");
+    buf.push_str(ts);
+    buf.push_str("\",\"level\":\"");
+    buf.push_str(level);
+    buf.push('"');
+    let set = |name: &str| event_fields.iter().any(|(n, _)| *n == name);
+    for fields in span_fields {
+        for (name, value) in fields.iter() {
+            if !set(name) {
+                push_field(buf, name, value);
+            }
+        }
+    }
+    for (name, value) in event_fields {
+        push_field(buf, name, value);
+    }
+    if !set("event") {
+        buf.push_str(",\"event\":");
+        push_json_str(buf, default_event);
+    }
+    if !set("message") {
+        buf.push_str(",\"message\":\"\"");
+    }
+    let _ = write!(buf, ",\"schema\":{schema}}}\n");
+}
+
+fn push_field(buf: &mut String, name: &str, value: &str) {
+    buf.push(',');
+    push_json_str(buf, name);
+    buf.push(':');
+    buf.push_str(value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_are_escaped() {
+        let mut b = String::new();
+        push_json_str(&mut b, "a\"b\\c\nd\u{1}");
+        assert_eq!(b, r#""a\"b\\c\nd\u0001""#);
+        let parsed: String = serde_json::from_str(&b).unwrap();
+        assert_eq!(parsed, "a\"b\\c\nd\u{1}");
+    }
+
+    #[test]
+    fn event_fields_win_over_span_fields() {
+        let mut b = String::new();
+        let span: Vec<Rendered> = vec![("tool", "\"echo\"".into()), ("call_id", "7".into())];
+        let event: Vec<Rendered> = vec![("call_id", "8".into()), ("message", "\"hi\"".into())];
+        write_line(&mut b, "T", "info", &event, &[&span], "log", 1);
+        let v: serde_json::Value = serde_json::from_str(&b).unwrap();
+        assert_eq!(v["call_id"], 8);
+        assert_eq!(v["tool"], "echo");
+        assert_eq!(v["event"], "log");
+        assert_eq!(b.matches("call_id").count(), 1);
+    }
+}
