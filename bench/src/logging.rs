@@ -61,7 +61,7 @@ fn throughput(scratch: &Path, events: usize, writer: Writer) -> anyhow::Result<f
             tracing::info!(
                 event = "guest.log",
                 n,
-                fields = "{\"step\":\"1\"}",
+                fields_json = "{\"step\":\"1\"}",
                 "counted"
             );
         }

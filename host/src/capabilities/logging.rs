@@ -9,6 +9,7 @@ use super::bindings::log::{Host, Level};
 use crate::config::GuestLogLevel;
 use crate::runtime::host_state::HostState;
 use crate::runtime::observer::GuestSignal;
+use crate::telemetry::json_line::render_fields;
 use crate::telemetry::metrics::metrics;
 
 /// The longest message or field kept; longer ones are cut (and say so).
@@ -99,28 +100,23 @@ impl Host for HostState {
             .take(MAX_FIELDS)
             .map(|(k, v)| (cut(k), cut(v)))
             .collect();
-        let fields_json = serde_json::Value::Object(
-            fields
-                .iter()
-                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-                .collect(),
-        )
-        .to_string();
+        // Rendered (and masked) here once; written as the line's `fields` object.
+        let fields_json = render_fields(&fields);
         match level {
             GuestLogLevel::Trace => {
-                tracing::trace!(target: "guest", event = "guest.log", fields = %fields_json, "{message}")
+                tracing::trace!(target: "guest", event = "guest.log", fields_json = %fields_json, "{message}")
             }
             GuestLogLevel::Debug => {
-                tracing::debug!(target: "guest", event = "guest.log", fields = %fields_json, "{message}")
+                tracing::debug!(target: "guest", event = "guest.log", fields_json = %fields_json, "{message}")
             }
             GuestLogLevel::Info => {
-                tracing::info!(target: "guest", event = "guest.log", fields = %fields_json, "{message}")
+                tracing::info!(target: "guest", event = "guest.log", fields_json = %fields_json, "{message}")
             }
             GuestLogLevel::Warn => {
-                tracing::warn!(target: "guest", event = "guest.log", fields = %fields_json, "{message}")
+                tracing::warn!(target: "guest", event = "guest.log", fields_json = %fields_json, "{message}")
             }
             GuestLogLevel::Error => {
-                tracing::error!(target: "guest", event = "guest.log", fields = %fields_json, "{message}")
+                tracing::error!(target: "guest", event = "guest.log", fields_json = %fields_json, "{message}")
             }
         }
         if let Some(observer) = &guest.observer

@@ -52,38 +52,54 @@ pub struct RenderVisitor {
     pub fields: Vec<Rendered>,
 }
 
+/// The field through which the host hands over a JSON object it rendered (and
+/// masked) itself; it is written as `fields`, unquoted. Only host code emits it.
+pub const RENDERED_FIELDS: &str = "fields_json";
+
+/// Render `pairs` as a JSON object of strings, masked (for [`RENDERED_FIELDS`]).
+pub fn render_fields(pairs: &[(String, String)]) -> String {
+    let mut out = String::from("{");
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_json_str(&mut out, &masked(k));
+        out.push(':');
+        push_json_str(&mut out, &masked(v));
+    }
+    out.push('}');
+    out
+}
+
 impl RenderVisitor {
     fn put_str(&mut self, field: &Field, value: &str) {
-        let name = field.name();
         let mut out = String::with_capacity(value.len() + 2);
-        // A guest's key-value fields arrive as one JSON text: keep them an object.
-        if name == "fields"
-            && value.starts_with('{')
-            && let Ok(serde_json::Value::Object(map)) = serde_json::from_str(value)
-        {
-            out.push('{');
-            for (i, (k, v)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                push_json_str(&mut out, k);
-                out.push(':');
-                match v {
-                    serde_json::Value::String(s) => push_json_str(&mut out, &masked(s)),
-                    other => out.push_str(&other.to_string()),
-                }
-            }
-            out.push('}');
-        } else {
-            push_json_str(&mut out, &masked(value));
-        }
-        self.fields.push((name, out));
+        push_json_str(&mut out, &masked(value));
+        self.fields.push((field.name(), out));
+    }
+}
+
+/// Escapes as it is written to, so a formatted value needs no second copy.
+struct Escaping<'a>(&'a mut String);
+
+impl std::fmt::Write for Escaping<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let quoted_len = self.0.len();
+        push_json_str(self.0, s);
+        // push_json_str added surrounding quotes; drop them (we are mid-string).
+        self.0.remove(quoted_len);
+        self.0.pop();
+        Ok(())
     }
 }
 
 impl Visit for RenderVisitor {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.put_str(field, value);
+        if field.name() == RENDERED_FIELDS {
+            self.fields.push(("fields", value.to_string()));
+        } else {
+            self.put_str(field, value);
+        }
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
         self.fields.push((field.name(), value.to_string()));
@@ -106,9 +122,25 @@ impl Visit for RenderVisitor {
         self.put_str(field, &value.to_string());
     }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        let mut text = String::new();
-        let _ = write!(text, "{value:?}");
-        self.put_str(field, &text);
+        if field.name() == RENDERED_FIELDS {
+            let mut text = String::new();
+            let _ = write!(text, "{value:?}");
+            self.fields.push(("fields", text));
+            return;
+        }
+        // Format straight into the escaped output; fall back to masking the raw
+        // text only when something there may need it (escaping never creates a
+        // marker or a secret, so the escaped text tells).
+        let mut out = String::from("\"");
+        let _ = write!(Escaping(&mut out), "{value:?}");
+        out.push('"');
+        if mask_secrets(&out).is_some() || mask_shapes(&out).is_some() {
+            let mut text = String::new();
+            let _ = write!(text, "{value:?}");
+            self.put_str(field, &text);
+        } else {
+            self.fields.push((field.name(), out));
+        }
     }
 }
 

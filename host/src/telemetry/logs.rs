@@ -212,9 +212,8 @@ where
         }
         line.extend(fields);
         // A guest's key-value fields arrive as one JSON text; log them as an object.
-        if let Some(Value::String(text)) = line.get("fields")
-            && text.starts_with('{')
-            && let Ok(object @ Value::Object(_)) = serde_json::from_str::<Value>(text)
+        if let Some(Value::String(text)) = line.remove("fields_json")
+            && let Ok(object @ Value::Object(_)) = serde_json::from_str::<Value>(&text)
         {
             line.insert("fields".into(), object);
         }
@@ -424,6 +423,7 @@ mod tests {
                 "call completed"
             );
             tracing::warn!("no name");
+            tracing::info!("header was Bearer abcdefghijklmnop, quote \" and newline \n");
         });
         let text = String::from_utf8(buffer.lock().unwrap().clone()).unwrap();
         let lines: Vec<Value> = text
@@ -438,6 +438,10 @@ mod tests {
         assert_eq!(lines[0]["schema"], LOG_SCHEMA);
         assert_eq!(lines[0]["level"], "info");
         assert_eq!(lines[1]["event"], "log");
+        assert_eq!(
+            lines[2]["message"],
+            "header was Bearer [redacted], quote \" and newline \n"
+        );
         assert!(lines[0]["ts"].as_str().unwrap().ends_with('Z'));
     }
 
