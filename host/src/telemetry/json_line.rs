@@ -178,7 +178,7 @@ pub fn write_line(
     if !set("message") {
         buf.push_str(",\"message\":\"\"");
     }
-    let _ = write!(buf, ",\"schema\":{schema}}}\n");
+    let _ = writeln!(buf, ",\"schema\":{schema}}}");
 }
 
 fn push_field(buf: &mut String, name: &str, value: &str) {
