@@ -14,7 +14,7 @@ from conftest import ERAS, TRANSPORTS, connect
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(600)]
 
 SHOWCASE = {"echo", "echo_integers", "scale", "area", "describe", "summarize", "checksum", "divide",
-            "parse_port", "maybe_double", "nested", "badge", "noop"}
+            "parse_port", "maybe_double", "nested", "badge", "noop", "count_to"}
 TEXT_UTILS = {"word_count", "slugify", "change_case", "wrap", "truncate", "extract_urls"}
 PY_STATS = {"describe_sample", "percentile"}
 ALL_TOOLS = SHOWCASE | TEXT_UTILS | PY_STATS

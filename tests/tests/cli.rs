@@ -41,7 +41,7 @@ fn inspect_json_lists_tools_schemas_and_imports() {
     assert!(out.status.success());
     let report = json_stdout(&out);
     let tools = report["tools"].as_array().unwrap();
-    assert_eq!(tools.len(), 13);
+    assert_eq!(tools.len(), 14);
     assert_eq!(report["hasDocs"], true);
     assert!(
         report["imports"]

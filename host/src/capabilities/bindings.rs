@@ -5,4 +5,4 @@ wasmtime::component::bindgen!({
     world: "mcpplus:host/tool",
 });
 
-pub use mcpplus::host::{log, progress};
+pub use self::mcpplus::host::{log, progress};
