@@ -18,7 +18,7 @@ pub enum StubReason {
     /// The policy does not grant the capability.
     Denied(Capability),
     /// Granted, but this host does not implement the interface yet.
-    NotImplemented(Capability),
+    NotYetAvailable(Capability),
 }
 
 /// A resource type the stand-ins hand out (never, as every function fails).
@@ -133,7 +133,7 @@ fn failing(
                     capability.how_to_grant()
                 )
             }
-            StubReason::NotImplemented(capability) => format!(
+            StubReason::NotYetAvailable(capability) => format!(
                 "the component called `{name}`: its policy grants the `{}` capability, but this host does not implement that interface yet",
                 capability.as_str()
             ),

@@ -123,7 +123,8 @@ pub enum ImportStatus {
     /// with a permission error and an audit event).
     Denied,
     /// Granted, but this host does not implement the interface yet: calls fail.
-    GrantedNotImplemented,
+    #[serde(rename = "granted-not-implemented")]
+    GrantedUnavailable,
     /// This host does not offer the interface at all: calls fail.
     NotProvided,
 }
@@ -144,7 +145,7 @@ pub fn import_status(import: &str, policy: &Policy) -> ImportEntry {
             let status = match (c.granted_by(policy), c.implemented()) {
                 (false, _) => ImportStatus::Denied,
                 (true, true) => ImportStatus::Granted,
-                (true, false) => ImportStatus::GrantedNotImplemented,
+                (true, false) => ImportStatus::GrantedUnavailable,
             };
             (Some(c), status)
         }
@@ -207,7 +208,7 @@ mod tests {
         policy.queue.submit = true;
         assert_eq!(
             import_status("mcpplus:host/queue@0.1.0", &policy).status,
-            ImportStatus::GrantedNotImplemented
+            ImportStatus::GrantedUnavailable
         );
         assert_eq!(
             unused_grants(&[fs.to_string()], &policy),

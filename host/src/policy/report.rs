@@ -151,7 +151,7 @@ impl ComponentAudit {
         };
         let denied_imports = with_status(ImportStatus::Denied);
         let mut unavailable_imports = with_status(ImportStatus::NotProvided);
-        unavailable_imports.extend(with_status(ImportStatus::GrantedNotImplemented));
+        unavailable_imports.extend(with_status(ImportStatus::GrantedUnavailable));
         let limits = LimitsView::from(&input.limits);
         let tool_limits = input
             .tool_limits

@@ -170,7 +170,9 @@ impl Runtime {
                     continue;
                 }
                 ImportClass::Capability(c) if c.implemented() => continue,
-                ImportClass::Capability(c) if c.granted_by(policy) => StubReason::NotImplemented(c),
+                ImportClass::Capability(c) if c.granted_by(policy) => {
+                    StubReason::NotYetAvailable(c)
+                }
                 ImportClass::Capability(c) => StubReason::Denied(c),
             };
             stub_import(&mut linker, &self.engine, name, &item.ty, &shared, reason)?;
