@@ -363,3 +363,37 @@ async def test_admin_socket_lists_loads_and_drains_unloads(tmp_path):
     finally:
         second.stop()
         first.stop()
+
+
+async def test_a_draining_unload_does_not_hold_up_other_changes(tmp_path):
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    install(tools / "versioned.wasm", V1)
+    socket = tmp_path / "admin.sock"
+    server = HttpServer("--tools", str(tools), "--admin-socket", str(socket), "--no-watch", "--drain-timeout", "20")
+    try:
+        async with Client(server.url, mode="auto") as client:
+            async with anyio.create_task_group() as tg:
+                results = {}
+
+                async def slow():
+                    results["slow"] = await client.call_tool("slow_version", {"ms": 3000})
+
+                tg.start_soon(slow)
+                await anyio.sleep(0.3)
+                unload = subprocess.Popen(
+                    [MCPPLUS, "tools", "--admin-socket", str(socket), "unload", "versioned"],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+                await anyio.sleep(0.3)
+                started = time.monotonic()
+                run = tools_cli(socket, "load", str(DIST / "text_utils.wasm"))
+                assert run.returncode == 0, run.stderr
+                assert time.monotonic() - started < 2.0, "a load waited for the unload's drain"
+                assert unload.poll() is None, "the unload should still be draining"
+            # The slow call finished on its version; the unload then completed without cancelling.
+            assert not results["slow"].is_error and results["slow"].content[0].text == "1"
+            assert unload.wait(30) == 0
+    finally:
+        server.stop()

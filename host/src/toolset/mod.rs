@@ -157,14 +157,18 @@ impl ToolSet {
     /// Remove the component called `name`: new calls no longer see it; running
     /// ones get the drain time to finish, then are cancelled.
     pub async fn unload(&self, name: &str) -> Result<ChangeReport, ToolSetError> {
-        let _one_at_a_time = self.changing.lock().await;
         let started = Instant::now();
-        let (next, old) = self
-            .catalog
-            .snapshot()
-            .without(name)
-            .ok_or_else(|| ToolSetError::UnknownComponent(name.to_string()))?;
-        self.catalog.replace(next);
+        let old = {
+            let _one_at_a_time = self.changing.lock().await;
+            let (next, old) = self
+                .catalog
+                .snapshot()
+                .without(name)
+                .ok_or_else(|| ToolSetError::UnknownComponent(name.to_string()))?;
+            self.catalog.replace(next);
+            old
+        };
+        // Drain outside the lock: other changes need not wait for these calls.
         let drained = old.calls.drained(self.drain_timeout).await;
         let cancelled = if drained {
             0
