@@ -41,7 +41,7 @@ pub async fn run(args: &Args, scratch: &Path) -> anyhow::Result<Value> {
                 &v2,
                 &mut server,
                 &mut ids,
-                |bytes| install(&target, bytes),
+                async |bytes: &[u8]| install(&target, bytes),
             )
             .await?,
         );
@@ -76,20 +76,11 @@ pub async fn run(args: &Args, scratch: &Path) -> anyhow::Result<Value> {
                 &v2,
                 &mut server,
                 &mut ids,
-                |bytes| {
+                async |bytes: &[u8]| {
                     std::fs::create_dir_all(staged.parent().expect("has a folder"))?;
                     std::fs::write(&staged, bytes)?;
-                    let request = json!({"command": "load", "path": staged});
-                    let socket = socket.clone();
-                    // The admin call runs to completion here; the timer includes it.
-                    std::thread::spawn(move || {
-                        tokio::runtime::Builder::new_current_thread()
-                            .enable_all()
-                            .build()?
-                            .block_on(admin(&socket, &request))
-                    })
-                    .join()
-                    .map_err(|_| anyhow::anyhow!("admin thread panicked"))??;
+                    // The timer includes the admin call's reply.
+                    admin(&socket, &json!({"command": "load", "path": staged})).await?;
                     Ok(())
                 },
             )
@@ -156,7 +147,7 @@ async fn measure(
     v2: &[u8],
     server: &mut StdioServer,
     ids: &mut std::ops::RangeFrom<u64>,
-    swap: impl Fn(&[u8]) -> anyhow::Result<()>,
+    swap: impl AsyncFn(&[u8]) -> anyhow::Result<()>,
 ) -> anyhow::Result<Value> {
     let mut times = Vec::new();
     for round in 0..rounds {
@@ -166,7 +157,7 @@ async fn measure(
             _ => with_marker(base, &format!("{how}-{round}-{}", std::process::id())),
         };
         let started = Instant::now();
-        swap(&bytes)?;
+        swap(&bytes).await?;
         wait_for_version(server, ids, version).await?;
         times.push(started.elapsed().as_secs_f64() * 1e3);
         // Let the folder settle before the next round.

@@ -11,24 +11,29 @@ use super::redact::{mask_secrets, mask_shapes};
 /// Append `s` as a JSON string literal.
 pub fn push_json_str(buf: &mut String, s: &str) {
     buf.push('"');
+    push_json_escaped(buf, s);
+    buf.push('"');
+}
+
+/// Append `s` escaped for the inside of a JSON string literal.
+fn push_json_escaped(buf: &mut String, s: &str) {
     if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
         buf.push_str(s);
-    } else {
-        for c in s.chars() {
-            match c {
-                '"' => buf.push_str("\\\""),
-                '\\' => buf.push_str("\\\\"),
-                '\n' => buf.push_str("\\n"),
-                '\r' => buf.push_str("\\r"),
-                '\t' => buf.push_str("\\t"),
-                c if (c as u32) < 0x20 => {
-                    let _ = write!(buf, "\\u{:04x}", c as u32);
-                }
-                c => buf.push(c),
+        return;
+    }
+    for c in s.chars() {
+        match c {
+            '"' => buf.push_str("\\\""),
+            '\\' => buf.push_str("\\\\"),
+            '\n' => buf.push_str("\\n"),
+            '\r' => buf.push_str("\\r"),
+            '\t' => buf.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(buf, "\\u{:04x}", c as u32);
             }
+            c => buf.push(c),
         }
     }
-    buf.push('"');
 }
 
 /// `s` with secrets and credential shapes masked.
@@ -84,11 +89,7 @@ struct Escaping<'a>(&'a mut String);
 
 impl std::fmt::Write for Escaping<'_> {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        let quoted_len = self.0.len();
-        push_json_str(self.0, s);
-        // push_json_str added surrounding quotes; drop them (we are mid-string).
-        self.0.remove(quoted_len);
-        self.0.pop();
+        push_json_escaped(self.0, s);
         Ok(())
     }
 }

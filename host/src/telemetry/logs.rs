@@ -22,8 +22,7 @@ use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::registry::LookupSpan;
 
-use super::json_line::{RenderVisitor, Rendered, write_line};
-use super::redact::{mask_secrets, mask_shapes};
+use super::json_line::{RenderVisitor, Rendered, masked, write_line};
 
 /// Bumped when a field is renamed or removed (adding fields keeps the version).
 pub const LOG_SCHEMA: u64 = 1;
@@ -281,11 +280,8 @@ fn mask_in_place(line: &mut Map<String, Value>) {
 fn mask_value(v: &mut Value) {
     match v {
         Value::String(s) => {
-            if let Some(masked) = mask_secrets(s) {
-                *s = masked;
-            }
-            if let Some(masked) = mask_shapes(s) {
-                *s = masked;
+            if let std::borrow::Cow::Owned(m) = masked(s) {
+                *s = m;
             }
         }
         Value::Object(map) => map.values_mut().for_each(mask_value),
