@@ -262,3 +262,17 @@ async def test_call_spans_are_exported_over_otlp():
     finally:
         server.stop()
         collector.shutdown()
+
+
+async def test_a_tool_log_level_drops_lines_below_it(tmp_path):
+    config = tmp_path / "mcpplus.toml"
+    config.write_text('[tools.count_to]\nlog_level = "warn"\n')
+    server = HttpServer("--tools", str(DIST), "--config", str(config), "--log-format", "json", "--no-admin")
+    try:
+        async with connect("http", "auto", http_server=server) as client:
+            result = await client.call_tool("count_to", {"to": 3, "pause-ms": 1})
+            assert not result.is_error
+            assert (await client.call_tool("echo", {"message": "after"})).structured_content == {"result": "after"}
+        assert not any('"guest.log"' in l for l in server.stderr_lines), "info lines passed a warn filter"
+    finally:
+        server.stop()

@@ -345,3 +345,35 @@ fn a_policy_sets_the_component_limits_and_bad_ones_are_refused() {
         "{stderr}"
     );
 }
+
+#[test]
+fn log_file_receives_the_json_lines_instead_of_stderr() {
+    let scratch = Scratch::new("log-file");
+    let log = scratch.join("mcpplus.log");
+    let out = mcpplus(&[
+        "--log",
+        "debug",
+        "--log-format",
+        "json",
+        "--log-file",
+        log.to_str().unwrap(),
+        "call",
+        artifacts::text_utils().to_str().unwrap(),
+        "slugify",
+        "--args",
+        r#"{"text":"Hello"}"#,
+    ]);
+    assert!(out.status.success());
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("tool.completed"),
+        "the log went to stderr"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    let completed: Value = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("each line is JSON"))
+        .find(|l| l["event"] == "tool.completed")
+        .expect("a tool.completed line in the log file");
+    assert_eq!(completed["tool"], "slugify");
+    assert_eq!(completed["schema"], 1);
+}
