@@ -33,13 +33,10 @@ pub struct AdminReply {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub components: Option<Vec<ComponentInfoWire>>,
+    pub components: Option<Vec<serde_json::Value>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change: Option<serde_json::Value>,
 }
-
-/// [`ComponentInfo`] as it travels (owned, deserializable for the client).
-pub type ComponentInfoWire = serde_json::Value;
 
 impl AdminReply {
     pub fn error(message: impl Into<String>) -> Self {
