@@ -4,6 +4,7 @@
 //! `invoke` (JSON ⇄ values via `schema`) → `runtime` (fresh Store, limits) → back.
 
 pub mod admin;
+pub mod breaker;
 pub mod capabilities;
 pub mod catalog;
 pub mod cli;
