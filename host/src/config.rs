@@ -46,6 +46,9 @@ pub struct OperatorConfig {
     /// file beside them (same format as that file; see docs/security.md).
     #[serde(default)]
     pub policies: BTreeMap<String, PolicyDoc>,
+    /// Outbound HTTP: timeouts, retries, size caps, circuit breakers.
+    #[serde(default)]
+    pub outbound: crate::outbound::OutboundConfig,
     /// Where the config came from, so a policy error can name the file and line.
     #[serde(skip)]
     pub origin: Option<ConfigOrigin>,
@@ -249,6 +252,7 @@ impl OperatorConfig {
         for (name, policy) in &self.policies {
             policy.limits.check(&format!("policies.{name}.limits"))?;
         }
+        self.outbound.check()?;
         if self.server.max_concurrency == 0 {
             return Err("[server] max_concurrency must be greater than 0".into());
         }

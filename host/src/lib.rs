@@ -12,6 +12,7 @@ pub mod config;
 pub mod content;
 pub mod invoke;
 pub mod mcp;
+pub mod outbound;
 pub mod policy;
 pub mod runtime;
 pub mod schema;

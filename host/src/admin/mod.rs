@@ -24,6 +24,11 @@ pub enum AdminRequest {
     Load { path: PathBuf },
     Unload { name: String },
     Reload { name: String },
+    /// Every circuit breaker's state.
+    Breakers,
+    /// Close one destination's breaker now.
+    #[serde(rename = "breaker-reset")]
+    BreakerReset { destination: String },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -36,6 +41,8 @@ pub struct AdminReply {
     pub components: Option<Vec<serde_json::Value>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breakers: Option<Vec<serde_json::Value>>,
 }
 
 impl AdminReply {
@@ -45,6 +52,7 @@ impl AdminReply {
             error: Some(message.into()),
             components: None,
             change: None,
+            breakers: None,
         }
     }
 
@@ -58,6 +66,7 @@ impl AdminReply {
                     .collect(),
             ),
             change: None,
+            breakers: None,
         }
     }
 
@@ -67,6 +76,17 @@ impl AdminReply {
             error: None,
             components: None,
             change: Some(serde_json::to_value(change).unwrap_or_default()),
+            breakers: None,
+        }
+    }
+
+    pub fn breakers(list: Vec<serde_json::Value>) -> Self {
+        Self {
+            ok: true,
+            error: None,
+            components: None,
+            change: None,
+            breakers: Some(list),
         }
     }
 }

@@ -106,7 +106,7 @@ async fn serve_connection(stream: UnixStream, owner: u32, toolset: Arc<ToolSet>)
 }
 
 async fn handle(toolset: &ToolSet, request: AdminRequest) -> AdminReply {
-    if matches!(request, AdminRequest::List) {
+    if matches!(request, AdminRequest::List | AdminRequest::Breakers) {
         tracing::debug!(event = "admin.request", request = ?request, "admin request");
     } else {
         tracing::info!(event = "admin.request", request = ?request, "admin request");
@@ -116,10 +116,51 @@ async fn handle(toolset: &ToolSet, request: AdminRequest) -> AdminReply {
         AdminRequest::Load { path } => toolset.load(&path).await,
         AdminRequest::Unload { name } => toolset.unload(&name).await,
         AdminRequest::Reload { name } => toolset.reload(&name).await,
+        AdminRequest::Breakers => return breakers(toolset),
+        AdminRequest::BreakerReset { destination } => return reset_breaker(toolset, &destination),
     };
     match change {
         Ok(change) => AdminReply::change(&change),
         Err(e) => AdminReply::error(e.to_string()),
+    }
+}
+
+/// Every breaker as `{destination, state, …}`.
+fn breakers(toolset: &ToolSet) -> AdminReply {
+    let list = toolset
+        .runtime()
+        .outbound()
+        .breakers()
+        .list(std::time::Instant::now());
+    AdminReply::breakers(
+        list.into_iter()
+            .map(|(destination, snapshot)| {
+                let mut value = serde_json::to_value(snapshot).unwrap_or_default();
+                value["destination"] = destination.into();
+                value
+            })
+            .collect(),
+    )
+}
+
+/// Close a breaker named as `scheme://host[:port]` (the port defaults to the scheme's).
+fn reset_breaker(toolset: &ToolSet, destination: &str) -> AdminReply {
+    let key = match crate::policy::Destination::parse(destination).map(|d| d.exact_key()) {
+        Ok(Some(key)) => key,
+        Ok(None) => {
+            return AdminReply::error(format!(
+                "`{destination}` names more than one destination; give one scheme://host:port"
+            ));
+        }
+        Err(e) => return AdminReply::error(e),
+    };
+    if toolset.runtime().outbound().breakers().reset(&key) {
+        tracing::info!(event = "breaker.reset", destination = %key, "circuit breaker reset by an operator");
+        breakers(toolset)
+    } else {
+        AdminReply::error(format!(
+            "there is no breaker for {key}: no tool has called it since the server started (`mcpplus breakers` lists them)"
+        ))
     }
 }
 

@@ -195,6 +195,7 @@ fn fmt_duration(d: Duration) -> String {
 
 /// Totals since the breaker was created.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Counters {
     pub admitted: u64,
     pub rejected: u64,
@@ -207,6 +208,7 @@ pub struct Counters {
 
 /// What an operator sees of one breaker.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Snapshot {
     pub state: State,
     pub consecutive_failures: u32,

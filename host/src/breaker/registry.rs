@@ -33,17 +33,25 @@ impl BreakerRegistry {
 
     /// The breaker for `name`, created closed on first use.
     pub fn get(&self, name: &str) -> Arc<Breaker> {
+        self.get_new(name).0
+    }
+
+    /// The breaker for `name`, and whether this call created it.
+    pub fn get_new(&self, name: &str) -> (Arc<Breaker>, bool) {
         if let Some(b) = self.read().get(name) {
-            return b.clone();
+            return (b.clone(), false);
         }
         let mut breakers = self.breakers.write().unwrap_or_else(|e| e.into_inner());
-        breakers
+        let mut created = false;
+        let breaker = breakers
             .entry(name.to_string())
             .or_insert_with(|| {
+                created = true;
                 let config = self.overrides.get(name).unwrap_or(&self.defaults).clone();
                 Breaker::new(name, config, self.listener.clone())
             })
-            .clone()
+            .clone();
+        (breaker, created)
     }
 
     /// Every breaker in use, by name.

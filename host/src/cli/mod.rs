@@ -1,6 +1,7 @@
 //! The `mcpplus` command line: `serve`, `tools`, `inspect`, `audit`, `call`, `embed-docs`.
 
 mod audit;
+mod breakers;
 mod call;
 mod embed_docs;
 mod inspect;
@@ -103,6 +104,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Change the tools of a running server: list, load, unload, reload
     Tools(tools::ToolsArgs),
+    /// Show the outbound circuit breakers of a running server, or reset one
+    Breakers(breakers::BreakersArgs),
     /// Report, per component, what it asks for, what its policy grants, what is refused, and the risks
     Audit(audit::AuditArgs),
     /// Call one tool of a component without an MCP client
@@ -141,6 +144,7 @@ pub fn main() -> std::process::ExitCode {
             Command::Inspect(args) => inspect::run(args),
             Command::Audit(args) => audit::run(args, &cli.common),
             Command::Tools(args) => tools::run(args).await,
+            Command::Breakers(args) => breakers::run(args).await,
             Command::Call(args) => call::run(args, &cli.common).await,
             Command::EmbedDocs(args) => embed_docs::run(args),
         }

@@ -112,7 +112,40 @@ impl Destination {
     }
 }
 
+/// The name a destination goes by in breakers, metrics and logs:
+/// `scheme://host:port`, the port always written, IPv6 in brackets.
+pub fn destination_key(scheme: Scheme, host: &str, port: u16) -> String {
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_ascii_lowercase()
+    };
+    format!("{}://{host}:{port}", scheme.as_str())
+}
+
+impl Destination {
+    /// The key of the one destination this grant names, if it names one host and port.
+    pub fn exact_key(&self) -> Option<String> {
+        match (&self.host, self.port) {
+            (HostPattern::Exact(h), Some(p)) => Some(destination_key(self.scheme, h, p)),
+            _ => None,
+        }
+    }
+
+    /// Whether this grant names `ip` itself (not a name that may resolve to it).
+    pub fn names_ip(&self, ip: IpAddr) -> bool {
+        matches!(&self.host, HostPattern::Exact(h) if h.parse::<IpAddr>().ok() == Some(ip))
+    }
+}
+
 impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+
     pub fn default_port(self) -> u16 {
         match self {
             Scheme::Http => 80,
@@ -123,10 +156,7 @@ impl Scheme {
 
 impl fmt::Display for Destination {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = match self.scheme {
-            Scheme::Http => "http",
-            Scheme::Https => "https",
-        };
+        let scheme = self.scheme.as_str();
         let host = match &self.host {
             HostPattern::Exact(h) if h.contains(':') => format!("[{h}]"),
             HostPattern::Exact(h) => h.clone(),

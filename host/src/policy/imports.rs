@@ -68,7 +68,10 @@ impl Capability {
     pub fn implemented(self) -> bool {
         matches!(
             self,
-            Capability::Files | Capability::Environment | Capability::Sockets
+            Capability::Files
+                | Capability::Environment
+                | Capability::Sockets
+                | Capability::Network
         )
     }
 

@@ -22,7 +22,8 @@ use toml::Spanned;
 use crate::config::{LimitOverrides, OperatorConfig};
 pub use doc::{FileAccess, PolicyDoc};
 pub use grants::{
-    Destination, EnvGrant, FileGrant, PeerGrants, QueueGrants, SocketGrants, SocketPattern,
+    Destination, EnvGrant, FileGrant, HostPattern, PeerGrants, QueueGrants, Scheme, SocketGrants,
+    SocketPattern, destination_key,
 };
 
 /// A component's checked grants.

@@ -158,8 +158,15 @@ async fn run_call(
         tool: tool.into(),
         call_id,
     });
-    let (state, output) = HostState::new(store_limits, limits, &component.policy, call, observer)
-        .map_err(CallError::Grant)?;
+    let (state, output) = HostState::new(
+        store_limits,
+        limits,
+        &component.policy,
+        call,
+        observer,
+        runtime.outbound().clone(),
+    )
+    .map_err(CallError::Grant)?;
     let mut store = Store::new(runtime.engine(), state);
     store.limiter(|s| &mut s.limits);
     // Yield to the executor on every epoch tick so a deadline or a cancellation can

@@ -18,6 +18,7 @@ use crate::capabilities::{
     stubs::{SharedResources, StubReason, stub_import},
 };
 use crate::config::{CallLimits, OperatorConfig};
+use crate::outbound::Outbound;
 use crate::policy::imports::{self, Capability, ImportClass};
 use crate::policy::{Policy, PolicyError};
 use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -28,6 +29,9 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
+    /// `linker` plus wasi:http, for components whose policy grants network access.
+    http_linker: Linker<HostState>,
+    outbound: Arc<Outbound>,
     cache: Option<CompileCache>,
     /// Built-in defaults with the command-line flags applied.
     base_limits: CallLimits,
@@ -84,10 +88,16 @@ impl Runtime {
         use wasmtime::component::HasSelf;
         log::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
         progress::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+        let mut http_linker = linker.clone();
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut http_linker)?;
+        let outbound = Outbound::new(options.config.outbound.clone())
+            .map_err(|e| anyhow::anyhow!("the operator config's [outbound] section: {e}"))?;
         let ticker = EpochTicker::start(engine.clone());
         Ok(Self {
             engine,
             linker,
+            http_linker,
+            outbound: Arc::new(outbound),
             cache: options.cache.map(CompileCache::new),
             admission: Admission::new(&options.config.server),
             base_limits: options.base_limits,
@@ -107,6 +117,11 @@ impl Runtime {
 
     pub fn config(&self) -> &OperatorConfig {
         &self.config
+    }
+
+    /// The outbound HTTP service every tool's wasi:http requests go through.
+    pub fn outbound(&self) -> &Arc<Outbound> {
+        &self.outbound
     }
 
     /// The limits a call of `tool` of `component` runs under.
@@ -154,7 +169,12 @@ impl Runtime {
         component: &Component,
         policy: &Policy,
     ) -> wasmtime::Result<Linker<HostState>> {
-        let mut linker = self.linker.clone();
+        let network = Capability::Network.granted_by(policy);
+        let mut linker = if network {
+            self.http_linker.clone()
+        } else {
+            self.linker.clone()
+        };
         let shared = SharedResources::of(component, &self.engine);
         for (name, item) in component.component_type().imports(&self.engine) {
             let reason = match imports::classify(name) {
@@ -168,6 +188,10 @@ impl Runtime {
                 {
                     sockets::deny_name_lookup(&mut linker, &self.engine, name, &item.ty, &shared)?;
                     continue;
+                }
+                ImportClass::Capability(Capability::Network) if network => continue,
+                ImportClass::Capability(Capability::Network) => {
+                    StubReason::Denied(Capability::Network)
                 }
                 ImportClass::Capability(c) if c.implemented() => continue,
                 ImportClass::Capability(c) if c.granted_by(policy) => {

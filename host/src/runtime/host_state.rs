@@ -7,16 +7,20 @@ use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 
 use super::observer::CallObserver;
 use super::output::CappedOutput;
 use crate::capabilities::logging::LogBudget;
 use crate::capabilities::{CallContext, sockets};
 use crate::config::{CallLimits, GuestLogLevel};
+use crate::outbound::Outbound;
+use crate::outbound::wasi::GuestHttp;
 use crate::policy::{FileAccess, Policy};
 
 pub struct HostState {
     wasi: WasiParts,
+    http: GuestHttp,
     call: Arc<CallContext>,
     pub limits: TrackedLimits,
     guest_io: GuestIo,
@@ -114,6 +118,7 @@ impl HostState {
         policy: &Arc<Policy>,
         call: Arc<CallContext>,
         observer: Option<CallObserver>,
+        outbound: Arc<Outbound>,
     ) -> Result<(Self, CapturedOutput), String> {
         let output_capacity = call_limits.output_bytes;
         let output = CapturedOutput {
@@ -144,12 +149,15 @@ impl HostState {
             }
         }
         sockets::configure(&mut builder, policy.clone(), call.clone());
+        let deadline = std::time::Instant::now() + call_limits.timeout;
+        let http = GuestHttp::new(outbound, policy.clone(), call.clone(), deadline);
         Ok((
             Self {
                 wasi: WasiParts {
                     ctx: builder.build(),
                     table: ResourceTable::new(),
                 },
+                http,
                 call,
                 limits: TrackedLimits {
                     inner: limits,
@@ -183,5 +191,15 @@ impl HostState {
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         self.wasi.ctx()
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http.ctx,
+            table: &mut self.wasi.table,
+            hooks: &mut self.http.hooks,
+        }
     }
 }

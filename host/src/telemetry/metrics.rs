@@ -27,6 +27,10 @@ pub struct Metrics {
     pub capability_denials: Family<Labels, Counter>,
     pub outbound_requests: Family<Labels, Counter>,
     pub breaker_state: Family<Labels, Gauge>,
+    /// Breaker state changes by destination and the state entered.
+    pub breaker_transitions: Family<Labels, Counter>,
+    /// One outbound request (retries included) by destination.
+    pub outbound_duration: Family<Labels, Histogram>,
     pub components_loaded: Gauge,
     pub compile_cache: Family<Labels, Counter>,
     pub guest_log_lines: Family<Labels, Counter>,
@@ -101,6 +105,21 @@ impl Metrics {
             "Circuit breaker state per destination (0 closed, 1 half-open, 2 open)",
             breaker_state.clone(),
         );
+        let breaker_transitions = Family::<Labels, Counter>::default();
+        registry.register(
+            "breaker_transitions",
+            "Circuit breaker state changes by destination and the state entered",
+            breaker_transitions.clone(),
+        );
+        let outbound_duration = Family::<Labels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register_with_unit(
+            "outbound_request_duration",
+            "Wall time of an outbound HTTP request, retries included",
+            Unit::Seconds,
+            outbound_duration.clone(),
+        );
         let components_loaded = Gauge::default();
         registry.register(
             "components_loaded",
@@ -149,6 +168,8 @@ impl Metrics {
             capability_denials,
             outbound_requests,
             breaker_state,
+            breaker_transitions,
+            outbound_duration,
             components_loaded,
             compile_cache,
             guest_log_lines,

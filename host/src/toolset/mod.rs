@@ -209,6 +209,10 @@ impl ToolSet {
         self.load(&path).await
     }
 
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
     pub fn list(&self) -> Vec<ComponentInfo> {
         let catalog = self.catalog.snapshot();
         let mut list: Vec<ComponentInfo> = catalog
