@@ -41,6 +41,9 @@ pub mod artifacts {
     pub fn hostile() -> PathBuf {
         super::dist().join("fixtures/hostile.wasm")
     }
+    pub fn fetch() -> PathBuf {
+        super::dist().join("fetch.wasm")
+    }
 }
 
 /// `mcpplus serve --http 127.0.0.1:0 ARGS…`, killed on drop.

@@ -21,14 +21,22 @@ use crate::toolset::{ChangeReport, ComponentInfo};
 #[serde(tag = "command", rename_all = "lowercase")]
 pub enum AdminRequest {
     List,
-    Load { path: PathBuf },
-    Unload { name: String },
-    Reload { name: String },
+    Load {
+        path: PathBuf,
+    },
+    Unload {
+        name: String,
+    },
+    Reload {
+        name: String,
+    },
     /// Every circuit breaker's state.
     Breakers,
     /// Close one destination's breaker now.
     #[serde(rename = "breaker-reset")]
-    BreakerReset { destination: String },
+    BreakerReset {
+        destination: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

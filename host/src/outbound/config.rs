@@ -153,8 +153,8 @@ impl OutboundConfig {
                     "{section}: a breaker belongs to one destination; name one host and port, without wildcards"
                 ));
             };
-            let mut merged = toml::Table::try_from(&self.breaker)
-                .map_err(|e| format!("{section}: {e}"))?;
+            let mut merged =
+                toml::Table::try_from(&self.breaker).map_err(|e| format!("{section}: {e}"))?;
             merged.extend(table.clone());
             let config: BreakerConfig = merged
                 .try_into()

@@ -231,7 +231,10 @@ mod tests {
 
     #[test]
     fn targets_are_named_with_their_port() {
-        assert_eq!(target("http://Example.COM/x?y").key, "http://example.com:80");
+        assert_eq!(
+            target("http://Example.COM/x?y").key,
+            "http://example.com:80"
+        );
         assert_eq!(target("https://a.b:8443").key, "https://a.b:8443");
         assert_eq!(target("http://[::1]:9/").key, "http://[::1]:9");
         assert!(Target::of(&"ftp://x/".parse().unwrap()).is_err());

@@ -148,7 +148,11 @@ impl Outbound {
                     "{} is not among the destinations component `{}` may reach ({}); to allow it, add \"{}\" to [network] allow in its policy",
                     target.key,
                     scope.call.component,
-                    if granted.is_empty() { "none".into() } else { granted.join(", ") },
+                    if granted.is_empty() {
+                        "none".into()
+                    } else {
+                        granted.join(", ")
+                    },
                     target.key
                 ),
             ));
@@ -342,7 +346,6 @@ impl Outbound {
             }),
         }
     }
-
 }
 
 /// Record a refusal (audit event, metric) and make the guest's error.

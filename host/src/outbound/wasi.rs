@@ -72,7 +72,10 @@ impl WasiHttpHooks for GuestHttpHooks {
                 connect_timeout: options.and_then(|o| o.connect_timeout),
                 first_byte_timeout: options.and_then(|o| o.first_byte_timeout),
             };
-            let response = outbound.send(request, &scope).await.map_err(|e| e.to_wasi())?;
+            let response = outbound
+                .send(request, &scope)
+                .await
+                .map_err(|e| e.to_wasi())?;
             let response = response.map(|bytes| {
                 Full::new(bytes)
                     .map_err(|never| match never {})
