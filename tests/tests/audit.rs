@@ -130,9 +130,8 @@ fn audit_json_reports_requests_grants_denials_and_risks() {
         denied.iter().all(|d| d.starts_with("wasi:sockets/")),
         "{denied:?}"
     );
-    // Network is granted but this host has no wasi:http yet: shown as unavailable.
-    let unavailable = hostile["unavailableImports"].as_array().unwrap();
-    assert!(unavailable.contains(&json!("wasi:http/outgoing-handler@0.2.12")));
+    // Network is granted and served: nothing is unavailable.
+    assert_eq!(hostile["unavailableImports"], json!([]));
     let imports = hostile["imports"].as_array().unwrap();
     let status_of = |name: &str| {
         imports
@@ -152,6 +151,10 @@ fn audit_json_reports_requests_grants_denials_and_risks() {
     assert_eq!(
         status_of("wasi:sockets/tcp@"),
         (json!("sockets"), json!("denied"))
+    );
+    assert_eq!(
+        status_of("wasi:http/outgoing-handler"),
+        (json!("network"), json!("granted"))
     );
     assert_eq!(
         status_of("wasi:clocks/wall-clock"),
