@@ -10,9 +10,12 @@ import subprocess
 import threading
 import urllib.request
 
+import jsonschema
 import pytest
 
-from conftest import DIST, ERAS, MCPPLUS, HttpServer, connect
+from conftest import DIST, ERAS, MCPPLUS, ROOT, HttpServer, connect
+
+SCHEMA = json.loads((ROOT / "docs" / "log-schema.json").read_text())
 
 
 class Upstream:
@@ -114,6 +117,16 @@ async def test_fetch_through_the_breaker_and_reset_it(tmp_path, mode):
             unknown = breakers(socket, "reset", "http://127.0.0.1:1")
             assert unknown.returncode == 1
             assert "there is no breaker for http://127.0.0.1:1" in unknown.stderr
+
+        # The breaker's story is in the log, and every line fits the schema.
+        lines = [json.loads(line) for line in server.stderr_lines if line.startswith("{")]
+        for line in lines:
+            jsonschema.validate(line, SCHEMA)
+        events = [(l["event"], l.get("destination")) for l in lines]
+        for event in ["breaker.opened", "breaker.reset", "outbound.failed"]:
+            assert (event, upstream.destination) in events, event
+        [opened] = [l for l in lines if l["event"] == "breaker.opened"]
+        assert opened["reason"] == "2 failures in a row" and opened["cooldown_ms"] == 60000
     finally:
         server.stop()
         upstream.stop()
