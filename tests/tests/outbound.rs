@@ -348,7 +348,7 @@ async fn destinations_outside_the_grants_are_refused_before_any_traffic() {
 async fn a_granted_name_that_resolves_to_loopback_is_refused() {
     let up = Upstream::start().await;
     let by_name = format!("http://localhost:{}", up.addr.port());
-    let host = Host::new("outbound-private", &[by_name.clone()], QUICK);
+    let host = Host::new("outbound-private", std::slice::from_ref(&by_name), QUICK);
     let error = host.get(&format!("{by_name}/ok")).await.unwrap_err();
     assert!(
         error.contains("`localhost` resolves to") && error.contains("a loopback address"),
@@ -515,7 +515,7 @@ close_after = 2
 async fn a_server_that_never_answers_times_out_and_counts_against_it() {
     let addr = hanging_server().await;
     let dest = format!("http://{addr}");
-    let host = Host::new("outbound-hang", &[dest.clone()], QUICK);
+    let host = Host::new("outbound-hang", std::slice::from_ref(&dest), QUICK);
     let started = Instant::now();
     let error = host.get(&format!("{dest}/")).await.unwrap_err();
     assert!(error.contains("did not answer in time"), "{error}");
