@@ -53,6 +53,11 @@ pub async fn run_all(args: &Args) -> anyhow::Result<Value> {
         eprintln!("== logging and metrics");
         logging = crate::logging::run(args, &scratch, &warm_cache).await?;
     }
+    let mut outbound = Value::Null;
+    if wanted("outbound") {
+        eprintln!("== outbound calls and the circuit breaker");
+        outbound = crate::outbound::run(args, &scratch, &warm_cache).await?;
+    }
     let mut reload = Value::Null;
     if wanted("reload") {
         eprintln!("== hot loading");
@@ -68,6 +73,7 @@ pub async fn run_all(args: &Args) -> anyhow::Result<Value> {
         "memory": memory,
         "reload": reload,
         "logging": logging,
+        "outbound": outbound,
     }))
 }
 

@@ -260,8 +260,8 @@ impl fmt::Debug for Breaker {
 /// or [`Permit::failure`]; dropping it unreported frees a probe slot without
 /// counting either way.
 #[must_use = "report the outcome on the permit"]
-pub struct Permit {
-    breaker: Arc<Breaker>,
+pub struct Permit<'a> {
+    breaker: &'a Breaker,
     generation: u64,
     probe: bool,
     reported: bool,
@@ -303,7 +303,7 @@ impl Breaker {
     }
 
     /// Ask to make a request at `now`.
-    pub fn acquire(self: &Arc<Self>, now: Instant) -> Result<Permit, Rejected> {
+    pub fn acquire(&self, now: Instant) -> Result<Permit<'_>, Rejected> {
         let mut transition = None;
         let result = {
             let mut inner = self.lock();
@@ -324,7 +324,7 @@ impl Breaker {
                 inner.counters.admitted += 1;
                 inner.in_flight += 1;
                 Permit {
-                    breaker: self.clone(),
+                    breaker: self,
                     generation: inner.generation,
                     probe,
                     reported: false,
@@ -489,7 +489,7 @@ impl Breaker {
     }
 }
 
-impl Permit {
+impl Permit<'_> {
     /// The request succeeded (as far as the breaker is concerned).
     pub fn success(mut self, now: Instant) {
         self.reported = true;
@@ -508,7 +508,7 @@ impl Permit {
     }
 }
 
-impl Drop for Permit {
+impl Drop for Permit<'_> {
     fn drop(&mut self) {
         if !self.reported {
             self.breaker.report(self, None, Instant::now());
