@@ -165,3 +165,60 @@ impl OutboundConfig {
         Ok(resolved)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::OperatorConfig;
+
+    #[test]
+    fn per_destination_breakers_inherit_the_defaults() {
+        let config = OperatorConfig::parse(
+            r#"
+[outbound.breaker]
+consecutive_failures = 7
+cooldown_ms = 1000
+[outbound.breakers."http://127.0.0.1:8080"]
+cooldown_ms = 50
+[outbound.breakers."https://api.example.com"]
+close_after = 3
+"#,
+        )
+        .unwrap();
+        let resolved = config.outbound.check().unwrap();
+        let local = &resolved["http://127.0.0.1:8080"];
+        assert_eq!((local.consecutive_failures, local.cooldown_ms), (7, 50));
+        let api = &resolved["https://api.example.com:443"];
+        assert_eq!((api.close_after, api.cooldown_ms), (3, 1000));
+    }
+
+    #[test]
+    fn bad_settings_are_refused_naming_the_section() {
+        let error = |text: &str| OperatorConfig::parse(text).unwrap_err();
+        let e = error("[outbound.breakers.\"https://*.example.com\"]\ncooldown_ms = 5\n");
+        assert!(e.contains("without wildcards"), "{e}");
+        let e = error("[outbound.breakers.\"http://a:1\"]\nhalf_open_probes = 0\n");
+        assert!(e.contains("[outbound.breakers.\"http://a:1\"]") && e.contains("half_open_probes"), "{e}");
+        let e = error("[outbound.breakers.\"http://a:1\"]\nprobes = 2\n");
+        assert!(e.contains("probes"), "{e}");
+        let e = error("[outbound]\ntotal_timeout_ms = 0\n");
+        assert!(e.contains("total_timeout_ms must be greater than 0"), "{e}");
+        let e = error("[outbound]\nfail_on = [\"5xx\", \"teapot\"]\n");
+        assert!(e.contains("teapot"), "{e}");
+        let e = error("[outbound.breaker]\nfailure_rate = 2.0\n");
+        assert!(e.contains("[outbound.breaker]") && e.contains("failure_rate"), "{e}");
+        let e = error("[outbound]\nretries = 50\n");
+        assert!(e.contains("retries"), "{e}");
+    }
+
+    #[test]
+    fn what_counts_as_a_failure() {
+        let c = OutboundConfig::default();
+        assert!(c.status_fails(503) && !c.status_fails(404) && !c.status_fails(429));
+        let c = OutboundConfig {
+            fail_on: vec![FailureKind::Status429],
+            ..OutboundConfig::default()
+        };
+        assert!(c.status_fails(429) && !c.status_fails(404) && !c.status_fails(500));
+    }
+}
