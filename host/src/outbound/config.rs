@@ -198,7 +198,10 @@ close_after = 3
         let e = error("[outbound.breakers.\"https://*.example.com\"]\ncooldown_ms = 5\n");
         assert!(e.contains("without wildcards"), "{e}");
         let e = error("[outbound.breakers.\"http://a:1\"]\nhalf_open_probes = 0\n");
-        assert!(e.contains("[outbound.breakers.\"http://a:1\"]") && e.contains("half_open_probes"), "{e}");
+        assert!(
+            e.contains("[outbound.breakers.\"http://a:1\"]") && e.contains("half_open_probes"),
+            "{e}"
+        );
         let e = error("[outbound.breakers.\"http://a:1\"]\nprobes = 2\n");
         assert!(e.contains("probes"), "{e}");
         let e = error("[outbound]\ntotal_timeout_ms = 0\n");
@@ -206,7 +209,10 @@ close_after = 3
         let e = error("[outbound]\nfail_on = [\"5xx\", \"teapot\"]\n");
         assert!(e.contains("teapot"), "{e}");
         let e = error("[outbound.breaker]\nfailure_rate = 2.0\n");
-        assert!(e.contains("[outbound.breaker]") && e.contains("failure_rate"), "{e}");
+        assert!(
+            e.contains("[outbound.breaker]") && e.contains("failure_rate"),
+            "{e}"
+        );
         let e = error("[outbound]\nretries = 50\n");
         assert!(e.contains("retries"), "{e}");
     }
