@@ -42,9 +42,15 @@ impl Url {
         };
         let path = path.split('#').next().unwrap_or("/").to_string();
         if authority.is_empty() || authority.contains('@') {
-            return Err(format!("`{text}` has no host (or has a user part, which is not supported)"));
+            return Err(format!(
+                "`{text}` has no host (or has a user part, which is not supported)"
+            ));
         }
-        Ok(Url { https, authority: authority.to_string(), path })
+        Ok(Url {
+            https,
+            authority: authority.to_string(),
+            path,
+        })
     }
 
     /// Resolve a redirect's `Location` against this URL.
@@ -54,10 +60,16 @@ impl Url {
         } else if let Some(rest) = location.strip_prefix("//") {
             Url::parse(&format!("{}://{rest}", self.scheme()))
         } else if location.starts_with('/') {
-            Ok(Url { path: location.to_string(), ..self.clone() })
+            Ok(Url {
+                path: location.to_string(),
+                ..self.clone()
+            })
         } else {
             let dir = &self.path[..=self.path.rfind('/').unwrap_or(0)];
-            Ok(Url { path: format!("{dir}{location}"), ..self.clone() })
+            Ok(Url {
+                path: format!("{dir}{location}"),
+                ..self.clone()
+            })
         }
     }
 
@@ -143,21 +155,33 @@ fn exchange(
         .collect();
     let fields = Fields::from_list(&fields).map_err(|e| format!("bad request header: {e:?}"))?;
     let request = OutgoingRequest::new(fields);
-    request.set_method(&wasi_method(method)).map_err(|()| "bad method")?;
-    let scheme = if url.https { Scheme::Https } else { Scheme::Http };
-    request.set_scheme(Some(&scheme)).map_err(|()| "bad scheme")?;
+    request
+        .set_method(&wasi_method(method))
+        .map_err(|()| "bad method")?;
+    let scheme = if url.https {
+        Scheme::Https
+    } else {
+        Scheme::Http
+    };
+    request
+        .set_scheme(Some(&scheme))
+        .map_err(|()| "bad scheme")?;
     request
         .set_authority(Some(&url.authority))
         .map_err(|()| format!("`{}` is not a valid host", url.authority))?;
     request
         .set_path_with_query(Some(&url.path))
         .map_err(|()| format!("`{}` is not a valid path", url.path))?;
-    let outgoing = request.body().map_err(|()| "the request body was already taken")?;
+    let outgoing = request
+        .body()
+        .map_err(|()| "the request body was already taken")?;
 
     // Send first, then stream the body: the host reads it while we write.
     let pending = handle(request, None).map_err(explain)?;
     {
-        let stream = outgoing.write().map_err(|()| "the request body stream was already taken")?;
+        let stream = outgoing
+            .write()
+            .map_err(|()| "the request body stream was already taken")?;
         for chunk in body.unwrap_or_default().chunks(4096) {
             stream
                 .blocking_write_and_flush(chunk)
@@ -177,13 +201,20 @@ fn exchange(
         .headers()
         .entries()
         .into_iter()
-        .map(|(name, value)| Header { name, value: String::from_utf8_lossy(&value).into_owned() })
+        .map(|(name, value)| Header {
+            name,
+            value: String::from_utf8_lossy(&value).into_owned(),
+        })
         .collect();
-    let incoming = response.consume().map_err(|()| "the response body was already taken")?;
+    let incoming = response
+        .consume()
+        .map_err(|()| "the response body was already taken")?;
     let mut body = Vec::new();
     let mut truncated = false;
     {
-        let stream = incoming.stream().map_err(|()| "the response body stream was already taken")?;
+        let stream = incoming
+            .stream()
+            .map_err(|()| "the response body stream was already taken")?;
         loop {
             match stream.blocking_read(16 * 1024) {
                 Ok(bytes) => {
@@ -197,12 +228,20 @@ fn exchange(
                 }
                 Err(StreamError::Closed) => break,
                 Err(StreamError::LastOperationFailed(e)) => {
-                    return Err(format!("reading the response failed: {}", e.to_debug_string()));
+                    return Err(format!(
+                        "reading the response failed: {}",
+                        e.to_debug_string()
+                    ));
                 }
             }
         }
     }
-    Ok(Exchange { status, headers, body, truncated })
+    Ok(Exchange {
+        status,
+        headers,
+        body,
+        truncated,
+    })
 }
 
 impl Guest for Fetch {
@@ -232,7 +271,9 @@ impl Guest for Fetch {
             let redirect = matches!(answer.status, 301 | 302 | 303 | 307 | 308);
             match location {
                 Some(location) if redirect && redirects < u32::from(max_redirects) => {
-                    url = url.join(&location).map_err(|e| format!("redirect from {url}: {e}"))?;
+                    url = url
+                        .join(&location)
+                        .map_err(|e| format!("redirect from {url}: {e}"))?;
                     // 303 (and, by long practice, 301/302 after a POST) turn into a GET.
                     if answer.status == 303
                         || (matches!(answer.status, 301 | 302) && method == Method::Post)
