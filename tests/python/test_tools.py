@@ -17,7 +17,8 @@ SHOWCASE = {"echo", "echo_integers", "scale", "area", "describe", "summarize", "
             "parse_port", "maybe_double", "nested", "badge", "noop", "count_to"}
 TEXT_UTILS = {"word_count", "slugify", "change_case", "wrap", "truncate", "extract_urls"}
 PY_STATS = {"describe_sample", "percentile"}
-ALL_TOOLS = SHOWCASE | TEXT_UTILS | PY_STATS
+FETCH = {"fetch"}
+ALL_TOOLS = SHOWCASE | TEXT_UTILS | PY_STATS | FETCH
 
 
 @pytest.fixture(params=[(t, m) for t in TRANSPORTS for m in ERAS], ids=lambda p: f"{p[0]}-{p[1]}")
