@@ -14,6 +14,7 @@ pub mod invoke;
 pub mod mcp;
 pub mod outbound;
 pub mod policy;
+pub mod queue;
 pub mod runtime;
 pub mod schema;
 pub mod telemetry;

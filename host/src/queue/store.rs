@@ -1,0 +1,627 @@
+//! The queue's SQLite file: one table of tasks, one of queue settings. Every
+//! change is one transaction, committed (WAL, `synchronous = FULL`) before the
+//! call returns, so an accepted task survives `kill -9` and power loss.
+//!
+//! Times are milliseconds since the Unix epoch and are passed in, so the state
+//! machine can be driven by a test clock.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde_json::Value;
+
+use super::{Claim, Lease, NewTask, Task, TaskState};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the queue database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("there is no task `{0}`")]
+    NotFound(String),
+    #[error("task `{id}` is {state}; {what}")]
+    WrongState {
+        id: String,
+        state: &'static str,
+        what: String,
+    },
+    #[error(
+        "idempotency key `{key}` was already used for task `{id}` with different work; use a new key"
+    )]
+    KeyConflict { key: String, id: String },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS tasks (
+    seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+    id               TEXT NOT NULL UNIQUE,
+    tool             TEXT NOT NULL,
+    arguments        TEXT NOT NULL,
+    priority         REAL NOT NULL,
+    tags             TEXT NOT NULL,
+    metadata         TEXT NOT NULL,
+    timeout_ms       INTEGER,
+    max_attempts     INTEGER NOT NULL,
+    backoff_ms       INTEGER NOT NULL,
+    idempotency_key  TEXT UNIQUE,
+    state            TEXT NOT NULL,
+    attempt          INTEGER NOT NULL DEFAULT 0,
+    worker           TEXT,
+    lease_until      INTEGER,
+    not_before       INTEGER NOT NULL DEFAULT 0,
+    progress         REAL,
+    progress_total   REAL,
+    progress_message TEXT,
+    result           TEXT,
+    error            TEXT,
+    created_at       INTEGER NOT NULL,
+    started_at       INTEGER,
+    finished_at      INTEGER,
+    retries          INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS tasks_ready ON tasks(state, priority DESC, seq);
+CREATE INDEX IF NOT EXISTS tasks_lease ON tasks(state, lease_until);
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+";
+
+const COLUMNS: &str = "id, tool, arguments, priority, tags, metadata, timeout_ms, max_attempts, \
+    backoff_ms, idempotency_key, state, attempt, worker, lease_until, not_before, progress, \
+    progress_total, progress_message, result, error, created_at, started_at, finished_at, retries";
+
+pub struct QueueStore {
+    db: Mutex<Connection>,
+}
+
+impl QueueStore {
+    /// Open (or create) the queue at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        Self::setup(Connection::open(path)?)
+    }
+
+    /// A queue that lives in memory (tests, benchmarks of the logic alone).
+    pub fn in_memory() -> Result<Self> {
+        Self::setup(Connection::open_in_memory()?)
+    }
+
+    fn setup(db: Connection) -> Result<Self> {
+        db.pragma_update(None, "journal_mode", "WAL")?;
+        db.pragma_update(None, "synchronous", "FULL")?;
+        db.busy_timeout(std::time::Duration::from_secs(10))?;
+        db.execute_batch(SCHEMA)?;
+        Ok(Self { db: Mutex::new(db) })
+    }
+
+    fn db(&self) -> MutexGuard<'_, Connection> {
+        self.db.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Accept a task. With an idempotency key already used for the same work,
+    /// returns the existing task (`false`: not new).
+    pub fn submit(&self, new: NewTask, now: i64) -> Result<(Task, bool)> {
+        validate(&new)?;
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        if let Some(key) = &new.idempotency_key
+            && let Some(existing) = tx
+                .query_row(
+                    &format!("SELECT {COLUMNS} FROM tasks WHERE idempotency_key = ?1"),
+                    [key],
+                    task_from_row,
+                )
+                .optional()?
+        {
+            if existing.tool != new.tool || existing.arguments != new.arguments {
+                return Err(StoreError::KeyConflict {
+                    key: key.clone(),
+                    id: existing.id,
+                });
+            }
+            return Ok((existing, false));
+        }
+        let id = match &new.id {
+            Some(id) => id.clone(),
+            None => generated_id(&tx)?,
+        };
+        let inserted = tx.execute(
+            "INSERT INTO tasks (id, tool, arguments, priority, tags, metadata, timeout_ms,
+                max_attempts, backoff_ms, idempotency_key, state, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'queued', ?11)
+             ON CONFLICT(id) DO NOTHING",
+            params![
+                id,
+                new.tool,
+                new.arguments.to_string(),
+                new.priority,
+                serde_json::to_string(&new.tags).unwrap_or_default(),
+                new.metadata.to_string(),
+                new.timeout_ms.map(|t| t as i64),
+                new.max_attempts,
+                new.backoff_ms as i64,
+                new.idempotency_key,
+                now,
+            ],
+        )?;
+        if inserted == 0 {
+            return Err(StoreError::Invalid(format!(
+                "a task with id `{id}` already exists; choose another id, or leave it out to get a generated one"
+            )));
+        }
+        let task = get(&tx, &id)?;
+        tx.commit()?;
+        Ok((task, true))
+    }
+
+    pub fn get(&self, id: &str) -> Result<Task> {
+        get(&self.db(), id)
+    }
+
+    /// Hand the next ready task that `tools` covers (`None` = any tool) to
+    /// `worker` until `lease_until`. Nothing while the queue is paused.
+    pub fn claim(
+        &self,
+        worker: &str,
+        tools: Option<&[String]>,
+        lease_until: i64,
+        now: i64,
+    ) -> Result<Option<Claim>> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        if paused(&tx)? {
+            return Ok(None);
+        }
+        let tools_json = tools.map(|t| serde_json::to_string(t).unwrap_or_default());
+        let id: Option<String> = tx
+            .query_row(
+                "SELECT id FROM tasks
+                 WHERE state = 'queued' AND not_before <= ?1
+                   AND (?2 IS NULL OR tool IN (SELECT value FROM json_each(?2)))
+                 ORDER BY priority DESC, seq ASC LIMIT 1",
+                params![now, tools_json],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(id) = id else { return Ok(None) };
+        tx.execute(
+            "UPDATE tasks SET state = 'running', attempt = attempt + 1, worker = ?2,
+                lease_until = ?3, started_at = ?4, progress = NULL, progress_total = NULL,
+                progress_message = NULL
+             WHERE id = ?1",
+            params![id, worker, lease_until, now],
+        )?;
+        let task = get(&tx, &id)?;
+        tx.commit()?;
+        Ok(Some(Claim {
+            attempt: task.attempt,
+            task,
+        }))
+    }
+
+    /// Renew the lease of attempt `attempt` of `id`.
+    pub fn heartbeat(&self, id: &str, attempt: u32, lease_until: i64) -> Result<Lease> {
+        let db = self.db();
+        let renewed = db.execute(
+            "UPDATE tasks SET lease_until = ?3 WHERE id = ?1 AND attempt = ?2 AND state = 'running'",
+            params![id, attempt, lease_until],
+        )?;
+        if renewed == 1 {
+            return Ok(Lease::Renewed);
+        }
+        let state: Option<(String, u32)> = db
+            .query_row(
+                "SELECT state, attempt FROM tasks WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        Ok(match state {
+            Some((s, a)) if s == "cancelled" && a == attempt => Lease::Cancelled,
+            _ => Lease::Lost,
+        })
+    }
+
+    /// Record progress of a running attempt (ignored when the attempt is stale).
+    pub fn progress(
+        &self,
+        id: &str,
+        attempt: u32,
+        progress: f64,
+        total: Option<f64>,
+        message: Option<&str>,
+    ) -> Result<bool> {
+        let changed = self.db().execute(
+            "UPDATE tasks SET progress = ?3, progress_total = ?4, progress_message = ?5
+             WHERE id = ?1 AND attempt = ?2 AND state = 'running'",
+            params![id, attempt, progress, total, message],
+        )?;
+        Ok(changed == 1)
+    }
+
+    /// Attempt `attempt` of `id` succeeded. `false` when that attempt no
+    /// longer owns the task (so the result is discarded: exactly one
+    /// completion per task).
+    pub fn complete(&self, id: &str, attempt: u32, result: &Value, now: i64) -> Result<bool> {
+        let changed = self.db().execute(
+            "UPDATE tasks SET state = 'completed', result = ?3, error = NULL, finished_at = ?4,
+                lease_until = NULL
+             WHERE id = ?1 AND attempt = ?2 AND state = 'running'",
+            params![id, attempt, result.to_string(), now],
+        )?;
+        Ok(changed == 1)
+    }
+
+    /// Attempt `attempt` of `id` failed. With attempts left and `retryable`,
+    /// the task goes back to the queue after its backoff; otherwise it fails.
+    /// `None` when the attempt no longer owns the task.
+    pub fn fail(
+        &self,
+        id: &str,
+        attempt: u32,
+        error: &str,
+        retryable: bool,
+        now: i64,
+    ) -> Result<Option<TaskState>> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let task = match get(&tx, id) {
+            Ok(task) if task.state == TaskState::Running && task.attempt == attempt => task,
+            // Finished, re-claimed, cleared: this attempt no longer owns it.
+            Ok(_) | Err(StoreError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let next = settle_failed_attempt(&tx, &task, error, retryable, now)?;
+        tx.commit()?;
+        Ok(Some(next))
+    }
+
+    /// Re-queue (or fail, when out of attempts) every running task whose
+    /// lease ended before `now`. Returns the ids touched.
+    pub fn expire_leases(&self, now: i64) -> Result<Vec<String>> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let expired: Vec<Task> = {
+            let mut stmt = tx.prepare(&format!(
+                "SELECT {COLUMNS} FROM tasks WHERE state = 'running' AND lease_until < ?1"
+            ))?;
+            stmt.query_map([now], task_from_row)?
+                .collect::<Result<_, _>>()?
+        };
+        for task in &expired {
+            let error = format!(
+                "attempt {} lost its lease (the worker stopped or the server restarted)",
+                task.attempt
+            );
+            settle_failed_attempt(&tx, task, &error, true, now)?;
+        }
+        tx.commit()?;
+        Ok(expired.into_iter().map(|t| t.id).collect())
+    }
+
+    /// Cancel a queued or running task. A running attempt learns it at its
+    /// next heartbeat, and its completion is then refused.
+    pub fn cancel(&self, id: &str, reason: Option<&str>, now: i64) -> Result<Task> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let task = get(&tx, id)?;
+        if task.state.is_terminal() {
+            return Err(StoreError::WrongState {
+                id: id.into(),
+                state: task.state.as_str(),
+                what: "only queued or running tasks can be cancelled".into(),
+            });
+        }
+        tx.execute(
+            "UPDATE tasks SET state = 'cancelled', error = ?2, finished_at = ?3, lease_until = NULL
+             WHERE id = ?1",
+            params![id, reason.unwrap_or("cancelled"), now],
+        )?;
+        let task = get(&tx, id)?;
+        tx.commit()?;
+        Ok(task)
+    }
+
+    /// Put a failed (or cancelled) task back in the queue with `extra_attempts`
+    /// more attempts.
+    pub fn retry(&self, id: &str, extra_attempts: u32) -> Result<Task> {
+        if extra_attempts == 0 {
+            return Err(StoreError::Invalid(
+                "a retry needs at least one more attempt".into(),
+            ));
+        }
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let task = get(&tx, id)?;
+        if !matches!(task.state, TaskState::Failed | TaskState::Cancelled) {
+            return Err(StoreError::WrongState {
+                id: id.into(),
+                state: task.state.as_str(),
+                what: "only failed or cancelled tasks can be retried".into(),
+            });
+        }
+        tx.execute(
+            "UPDATE tasks SET state = 'queued', max_attempts = attempt + ?2, not_before = 0,
+                worker = NULL, finished_at = NULL, retries = retries + 1
+             WHERE id = ?1",
+            params![id, extra_attempts],
+        )?;
+        let task = get(&tx, id)?;
+        tx.commit()?;
+        Ok(task)
+    }
+
+    /// Change a task's priority; returns the old one. Queued tasks move in the
+    /// order at once.
+    pub fn set_priority(&self, id: &str, priority: f64) -> Result<f64> {
+        check_priority(priority)?;
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let task = get(&tx, id)?;
+        if task.state.is_terminal() {
+            return Err(StoreError::WrongState {
+                id: id.into(),
+                state: task.state.as_str(),
+                what: "its priority no longer matters".into(),
+            });
+        }
+        tx.execute(
+            "UPDATE tasks SET priority = ?2 WHERE id = ?1",
+            params![id, priority],
+        )?;
+        tx.commit()?;
+        Ok(task.priority)
+    }
+
+    /// How many ready tasks run before `id` (0 = next), `None` unless queued.
+    pub fn position(&self, id: &str) -> Result<Option<u64>> {
+        let db = self.db();
+        let task = get(&db, id)?;
+        if task.state != TaskState::Queued {
+            return Ok(None);
+        }
+        let ahead: i64 = db.query_row(
+            "SELECT COUNT(*) FROM tasks t, tasks me WHERE me.id = ?1 AND t.state = 'queued'
+               AND (t.priority > me.priority OR (t.priority = me.priority AND t.seq < me.seq))",
+            [id],
+            |r| r.get(0),
+        )?;
+        Ok(Some(ahead as u64))
+    }
+
+    pub fn pause(&self, paused: bool) -> Result<()> {
+        self.db().execute(
+            "INSERT INTO settings (key, value) VALUES ('paused', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [if paused { "true" } else { "false" }],
+        )?;
+        Ok(())
+    }
+
+    pub fn is_paused(&self) -> Result<bool> {
+        paused(&self.db())
+    }
+
+    /// Delete the tasks in `states` (running tasks cannot be cleared: cancel
+    /// them). Returns how many were deleted.
+    pub fn clear(&self, states: &[TaskState]) -> Result<u64> {
+        if states.contains(&TaskState::Running) {
+            return Err(StoreError::Invalid(
+                "running tasks cannot be cleared; cancel them first".into(),
+            ));
+        }
+        let names: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
+        let deleted = self.db().execute(
+            "DELETE FROM tasks WHERE state IN (SELECT value FROM json_each(?1))",
+            [serde_json::to_string(&names).unwrap_or_default()],
+        )?;
+        Ok(deleted as u64)
+    }
+
+    /// Tasks in queue order (ready ones by priority, then the rest by
+    /// submission), filtered, one page.
+    pub fn list(&self, filter: &ListFilter, offset: u64, limit: u64) -> Result<(Vec<Task>, u64)> {
+        let db = self.db();
+        let (clause, args) = filter.sql();
+        let total: i64 = db.query_row(
+            &format!("SELECT COUNT(*) FROM tasks WHERE {clause}"),
+            rusqlite::params_from_iter(args.iter()),
+            |r| r.get(0),
+        )?;
+        let mut stmt = db.prepare(&format!(
+            "SELECT {COLUMNS} FROM tasks WHERE {clause}
+             ORDER BY state <> 'queued', priority DESC, seq ASC LIMIT {limit} OFFSET {offset}"
+        ))?;
+        let tasks = stmt
+            .query_map(rusqlite::params_from_iter(args.iter()), task_from_row)?
+            .collect::<Result<_, _>>()?;
+        Ok((tasks, total as u64))
+    }
+
+    /// How many tasks are in each state.
+    pub fn counts(&self) -> Result<Vec<(TaskState, u64)>> {
+        let db = self.db();
+        let mut stmt = db.prepare("SELECT state, COUNT(*) FROM tasks GROUP BY state")?;
+        let rows: Vec<(String, i64)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        Ok(TaskState::ALL
+            .into_iter()
+            .map(|s| {
+                let n = rows
+                    .iter()
+                    .find(|(name, _)| name == s.as_str())
+                    .map_or(0, |(_, n)| *n as u64);
+                (s, n)
+            })
+            .collect())
+    }
+}
+
+/// Which tasks a listing shows.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub state: Option<TaskState>,
+    pub worker: Option<String>,
+    pub tag: Option<String>,
+    pub min_priority: Option<f64>,
+}
+
+impl ListFilter {
+    fn sql(&self) -> (String, Vec<rusqlite::types::Value>) {
+        use rusqlite::types::Value as V;
+        let mut clauses = vec!["1".to_string()];
+        let mut args = Vec::new();
+        if let Some(s) = self.state {
+            args.push(V::Text(s.as_str().into()));
+            clauses.push(format!("state = ?{}", args.len()));
+        }
+        if let Some(w) = &self.worker {
+            args.push(V::Text(w.clone()));
+            clauses.push(format!("worker = ?{}", args.len()));
+        }
+        if let Some(t) = &self.tag {
+            args.push(V::Text(t.clone()));
+            clauses.push(format!(
+                "EXISTS (SELECT 1 FROM json_each(tags) WHERE value = ?{})",
+                args.len()
+            ));
+        }
+        if let Some(p) = self.min_priority {
+            args.push(V::Real(p));
+            clauses.push(format!("priority >= ?{}", args.len()));
+        }
+        (clauses.join(" AND "), args)
+    }
+}
+
+/// A failed attempt: back to the queue after the backoff, or failed for good.
+fn settle_failed_attempt(
+    tx: &Connection,
+    task: &Task,
+    error: &str,
+    retryable: bool,
+    now: i64,
+) -> Result<TaskState> {
+    if retryable && task.attempt < task.max_attempts {
+        let backoff = task
+            .backoff_ms
+            .saturating_mul(1 << task.attempt.saturating_sub(1).min(20))
+            .min(3_600_000) as i64;
+        tx.execute(
+            "UPDATE tasks SET state = 'queued', error = ?2, not_before = ?3, worker = NULL,
+                lease_until = NULL
+             WHERE id = ?1",
+            params![task.id, error, now + backoff],
+        )?;
+        Ok(TaskState::Queued)
+    } else {
+        tx.execute(
+            "UPDATE tasks SET state = 'failed', error = ?2, finished_at = ?3, lease_until = NULL
+             WHERE id = ?1",
+            params![task.id, error, now],
+        )?;
+        Ok(TaskState::Failed)
+    }
+}
+
+fn get(db: &Connection, id: &str) -> Result<Task> {
+    db.query_row(
+        &format!("SELECT {COLUMNS} FROM tasks WHERE id = ?1"),
+        [id],
+        task_from_row,
+    )
+    .optional()?
+    .ok_or_else(|| StoreError::NotFound(id.to_string()))
+}
+
+fn paused(db: &Connection) -> Result<bool> {
+    let value: Option<String> = db
+        .query_row("SELECT value FROM settings WHERE key = 'paused'", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    Ok(value.as_deref() == Some("true"))
+}
+
+/// `task-<n>`, n the sequence number the task will get (never reused, even
+/// after tasks are cleared).
+fn generated_id(db: &Connection) -> Result<String> {
+    let next: i64 = db.query_row(
+        "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'tasks'), 0) + 1",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(format!("task-{next}"))
+}
+
+fn check_priority(priority: f64) -> Result<()> {
+    if priority.is_finite() && priority > 0.0 {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "priority must be a positive number (higher runs first; the default is 1.0), not {priority}"
+        )))
+    }
+}
+
+fn validate(new: &NewTask) -> Result<()> {
+    let invalid = |m: String| Err(StoreError::Invalid(m));
+    if new.id.as_deref().is_some_and(|id| id.trim().is_empty()) {
+        return invalid("task_id must not be empty; leave it out to get a generated one".into());
+    }
+    if new.tool.trim().is_empty() {
+        return invalid("the tool to run (task_type) must not be empty".into());
+    }
+    if !new.arguments.is_object() {
+        return invalid("the payload (the tool's arguments) must be a JSON object".into());
+    }
+    check_priority(new.priority)?;
+    if new.tags.iter().any(|t| t.trim().is_empty()) {
+        return invalid("tags must be non-empty strings".into());
+    }
+    if new.timeout_ms == Some(0) {
+        return invalid("timeout must be at least 1".into());
+    }
+    if new.max_attempts == 0 {
+        return invalid("max_attempts must be at least 1".into());
+    }
+    Ok(())
+}
+
+fn json_column(row: &Row<'_>, index: usize) -> rusqlite::Result<Value> {
+    let text: String = row.get(index)?;
+    Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
+    let state: String = row.get(10)?;
+    let result: Option<String> = row.get(18)?;
+    Ok(Task {
+        id: row.get(0)?,
+        tool: row.get(1)?,
+        arguments: json_column(row, 2)?,
+        priority: row.get(3)?,
+        tags: serde_json::from_value(json_column(row, 4)?).unwrap_or_default(),
+        metadata: json_column(row, 5)?,
+        timeout_ms: row.get::<_, Option<i64>>(6)?.map(|t| t as u64),
+        max_attempts: row.get(7)?,
+        backoff_ms: row.get::<_, i64>(8)? as u64,
+        idempotency_key: row.get(9)?,
+        state: TaskState::parse(&state).unwrap_or(TaskState::Failed),
+        attempt: row.get(11)?,
+        worker: row.get(12)?,
+        lease_until_ms: row.get(13)?,
+        not_before_ms: row.get(14)?,
+        progress: row.get(15)?,
+        progress_total: row.get(16)?,
+        progress_message: row.get(17)?,
+        result: result.and_then(|r| serde_json::from_str(&r).ok()),
+        error: row.get(19)?,
+        created_ms: row.get(20)?,
+        started_ms: row.get(21)?,
+        finished_ms: row.get(22)?,
+        retries: row.get(23)?,
+    })
+}

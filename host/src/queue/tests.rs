@@ -1,0 +1,374 @@
+//! The store against a reference model of the documented state machine
+//! (proptest), plus worked examples of validation and idempotency.
+
+use std::collections::HashMap;
+
+use proptest::prelude::*;
+use serde_json::json;
+
+use super::store::ListFilter;
+use super::*;
+
+const LEASE_MS: i64 = 100;
+
+fn task(tool: &str) -> NewTask {
+    NewTask::new(tool, json!({"n": 1}))
+}
+
+#[test]
+fn validation_says_what_to_fix() {
+    let q = QueueStore::in_memory().unwrap();
+    let err = |t: NewTask| q.submit(t, 0).unwrap_err().to_string();
+    assert!(
+        err(NewTask {
+            priority: 0.0,
+            ..task("t")
+        })
+        .contains("positive number")
+    );
+    assert!(
+        err(NewTask {
+            id: Some(" ".into()),
+            ..task("t")
+        })
+        .contains("task_id must not be empty")
+    );
+    assert!(err(NewTask::new("t", json!([1]))).contains("must be a JSON object"));
+    assert!(
+        err(NewTask {
+            tags: vec!["".into()],
+            ..task("t")
+        })
+        .contains("tags")
+    );
+    assert!(
+        err(NewTask {
+            max_attempts: 0,
+            ..task("t")
+        })
+        .contains("max_attempts")
+    );
+    q.submit(
+        NewTask {
+            id: Some("a".into()),
+            ..task("t")
+        },
+        0,
+    )
+    .unwrap();
+    assert!(
+        err(NewTask {
+            id: Some("a".into()),
+            ..task("t")
+        })
+        .contains("already exists")
+    );
+}
+
+#[test]
+fn idempotency_keys_return_the_first_task_or_refuse_different_work() {
+    let q = QueueStore::in_memory().unwrap();
+    let keyed = |args| NewTask {
+        idempotency_key: Some("k1".into()),
+        ..NewTask::new("t", args)
+    };
+    let (first, new) = q.submit(keyed(json!({"a": 1})), 0).unwrap();
+    assert!(new);
+    let (again, new) = q.submit(keyed(json!({"a": 1})), 5).unwrap();
+    assert!(!new);
+    assert_eq!(again.id, first.id);
+    let e = q.submit(keyed(json!({"a": 2})), 5).unwrap_err().to_string();
+    assert!(e.contains("already used for task"), "{e}");
+}
+
+#[test]
+fn a_task_survives_reopening_the_file() {
+    let dir = std::env::temp_dir().join(format!("mcpplus-queue-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("queue.sqlite3");
+    let _ = std::fs::remove_file(&path);
+    {
+        let q = QueueStore::open(&path).unwrap();
+        q.submit(
+            NewTask {
+                id: Some("kept".into()),
+                ..task("t")
+            },
+            1,
+        )
+        .unwrap();
+    }
+    let q = QueueStore::open(&path).unwrap();
+    assert_eq!(q.get("kept").unwrap().state, TaskState::Queued);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---------------------------------------------------------------------------
+// Reference model
+
+#[derive(Debug, Clone)]
+struct ModelTask {
+    id: String,
+    seq: u64,
+    priority: f64,
+    state: TaskState,
+    attempt: u32,
+    max_attempts: u32,
+    backoff_ms: i64,
+    not_before: i64,
+    lease_until: Option<i64>,
+    retries: u32,
+}
+
+#[derive(Default)]
+struct Model {
+    tasks: Vec<ModelTask>,
+    next_seq: u64,
+    paused: bool,
+}
+
+impl Model {
+    fn find(&mut self, id: &str) -> Option<&mut ModelTask> {
+        self.tasks.iter_mut().find(|t| t.id == id)
+    }
+
+    fn submit(&mut self, priority: f64, max_attempts: u32, backoff_ms: i64) -> String {
+        self.next_seq += 1;
+        let id = format!("task-{}", self.next_seq);
+        self.tasks.push(ModelTask {
+            id: id.clone(),
+            seq: self.next_seq,
+            priority,
+            state: TaskState::Queued,
+            attempt: 0,
+            max_attempts,
+            backoff_ms,
+            not_before: 0,
+            lease_until: None,
+            retries: 0,
+        });
+        id
+    }
+
+    fn claim(&mut self, now: i64) -> Option<(String, u32)> {
+        if self.paused {
+            return None;
+        }
+        let next = self
+            .tasks
+            .iter_mut()
+            .filter(|t| t.state == TaskState::Queued && t.not_before <= now)
+            .max_by(|a, b| a.priority.total_cmp(&b.priority).then(b.seq.cmp(&a.seq)))?;
+        next.state = TaskState::Running;
+        next.attempt += 1;
+        next.lease_until = Some(now + LEASE_MS);
+        Some((next.id.clone(), next.attempt))
+    }
+
+    fn owns(&mut self, id: &str, attempt: u32) -> Option<&mut ModelTask> {
+        self.find(id)
+            .filter(|t| t.state == TaskState::Running && t.attempt == attempt)
+    }
+
+    fn settle_failure(t: &mut ModelTask, retryable: bool, now: i64) {
+        t.lease_until = None;
+        if retryable && t.attempt < t.max_attempts {
+            t.state = TaskState::Queued;
+            t.not_before = now + t.backoff_ms * (1 << (t.attempt - 1).min(20));
+        } else {
+            t.state = TaskState::Failed;
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Submit { priority: f64, max_attempts: u32 },
+    Claim,
+    Heartbeat(usize),
+    Complete(usize),
+    Fail(usize, bool),
+    Advance(i64),
+    Expire,
+    Cancel(usize),
+    Retry(usize),
+    SetPriority(usize, f64),
+    Pause(bool),
+    Clear(Vec<TaskState>),
+}
+
+fn priority() -> impl Strategy<Value = f64> {
+    prop_oneof![Just(0.5), Just(1.0), Just(2.0), Just(5.0)]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let clearable = prop::sample::subsequence(
+        vec![
+            TaskState::Queued,
+            TaskState::Completed,
+            TaskState::Failed,
+            TaskState::Cancelled,
+        ],
+        1..=2,
+    );
+    prop_oneof![
+        4 => (priority(), 1..4u32).prop_map(|(priority, max_attempts)| Op::Submit { priority, max_attempts }),
+        4 => Just(Op::Claim),
+        2 => any::<usize>().prop_map(Op::Heartbeat),
+        3 => any::<usize>().prop_map(Op::Complete),
+        2 => (any::<usize>(), any::<bool>()).prop_map(|(i, r)| Op::Fail(i, r)),
+        3 => (1..150i64).prop_map(Op::Advance),
+        2 => Just(Op::Expire),
+        1 => any::<usize>().prop_map(Op::Cancel),
+        1 => any::<usize>().prop_map(Op::Retry),
+        1 => (any::<usize>(), priority()).prop_map(|(i, p)| Op::SetPriority(i, p)),
+        1 => any::<bool>().prop_map(Op::Pause),
+        1 => clearable.prop_map(Op::Clear),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn the_store_matches_the_reference_model(ops in prop::collection::vec(op(), 1..120)) {
+        let q = QueueStore::in_memory().unwrap();
+        let mut model = Model::default();
+        let mut now = 1_000i64;
+        // Every claim ever handed out, current or stale.
+        let mut claims: Vec<(String, u32)> = Vec::new();
+        let mut completions: HashMap<String, u32> = HashMap::new();
+        let pick = |i: usize, len: usize| (len > 0).then(|| i % len);
+
+        for op in ops {
+            match op {
+                Op::Submit { priority, max_attempts } => {
+                    let new = NewTask { priority, max_attempts, backoff_ms: 10, ..task("t") };
+                    let (t, fresh) = q.submit(new, now).unwrap();
+                    prop_assert!(fresh);
+                    prop_assert_eq!(t.id, model.submit(priority, max_attempts, 10));
+                }
+                Op::Claim => {
+                    let got = q.claim("w", None, now + LEASE_MS, now).unwrap();
+                    let expected = model.claim(now);
+                    prop_assert_eq!(got.as_ref().map(|c| (c.task.id.clone(), c.attempt)), expected.clone());
+                    claims.extend(expected);
+                }
+                Op::Heartbeat(i) => if let Some(i) = pick(i, claims.len()) {
+                    let (id, attempt) = claims[i].clone();
+                    let lease = q.heartbeat(&id, attempt, now + LEASE_MS).unwrap();
+                    let expected = match model.owns(&id, attempt) {
+                        Some(t) => { t.lease_until = Some(now + LEASE_MS); Lease::Renewed }
+                        None => match model.find(&id) {
+                            Some(t) if t.state == TaskState::Cancelled && t.attempt == attempt => Lease::Cancelled,
+                            _ => Lease::Lost,
+                        },
+                    };
+                    prop_assert_eq!(lease, expected);
+                }
+                Op::Complete(i) => if let Some(i) = pick(i, claims.len()) {
+                    let (id, attempt) = claims[i].clone();
+                    let done = q.complete(&id, attempt, &json!({"ok": true}), now).unwrap();
+                    let expected = match model.owns(&id, attempt) {
+                        Some(t) => { t.state = TaskState::Completed; t.lease_until = None; true }
+                        None => false,
+                    };
+                    prop_assert_eq!(done, expected);
+                    if done {
+                        let n = completions.entry(id).or_default();
+                        *n += 1;
+                        prop_assert_eq!(*n, 1, "a task completed twice");
+                    }
+                }
+                Op::Fail(i, retryable) => if let Some(i) = pick(i, claims.len()) {
+                    let (id, attempt) = claims[i].clone();
+                    let next = q.fail(&id, attempt, "boom", retryable, now).unwrap();
+                    let expected = model.owns(&id, attempt).map(|t| {
+                        Model::settle_failure(t, retryable, now);
+                        t.state
+                    });
+                    prop_assert_eq!(next, expected);
+                }
+                Op::Advance(ms) => now += ms,
+                Op::Expire => {
+                    let mut expired = q.expire_leases(now).unwrap();
+                    let mut expected = Vec::new();
+                    for t in model.tasks.iter_mut() {
+                        if t.state == TaskState::Running && t.lease_until.is_some_and(|l| l < now) {
+                            Model::settle_failure(t, true, now);
+                            expected.push(t.id.clone());
+                        }
+                    }
+                    expired.sort();
+                    expected.sort();
+                    prop_assert_eq!(expired, expected);
+                }
+                Op::Cancel(i) => if let Some(i) = pick(i, model.tasks.len()) {
+                    let id = model.tasks[i].id.clone();
+                    let result = q.cancel(&id, None, now);
+                    let t = &mut model.tasks[i];
+                    prop_assert_eq!(result.is_ok(), !t.state.is_terminal());
+                    if !t.state.is_terminal() {
+                        t.state = TaskState::Cancelled;
+                        t.lease_until = None;
+                    }
+                }
+                Op::Retry(i) => if let Some(i) = pick(i, model.tasks.len()) {
+                    let id = model.tasks[i].id.clone();
+                    let result = q.retry(&id, 1);
+                    let t = &mut model.tasks[i];
+                    let allowed = matches!(t.state, TaskState::Failed | TaskState::Cancelled);
+                    prop_assert_eq!(result.is_ok(), allowed);
+                    if allowed {
+                        t.state = TaskState::Queued;
+                        t.max_attempts = t.attempt + 1;
+                        t.not_before = 0;
+                        t.retries += 1;
+                    }
+                }
+                Op::SetPriority(i, p) => if let Some(i) = pick(i, model.tasks.len()) {
+                    let id = model.tasks[i].id.clone();
+                    let result = q.set_priority(&id, p);
+                    let t = &mut model.tasks[i];
+                    prop_assert_eq!(result.is_ok(), !t.state.is_terminal());
+                    if let Ok(old) = result {
+                        prop_assert_eq!(old, t.priority);
+                        t.priority = p;
+                    }
+                }
+                Op::Pause(p) => { q.pause(p).unwrap(); model.paused = p; }
+                Op::Clear(states) => {
+                    let n = q.clear(&states).unwrap();
+                    let before = model.tasks.len();
+                    model.tasks.retain(|t| !states.contains(&t.state));
+                    prop_assert_eq!(n as usize, before - model.tasks.len());
+                }
+            }
+
+            // The whole queue agrees with the model after every step.
+            for t in &model.tasks {
+                let stored = q.get(&t.id).unwrap();
+                prop_assert_eq!(stored.state, t.state, "task {}", t.id);
+                prop_assert_eq!(stored.attempt, t.attempt, "task {}", t.id);
+                prop_assert_eq!(stored.priority, t.priority);
+                prop_assert_eq!(stored.retries, t.retries);
+                prop_assert!(stored.attempt <= stored.max_attempts, "more attempts than allowed");
+            }
+            let counts = q.counts().unwrap();
+            for (state, n) in counts {
+                prop_assert_eq!(n as usize, model.tasks.iter().filter(|t| t.state == state).count());
+            }
+            // Queue order: priority first, then submission.
+            let (queued, total) = q
+                .list(&ListFilter { state: Some(TaskState::Queued), ..ListFilter::default() }, 0, 1_000)
+                .unwrap();
+            let mut expected: Vec<&ModelTask> =
+                model.tasks.iter().filter(|t| t.state == TaskState::Queued).collect();
+            expected.sort_by(|a, b| b.priority.total_cmp(&a.priority).then(a.seq.cmp(&b.seq)));
+            prop_assert_eq!(total as usize, expected.len());
+            let ids: Vec<&str> = queued.iter().map(|t| t.id.as_str()).collect();
+            let expected_ids: Vec<&str> = expected.iter().map(|t| t.id.as_str()).collect();
+            prop_assert_eq!(ids, expected_ids);
+        }
+    }
+}
