@@ -29,6 +29,7 @@
 pub mod store;
 #[cfg(test)]
 mod tests;
+pub mod worker;
 
 use serde::{Deserialize, Serialize};
 

@@ -1,0 +1,335 @@
+//! Execution slots on this node: each slot claims the next task it may run,
+//! keeps the lease alive while the task runs, and records the outcome. Tasks
+//! run through [`CatalogRunner`], the same `invoke` path (sandbox, limits,
+//! metrics) as a direct call.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::{Claim, Lease, QueueStore, Task};
+use crate::catalog::LiveCatalog;
+use crate::invoke::invoke;
+use crate::runtime::Runtime;
+use crate::runtime::observer::{CallObserver, GuestSignal};
+
+/// Milliseconds since the Unix epoch: the queue's clock.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// How a task attempt ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunOutcome {
+    Completed(Value),
+    Failed { error: String, retryable: bool },
+}
+
+/// Progress reported by a running task: (progress, total, message).
+pub type ProgressSink = Arc<dyn Fn(f64, Option<f64>, Option<String>) + Send + Sync>;
+
+/// Runs one attempt of a task.
+pub trait TaskRunner: Send + Sync + 'static {
+    fn run<'a>(
+        &'a self,
+        task: &'a Task,
+        cancel: CancellationToken,
+        progress: ProgressSink,
+    ) -> Pin<Box<dyn Future<Output = RunOutcome> + Send + 'a>>;
+}
+
+/// Runs a task as a call of the tool it names, in the served catalog.
+pub struct CatalogRunner {
+    pub runtime: Arc<Runtime>,
+    pub catalog: Arc<LiveCatalog>,
+}
+
+impl TaskRunner for CatalogRunner {
+    fn run<'a>(
+        &'a self,
+        task: &'a Task,
+        cancel: CancellationToken,
+        progress: ProgressSink,
+    ) -> Pin<Box<dyn Future<Output = RunOutcome> + Send + 'a>> {
+        Box::pin(async move {
+            let catalog = self.catalog.snapshot();
+            let Some(entry) = catalog.tool(&task.tool) else {
+                return RunOutcome::Failed {
+                    error: format!(
+                        "no tool named `{}` is loaded; load its component, then retry the task",
+                        task.tool
+                    ),
+                    retryable: true,
+                };
+            };
+            let (signals, mut received) = tokio::sync::mpsc::unbounded_channel();
+            let observer = CallObserver {
+                signals,
+                client_log_level: None,
+                wants_progress: true,
+            };
+            let forward = tokio::spawn(async move {
+                while let Some(signal) = received.recv().await {
+                    if let GuestSignal::Progress {
+                        progress: done,
+                        total,
+                        message,
+                    } = signal
+                    {
+                        progress(done, total, message);
+                    }
+                }
+            });
+            let outcome = invoke(
+                &self.runtime,
+                entry.component,
+                entry.signature,
+                task.arguments.as_object(),
+                &cancel,
+                Some(observer),
+            )
+            .await;
+            let _ = forward.await;
+            let body = json!({
+                "content": outcome.content,
+                "structuredContent": outcome.structured,
+                "isError": outcome.is_error,
+            });
+            if outcome.is_error {
+                let error = outcome
+                    .content
+                    .iter()
+                    .filter_map(|c| c["text"].as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                RunOutcome::Failed {
+                    error,
+                    retryable: true,
+                }
+            } else {
+                RunOutcome::Completed(body)
+            }
+        })
+    }
+}
+
+/// One worker: `slots` tasks at once, of the tools it may run.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub id: String,
+    /// `None`: any tool.
+    pub tools: Option<Vec<String>>,
+    pub slots: usize,
+    /// How long a claim lasts without a heartbeat.
+    pub lease: Duration,
+    /// How often an idle slot looks for work.
+    pub poll: Duration,
+}
+
+/// Running workers and the lease sweeper; dropping it (or [`Self::stop`])
+/// stops claiming. Attempts still running are abandoned and, their leases
+/// lapsing, run again elsewhere: at-least-once execution.
+pub struct WorkerPool {
+    stop: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl WorkerPool {
+    pub fn start(
+        store: Arc<QueueStore>,
+        runner: Arc<dyn TaskRunner>,
+        workers: Vec<WorkerConfig>,
+    ) -> Self {
+        let stop = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let sweep_every = workers
+            .iter()
+            .map(|w| w.lease / 2)
+            .min()
+            .unwrap_or(Duration::from_secs(1));
+        tasks.spawn(sweep(store.clone(), sweep_every, stop.clone()));
+        for worker in workers {
+            let worker = Arc::new(worker);
+            for slot in 0..worker.slots {
+                tasks.spawn(run_slot(
+                    store.clone(),
+                    runner.clone(),
+                    worker.clone(),
+                    slot,
+                    stop.clone(),
+                ));
+            }
+        }
+        Self { stop, tasks }
+    }
+
+    /// Stop claiming and wait for the slots to finish what they run.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+impl Drop for WorkerPool {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Run a blocking store operation off the async threads (commits fsync).
+async fn blocking<T: Send + 'static>(
+    store: &Arc<QueueStore>,
+    f: impl FnOnce(&QueueStore) -> T + Send + 'static,
+) -> Option<T> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || f(&store)).await.ok()
+}
+
+async fn sweep(store: Arc<QueueStore>, every: Duration, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        match blocking(&store, |s| s.expire_leases(now_ms())).await {
+            Some(Ok(ids)) if !ids.is_empty() => tracing::warn!(
+                event = "queue.lease_expired",
+                tasks = ?ids,
+                "tasks whose worker stopped heartbeating go back to the queue"
+            ),
+            Some(Err(e)) => {
+                tracing::error!(event = "queue.error", error = %e, "lease sweep failed")
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn run_slot(
+    store: Arc<QueueStore>,
+    runner: Arc<dyn TaskRunner>,
+    worker: Arc<WorkerConfig>,
+    slot: usize,
+    stop: CancellationToken,
+) {
+    let name = format!("{}/{slot}", worker.id);
+    while !stop.is_cancelled() {
+        let (who, tools, lease) = (name.clone(), worker.tools.clone(), worker.lease);
+        let claimed = blocking(&store, move |s| {
+            let now = now_ms();
+            s.claim(&who, tools.as_deref(), now + lease.as_millis() as i64, now)
+        })
+        .await;
+        match claimed {
+            Some(Ok(Some(claim))) => run_claim(&store, runner.as_ref(), &worker, claim).await,
+            Some(Err(e)) => {
+                tracing::error!(event = "queue.error", worker = %name, error = %e, "claiming failed");
+                idle(&stop, worker.poll).await;
+            }
+            _ => idle(&stop, worker.poll).await,
+        }
+    }
+}
+
+async fn idle(stop: &CancellationToken, poll: Duration) {
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        _ = tokio::time::sleep(poll) => {}
+    }
+}
+
+/// Run one attempt: heartbeat while it runs, stop it if the task is cancelled
+/// or the lease lost, and record the outcome (refused if the attempt no
+/// longer owns the task).
+async fn run_claim(
+    store: &Arc<QueueStore>,
+    runner: &dyn TaskRunner,
+    worker: &WorkerConfig,
+    claim: Claim,
+) {
+    let Claim { task, attempt } = claim;
+    let cancel = CancellationToken::new();
+    let heartbeat = tokio::spawn(keep_lease(
+        store.clone(),
+        task.id.clone(),
+        attempt,
+        worker.lease,
+        cancel.clone(),
+    ));
+    let progress: ProgressSink = {
+        let (store, id) = (store.clone(), task.id.clone());
+        Arc::new(move |done, total, message| {
+            let (store, id) = (store.clone(), id.clone());
+            // Best effort and in order enough: progress is advisory.
+            tokio::task::spawn_blocking(move || {
+                let _ = store.progress(&id, attempt, done, total, message.as_deref());
+            });
+        })
+    };
+    tracing::debug!(event = "queue.task_started", task = %task.id, tool = %task.tool, attempt, "task attempt started");
+    let run = runner.run(&task, cancel.clone(), progress);
+    let outcome = match task.timeout_ms {
+        Some(ms) => tokio::time::timeout(Duration::from_millis(ms), run)
+            .await
+            .unwrap_or_else(|_| RunOutcome::Failed {
+                error: format!("the attempt took longer than the task's timeout of {ms} ms"),
+                retryable: true,
+            }),
+        None => run.await,
+    };
+    heartbeat.abort();
+    let id = task.id.clone();
+    let recorded = blocking(store, move |s| match outcome {
+        RunOutcome::Completed(result) => s
+            .complete(&id, attempt, &result, now_ms())
+            .map(|ok| ok.then_some("completed")),
+        RunOutcome::Failed { error, retryable } => s
+            .fail(&id, attempt, &error, retryable, now_ms())
+            .map(|next| next.map(|state| state.as_str())),
+    })
+    .await;
+    match recorded {
+        Some(Ok(Some(state))) => {
+            tracing::info!(event = "queue.task_finished", task = %task.id, tool = %task.tool, attempt, state, "task attempt finished")
+        }
+        Some(Ok(None)) => {
+            tracing::warn!(event = "queue.task_stale", task = %task.id, attempt, "the attempt finished after losing the task (cancelled or lease expired); its outcome is discarded")
+        }
+        Some(Err(e)) => {
+            tracing::error!(event = "queue.error", task = %task.id, error = %e, "recording the outcome failed")
+        }
+        None => {}
+    }
+}
+
+async fn keep_lease(
+    store: Arc<QueueStore>,
+    id: String,
+    attempt: u32,
+    lease: Duration,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::time::sleep(lease / 3).await;
+        let id = id.clone();
+        let renewed = blocking(&store, move |s| {
+            s.heartbeat(&id, attempt, now_ms() + lease.as_millis() as i64)
+        })
+        .await;
+        match renewed {
+            Some(Ok(Lease::Renewed)) => {}
+            Some(Ok(Lease::Cancelled | Lease::Lost)) => {
+                cancel.cancel();
+                return;
+            }
+            _ => {}
+        }
+    }
+}
