@@ -53,6 +53,22 @@ pub async fn invoke(
     cancel: &CancellationToken,
     observer: Option<CallObserver>,
 ) -> ToolOutcome {
+    invoke_labelled(runtime, component, tool, arguments, cancel, observer)
+        .await
+        .0
+}
+
+/// [`invoke`], also returning the outcome's label as counted in the metrics
+/// (`ok`, `tool_error`, `invalid_arguments`, `trap`, `timeout`, …), for callers
+/// that decide what to do next by it (the queue's retries).
+pub async fn invoke_labelled(
+    runtime: &Runtime,
+    component: &LoadedComponent,
+    tool: &ToolSignature,
+    arguments: Option<&Map<String, Value>>,
+    cancel: &CancellationToken,
+    observer: Option<CallObserver>,
+) -> (ToolOutcome, &'static str) {
     let started = std::time::Instant::now();
     let (outcome, label) = run(runtime, component, tool, arguments, cancel, observer).await;
     let m = metrics();
@@ -66,7 +82,7 @@ pub async fn invoke(
     m.call_duration
         .get_or_create(&vec![("tool", tool.name.clone())])
         .observe(started.elapsed().as_secs_f64());
-    outcome
+    (outcome, label)
 }
 
 /// The outcome label of a failed call.

@@ -93,6 +93,7 @@ async fn tasks_run_in_the_sandbox_complete_once_and_failures_are_retried_then_fa
         backoff_ms: 10,
         ..NewTask::new("divide", json!({"numerator": 1, "denominator": 0}))
     });
+    let malformed = node.submit(NewTask::new("echo", json!({"mesage": "typo"})));
     let counting = node.submit(NewTask::new("count_to", json!({"to": 5, "pause-ms": 20})));
     let pool = node.start(4, 2_000);
 
@@ -115,6 +116,11 @@ async fn tasks_run_in_the_sandbox_complete_once_and_failures_are_retried_then_fa
         failed.error.as_deref().unwrap_or("").contains("zero"),
         "{failed:?}"
     );
+    node.wait_for(&malformed, TaskState::Failed, Duration::from_secs(30))
+        .await;
+    let malformed = node.store.get(&malformed).unwrap();
+    assert_eq!(malformed.attempt, 1, "invalid arguments are not retried");
+    assert!(malformed.error.unwrap().starts_with("invalid arguments"));
     node.wait_for(&counting, TaskState::Completed, Duration::from_secs(30))
         .await;
     let counted = node.store.get(&counting).unwrap();

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Claim, Lease, QueueStore, Task};
 use crate::catalog::LiveCatalog;
-use crate::invoke::invoke;
+use crate::invoke::invoke_labelled;
 use crate::runtime::Runtime;
 use crate::runtime::observer::{CallObserver, GuestSignal};
 
@@ -87,7 +87,7 @@ impl TaskRunner for CatalogRunner {
                     }
                 }
             });
-            let outcome = invoke(
+            let (outcome, label) = invoke_labelled(
                 &self.runtime,
                 entry.component,
                 entry.signature,
@@ -111,7 +111,9 @@ impl TaskRunner for CatalogRunner {
                     .join("\n");
                 RunOutcome::Failed {
                     error,
-                    retryable: true,
+                    // Arguments the tool rejects, or a capability the policy
+                    // refuses, fail the same way every time.
+                    retryable: !matches!(label, "invalid_arguments" | "refused"),
                 }
             } else {
                 RunOutcome::Completed(body)
