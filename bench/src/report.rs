@@ -115,6 +115,58 @@ pub fn markdown(r: &Value) -> String {
     out.push_str(&reload(&r["reload"]));
     out.push_str(&logging(&r["logging"]));
     out.push_str(&outbound(&r["outbound"]));
+    out.push_str(&queue(&r["queue"]));
+    out
+}
+
+/// The task queue's durable submits, latency and behaviour with 100k tasks.
+fn queue(r: &Value) -> String {
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let mut out = String::from(
+        "\n## The durable task queue (store and workers; the task tools are not built yet)\n\n",
+    );
+    let (durable, memory) = (
+        f(&r["submit_per_s"]["durable"]),
+        f(&r["submit_per_s"]["in_memory"]),
+    );
+    out.push_str(&format!(
+        "Submits, one task per transaction, {} in a row. Durable is the real store (SQLite WAL,\n\
+         `synchronous = FULL`: committed to disk before `submit` returns; this machine's disk is a VM's\n\
+         virtual disk, whose fsync may be cached by the host); in memory is the same code without a\n\
+         file, the baseline for what durability costs.\n\n\
+         | store | submits/s |\n|---|---:|\n| durable | {durable:.0} |\n| in memory | {memory:.0} ({:.0}x) |\n\n",
+        r["submits"],
+        memory / durable
+    ));
+    let l = &r["submit_to_complete"];
+    out.push_str(&format!(
+        "Submit to completed for the showcase `echo` through the workers (2 slots, woken by the\n\
+         submit), {} tasks one after another, the submitter polling every 0.2 ms: p50 {:.2} ms, p99 {:.2} ms.\n\n",
+        l["tasks"],
+        f(&l["p50_ms"]),
+        f(&l["p99_ms"])
+    ));
+    let g = &r["large"];
+    out.push_str(&format!(
+        "With {} tasks queued (priorities 1..10), submitted in batches of 1,000 at {:.0} tasks/s:\n\n\
+         | question | ms |\n|---|---:|\n\
+         | first page of 100, queue order | {:.1} |\n\
+         | page of 100 at offset 50,000 | {:.1} |\n\
+         | counts per state (queue_stats) | {:.1} |\n\
+         | queue position of the last task | {:.1} |\n\
+         | claim the next task and complete it | {:.1} |\n\
+         | restart: reopen the file and count | {:.1} |\n\n\
+         The file holds {:.1} MiB.\n",
+        g["tasks"],
+        f(&g["batch_submit_per_s"]),
+        f(&g["first_page_ms"]),
+        f(&g["page_at_50k_ms"]),
+        f(&g["stats_ms"]),
+        f(&g["position_ms"]),
+        f(&g["claim_and_complete_ms"]),
+        f(&g["reopen_and_stats_ms"]),
+        f(&g["file_mib"])
+    ));
     out
 }
 

@@ -58,6 +58,11 @@ pub async fn run_all(args: &Args) -> anyhow::Result<Value> {
         eprintln!("== outbound calls and the circuit breaker");
         outbound = crate::outbound::run(args, &scratch, &warm_cache).await?;
     }
+    let mut queue = Value::Null;
+    if wanted("queue") {
+        eprintln!("== the durable task queue");
+        queue = crate::queue::run(args, &scratch, &warm_cache).await?;
+    }
     let mut reload = Value::Null;
     if wanted("reload") {
         eprintln!("== hot loading");
@@ -74,6 +79,7 @@ pub async fn run_all(args: &Args) -> anyhow::Result<Value> {
         "reload": reload,
         "logging": logging,
         "outbound": outbound,
+        "queue": queue,
     }))
 }
 

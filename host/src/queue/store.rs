@@ -74,6 +74,8 @@ const COLUMNS: &str = "id, tool, arguments, priority, tags, metadata, timeout_ms
 
 pub struct QueueStore {
     db: Mutex<Connection>,
+    /// Woken whenever a task may have become ready, so idle workers need not poll.
+    ready: tokio::sync::Notify,
 }
 
 impl QueueStore {
@@ -92,7 +94,20 @@ impl QueueStore {
         db.pragma_update(None, "synchronous", "FULL")?;
         db.busy_timeout(std::time::Duration::from_secs(10))?;
         db.execute_batch(SCHEMA)?;
-        Ok(Self { db: Mutex::new(db) })
+        Ok(Self {
+            db: Mutex::new(db),
+            ready: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Resolves when a task may have become ready (submitted, retried, queue
+    /// resumed, a lease expired). Idle workers wait on it next to their poll.
+    pub async fn ready(&self) {
+        self.ready.notified().await
+    }
+
+    fn wake(&self) {
+        self.ready.notify_waiters();
     }
 
     fn db(&self) -> MutexGuard<'_, Connection> {
@@ -102,63 +117,86 @@ impl QueueStore {
     /// Accept a task. With an idempotency key already used for the same work,
     /// returns the existing task (`false`: not new).
     pub fn submit(&self, new: NewTask, now: i64) -> Result<(Task, bool)> {
-        validate(&new)?;
         let mut db = self.db();
         let tx = db.transaction()?;
-        if let Some(key) = &new.idempotency_key
-            && let Some(existing) = tx
-                .query_row(
-                    &format!("SELECT {COLUMNS} FROM tasks WHERE idempotency_key = ?1"),
-                    [key],
-                    task_from_row,
-                )
-                .optional()?
-        {
-            if existing.tool != new.tool || existing.arguments != new.arguments {
-                return Err(StoreError::KeyConflict {
-                    key: key.clone(),
-                    id: existing.id,
-                });
-            }
-            return Ok((existing, false));
-        }
-        let id = match &new.id {
-            Some(id) => id.clone(),
-            None => generated_id(&tx)?,
-        };
-        let inserted = tx.execute(
-            "INSERT INTO tasks (id, tool, arguments, priority, tags, metadata, timeout_ms,
-                max_attempts, backoff_ms, idempotency_key, state, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'queued', ?11)
-             ON CONFLICT(id) DO NOTHING",
-            params![
-                id,
-                new.tool,
-                new.arguments.to_string(),
-                new.priority,
-                serde_json::to_string(&new.tags).unwrap_or_default(),
-                new.metadata.to_string(),
-                new.timeout_ms.map(|t| t as i64),
-                new.max_attempts,
-                new.backoff_ms as i64,
-                new.idempotency_key,
-                now,
-            ],
-        )?;
-        if inserted == 0 {
-            return Err(StoreError::Invalid(format!(
-                "a task with id `{id}` already exists; choose another id, or leave it out to get a generated one"
-            )));
-        }
-        let task = get(&tx, &id)?;
+        let submitted = insert(&tx, new, now)?;
         tx.commit()?;
-        Ok((task, true))
+        drop(db);
+        self.wake();
+        Ok(submitted)
+    }
+
+    /// Accept many tasks in one transaction: all or none.
+    pub fn submit_batch(&self, tasks: Vec<NewTask>, now: i64) -> Result<Vec<(Task, bool)>> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let submitted = tasks
+            .into_iter()
+            .map(|t| insert(&tx, t, now))
+            .collect::<Result<Vec<_>>>()?;
+        tx.commit()?;
+        drop(db);
+        self.wake();
+        Ok(submitted)
     }
 
     pub fn get(&self, id: &str) -> Result<Task> {
         get(&self.db(), id)
     }
+}
 
+/// Insert one task inside `tx` (see [`QueueStore::submit`]).
+fn insert(tx: &Connection, new: NewTask, now: i64) -> Result<(Task, bool)> {
+    validate(&new)?;
+    if let Some(key) = &new.idempotency_key
+        && let Some(existing) = tx
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM tasks WHERE idempotency_key = ?1"),
+                [key],
+                task_from_row,
+            )
+            .optional()?
+    {
+        if existing.tool != new.tool || existing.arguments != new.arguments {
+            return Err(StoreError::KeyConflict {
+                key: key.clone(),
+                id: existing.id,
+            });
+        }
+        return Ok((existing, false));
+    }
+    let id = match &new.id {
+        Some(id) => id.clone(),
+        None => generated_id(tx)?,
+    };
+    let inserted = tx.execute(
+        "INSERT INTO tasks (id, tool, arguments, priority, tags, metadata, timeout_ms,
+                max_attempts, backoff_ms, idempotency_key, state, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'queued', ?11)
+             ON CONFLICT(id) DO NOTHING",
+        params![
+            id,
+            new.tool,
+            new.arguments.to_string(),
+            new.priority,
+            serde_json::to_string(&new.tags).unwrap_or_default(),
+            new.metadata.to_string(),
+            new.timeout_ms.map(|t| t as i64),
+            new.max_attempts,
+            new.backoff_ms as i64,
+            new.idempotency_key,
+            now,
+        ],
+    )?;
+    if inserted == 0 {
+        return Err(StoreError::Invalid(format!(
+            "a task with id `{id}` already exists; choose another id, or leave it out to get a generated one"
+        )));
+    }
+    Ok((get(tx, &id)?, true))
+}
+
+impl QueueStore {
     /// Hand the next ready task that `tools` covers (`None` = any tool) to
     /// `worker` until `lease_until`. Nothing while the queue is paused.
     pub fn claim(
@@ -297,6 +335,10 @@ impl QueueStore {
             settle_failed_attempt(&tx, task, &error, true, now)?;
         }
         tx.commit()?;
+        drop(db);
+        if !expired.is_empty() {
+            self.wake();
+        }
         Ok(expired.into_iter().map(|t| t.id).collect())
     }
 
@@ -349,6 +391,8 @@ impl QueueStore {
         )?;
         let task = get(&tx, id)?;
         tx.commit()?;
+        drop(db);
+        self.wake();
         Ok(task)
     }
 
@@ -396,6 +440,9 @@ impl QueueStore {
              ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             [if paused { "true" } else { "false" }],
         )?;
+        if !paused {
+            self.wake();
+        }
         Ok(())
     }
 
@@ -429,9 +476,14 @@ impl QueueStore {
             rusqlite::params_from_iter(args.iter()),
             |r| r.get(0),
         )?;
+        // Within one state the index gives this order without sorting.
+        let order = if filter.state.is_some() {
+            "priority DESC, seq ASC"
+        } else {
+            "state <> 'queued', priority DESC, seq ASC"
+        };
         let mut stmt = db.prepare(&format!(
-            "SELECT {COLUMNS} FROM tasks WHERE {clause}
-             ORDER BY state <> 'queued', priority DESC, seq ASC LIMIT {limit} OFFSET {offset}"
+            "SELECT {COLUMNS} FROM tasks WHERE {clause} ORDER BY {order} LIMIT {limit} OFFSET {offset}"
         ))?;
         let tasks = stmt
             .query_map(rusqlite::params_from_iter(args.iter()), task_from_row)?

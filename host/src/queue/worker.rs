@@ -233,16 +233,19 @@ async fn run_slot(
             Some(Ok(Some(claim))) => run_claim(&store, runner.as_ref(), &worker, claim).await,
             Some(Err(e)) => {
                 tracing::error!(event = "queue.error", worker = %name, error = %e, "claiming failed");
-                idle(&stop, worker.poll).await;
+                idle(&store, &stop, worker.poll).await;
             }
-            _ => idle(&stop, worker.poll).await,
+            _ => idle(&store, &stop, worker.poll).await,
         }
     }
 }
 
-async fn idle(stop: &CancellationToken, poll: Duration) {
+/// Wait for a task to become ready, the poll interval (for backoffs that end
+/// without a wake-up), or the stop.
+async fn idle(store: &QueueStore, stop: &CancellationToken, poll: Duration) {
     tokio::select! {
         _ = stop.cancelled() => {}
+        _ = store.ready() => {}
         _ = tokio::time::sleep(poll) => {}
     }
 }

@@ -1,0 +1,173 @@
+//! The durable task queue: submit throughput (durable against in-memory, the
+//! cost of the fsync), submit-to-complete latency of a trivial tool through
+//! the workers, and the queue with 100,000 tasks waiting.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mcpplus::catalog::{Catalog, LiveCatalog};
+use mcpplus::queue::store::ListFilter;
+use mcpplus::queue::worker::{CatalogRunner, WorkerConfig, WorkerPool, now_ms};
+use mcpplus::queue::{NewTask, QueueStore, TaskState};
+use mcpplus::runtime::Runtime;
+use mcpplus::runtime::engine::RuntimeOptions;
+use serde_json::{Value, json};
+
+use crate::Args;
+
+pub async fn run(args: &Args, scratch: &Path, cache: &Path) -> anyhow::Result<Value> {
+    let dir = scratch.join("queue");
+    std::fs::create_dir_all(&dir)?;
+    let submits = ((1_000.0 * args.scale) as usize).max(200);
+    let durable = QueueStore::open(&dir.join("submit.sqlite3"))?;
+    let durable_per_s = submit_rate(&durable, submits)?;
+    let memory_per_s = submit_rate(&QueueStore::in_memory()?, submits)?;
+    eprintln!(
+        "  submit, one per transaction: {durable_per_s:.0}/s durable (WAL, fsync), {memory_per_s:.0}/s in memory"
+    );
+    let latency = submit_to_complete(args, &dir, cache).await?;
+    let large = hundred_thousand(&dir)?;
+    Ok(json!({
+        "submits": submits,
+        "submit_per_s": {"durable": durable_per_s, "in_memory": memory_per_s},
+        "submit_to_complete": latency,
+        "large": large,
+    }))
+}
+
+fn echo(i: usize) -> NewTask {
+    NewTask::new("echo", json!({"message": format!("m{i}")}))
+}
+
+fn submit_rate(store: &QueueStore, n: usize) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    for i in 0..n {
+        store.submit(echo(i), now_ms())?;
+    }
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Submit one `echo` task, wait until it is completed; sequentially.
+async fn submit_to_complete(args: &Args, dir: &Path, cache: &Path) -> anyhow::Result<Value> {
+    let runtime = Runtime::new(RuntimeOptions {
+        cache: Some(cache.to_owned()),
+        ..RuntimeOptions::default()
+    })?;
+    let mut catalog = Catalog::default();
+    catalog.add(runtime.load_file(&args.tools.join("showcase.wasm"))?)?;
+    let store = Arc::new(QueueStore::open(&dir.join("latency.sqlite3"))?);
+    let pool = WorkerPool::start(
+        store.clone(),
+        Arc::new(CatalogRunner {
+            runtime: Arc::new(runtime),
+            catalog: Arc::new(LiveCatalog::new(catalog)),
+        }),
+        vec![WorkerConfig {
+            id: "bench".into(),
+            tools: None,
+            slots: 2,
+            lease: Duration::from_secs(30),
+            // Workers are woken by submissions; the poll is only a fallback.
+            poll: Duration::from_millis(250),
+        }],
+    );
+    let n = ((300.0 * args.scale) as usize).max(50);
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n + n / 10 {
+        let started = Instant::now();
+        let id = store.submit(echo(i), now_ms())?.0.id;
+        loop {
+            let task = store.get(&id)?;
+            if task.state == TaskState::Completed {
+                break;
+            }
+            anyhow::ensure!(
+                !task.state.is_terminal(),
+                "task {id} ended {:?}",
+                task.state
+            );
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        if i >= n / 10 {
+            times.push(started.elapsed());
+        }
+    }
+    pool.stop().await;
+    times.sort();
+    let at = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
+    let (p50, p99) = (at(0.5).as_secs_f64() * 1e3, at(0.99).as_secs_f64() * 1e3);
+    eprintln!("  submit to completed (echo, durable): p50 {p50:.2} ms  p99 {p99:.2} ms");
+    Ok(json!({"tasks": n, "p50_ms": p50, "p99_ms": p99}))
+}
+
+/// 100,000 queued tasks: how long the common questions take, and reopening.
+fn hundred_thousand(dir: &Path) -> anyhow::Result<Value> {
+    const N: usize = 100_000;
+    let path = dir.join("large.sqlite3");
+    let store = QueueStore::open(&path)?;
+    let started = Instant::now();
+    for chunk in 0..N / 1_000 {
+        let batch = (0..1_000)
+            .map(|i| NewTask {
+                priority: f64::from(((chunk * 1_000 + i) % 10) as u32 + 1),
+                ..echo(chunk * 1_000 + i)
+            })
+            .collect();
+        store.submit_batch(batch, now_ms())?;
+    }
+    let batch_per_s = N as f64 / started.elapsed().as_secs_f64();
+    let ms = |f: &mut dyn FnMut() -> anyhow::Result<()>| -> anyhow::Result<f64> {
+        let started = Instant::now();
+        f()?;
+        Ok(started.elapsed().as_secs_f64() * 1e3)
+    };
+    let queued = ListFilter {
+        state: Some(TaskState::Queued),
+        ..ListFilter::default()
+    };
+    let first_page = ms(&mut || store.list(&queued, 0, 100).map(|_| ()).map_err(Into::into))?;
+    let deep_page = ms(&mut || {
+        store
+            .list(&queued, 50_000, 100)
+            .map(|_| ())
+            .map_err(Into::into)
+    })?;
+    let stats = ms(&mut || store.counts().map(|_| ()).map_err(Into::into))?;
+    let position = ms(&mut || {
+        store
+            .position(&format!("task-{N}"))
+            .map(|_| ())
+            .map_err(Into::into)
+    })?;
+    let claim = ms(&mut || {
+        let now = now_ms();
+        let c = store
+            .claim("bench", None, now + 30_000, now)?
+            .ok_or_else(|| anyhow::anyhow!("nothing to claim"))?;
+        store.complete(&c.task.id, c.attempt, &json!("ok"), now_ms())?;
+        Ok(())
+    })?;
+    drop(store);
+    let mut reopened = None;
+    let reopen = ms(&mut || {
+        let store = QueueStore::open(&path)?;
+        reopened = Some(store.counts()?);
+        Ok(())
+    })?;
+    let size_mib = std::fs::metadata(&path)?.len() as f64 / (1 << 20) as f64;
+    eprintln!(
+        "  100k queued: batch submit {batch_per_s:.0}/s; first page {first_page:.1} ms, page at 50k {deep_page:.1} ms, stats {stats:.1} ms, position {position:.1} ms, claim+complete {claim:.1} ms, reopen+stats {reopen:.1} ms, {size_mib:.1} MiB"
+    );
+    Ok(json!({
+        "tasks": N,
+        "batch_submit_per_s": batch_per_s,
+        "first_page_ms": first_page,
+        "page_at_50k_ms": deep_page,
+        "stats_ms": stats,
+        "position_ms": position,
+        "claim_and_complete_ms": claim,
+        "reopen_and_stats_ms": reopen,
+        "file_mib": size_mib,
+    }))
+}
