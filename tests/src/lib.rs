@@ -1,10 +1,11 @@
 //! Shared helpers for the integration tests: where the built binary and the
-//! bundled components are, and a server process that is killed when dropped.
+//! bundled components are, a server process that is killed when dropped, and
+//! host log lines captured in-process.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 /// The repository root.
@@ -124,5 +125,45 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// JSON log lines of an in-process host, captured as a tracing writer.
+#[derive(Clone, Default)]
+pub struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
+
+impl CapturedLogs {
+    /// The lines captured so far, parsed (lines that are not JSON are skipped).
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        parse(&self.0.lock().unwrap())
+    }
+
+    /// [`Self::events`], then forget them.
+    pub fn take_events(&self) -> Vec<serde_json::Value> {
+        parse(&std::mem::take(&mut *self.0.lock().unwrap()))
+    }
+}
+
+fn parse(bytes: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
+    type Writer = CapturedLogs;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
     }
 }

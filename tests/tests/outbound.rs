@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -20,7 +20,7 @@ use mcpplus::config::OperatorConfig;
 use mcpplus::invoke::{ToolOutcome, invoke};
 use mcpplus::runtime::engine::RuntimeOptions;
 use mcpplus::runtime::{LoadedComponent, Runtime};
-use mcpplus_tests::{Scratch, artifacts};
+use mcpplus_tests::{CapturedLogs, Scratch, artifacts};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -158,10 +158,10 @@ async fn hanging_server() -> SocketAddr {
 
 /// Host log lines of the whole test binary (tests run in parallel, so each
 /// test looks only for lines naming its own servers' ports).
-fn logs() -> &'static Logs {
-    static LOGS: OnceLock<Logs> = OnceLock::new();
+fn logs() -> &'static CapturedLogs {
+    static LOGS: OnceLock<CapturedLogs> = OnceLock::new();
     LOGS.get_or_init(|| {
-        let logs = Logs::default();
+        let logs = CapturedLogs::default();
         let subscriber = tracing_subscriber::fmt()
             .json()
             .flatten_event(true)
@@ -174,36 +174,13 @@ fn logs() -> &'static Logs {
     })
 }
 
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Logs {
-    fn events(&self, event: &str, mentioning: &str) -> Vec<Value> {
-        let bytes = self.0.lock().unwrap().clone();
-        String::from_utf8_lossy(&bytes)
-            .lines()
-            .filter(|l| l.contains(mentioning))
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v["event"] == event)
-            .collect()
-    }
-}
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
-    type Writer = Logs;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
+/// The `event` lines that mention `mentioning` anywhere.
+fn events(event: &str, mentioning: &str) -> Vec<Value> {
+    logs()
+        .events()
+        .into_iter()
+        .filter(|v| v["event"] == event && v.to_string().contains(mentioning))
+        .collect()
 }
 
 /// The fetch component with `grants` as its `[network] allow`, under the
@@ -329,7 +306,7 @@ async fn destinations_outside_the_grants_are_refused_before_any_traffic() {
         "{error}"
     );
     assert_eq!(other.hits(), 0, "a refused request must not be sent");
-    let audit = logs().events("capability.denied", &other.addr.to_string());
+    let audit = events("capability.denied", &other.addr.to_string());
     assert_eq!(audit.len(), 1, "{audit:?}");
     assert_eq!(audit[0]["capability"], "network");
     assert_eq!(audit[0]["target"], format!("{}/ok", other.destination()));
@@ -356,12 +333,11 @@ async fn a_granted_name_that_resolves_to_loopback_is_refused() {
     );
     assert_eq!(up.hits(), 0);
     assert_eq!(
-        logs()
-            .events(
-                "capability.denied",
-                &format!("localhost:{}", up.addr.port())
-            )
-            .len(),
+        events(
+            "capability.denied",
+            &format!("localhost:{}", up.addr.port())
+        )
+        .len(),
         1
     );
 }
@@ -483,11 +459,11 @@ close_after = 2
     let port = failing.addr.port().to_string();
     for event in ["breaker.opened", "breaker.half_opened", "breaker.closed"] {
         assert!(
-            !logs().events(event, &port).is_empty(),
+            !events(event, &port).is_empty(),
             "no {event} event for {dest}"
         );
     }
-    let opened = &logs().events("breaker.opened", &port)[0];
+    let opened = &events("breaker.opened", &port)[0];
     assert_eq!(opened["destination"], dest.as_str());
     assert_eq!(opened["cooldown_ms"], 400);
 

@@ -8,15 +8,13 @@
 //! a current-thread runtime so the test can capture the host's log events.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use mcpplus::invoke::{ToolOutcome, invoke};
 use mcpplus::runtime::engine::RuntimeOptions;
 use mcpplus::runtime::{LoadedComponent, Runtime};
-use mcpplus_tests::{Scratch, artifacts};
+use mcpplus_tests::{CapturedLogs, Scratch, artifacts};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -28,7 +26,7 @@ struct Sandbox {
     scratch: Scratch,
     runtime: Runtime,
     component: LoadedComponent,
-    logs: Logs,
+    logs: CapturedLogs,
 }
 
 impl Sandbox {
@@ -70,7 +68,7 @@ impl Sandbox {
             scratch,
             runtime,
             component,
-            logs: Logs::default(),
+            logs: CapturedLogs::default(),
         }
     }
 
@@ -143,37 +141,12 @@ fn text_of(outcome: &ToolOutcome) -> String {
         .join("\n")
 }
 
-/// Log lines captured from the host.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
-    type Writer = Logs;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-impl Logs {
-    /// Every `capability.denied` event so far, then forget them.
-    fn take_denials(&self) -> Vec<Value> {
-        let bytes = std::mem::take(&mut *self.0.lock().unwrap());
-        String::from_utf8_lossy(&bytes)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v["event"] == "capability.denied")
-            .collect()
-    }
+/// Every `capability.denied` event so far, then forget them.
+fn take_denials(logs: &CapturedLogs) -> Vec<Value> {
+    logs.take_events()
+        .into_iter()
+        .filter(|v| v["event"] == "capability.denied")
+        .collect()
 }
 
 /// Every file under `dir` (not following symlinks) with its contents, or the
@@ -231,7 +204,7 @@ fn path_escapes_are_refused_audited_and_change_nothing() {
         let error = sb.refused("read_at", json!({"path": path}));
         assert!(!error.contains(SECRET), "{path} leaked the secret");
         assert_eq!(error, "not-permitted", "reading {path}");
-        let denials = sb.logs.take_denials();
+        let denials = take_denials(&sb.logs);
         assert_eq!(denials.len(), 1, "one audit event for {path}: {denials:?}");
         let d = &denials[0];
         assert_eq!(d["capability"], "files");
@@ -295,7 +268,7 @@ fn path_escapes_are_refused_audited_and_change_nothing() {
     for (tool, args) in &changes {
         let error = sb.refused(tool, args.clone());
         assert_eq!(error, "not-permitted", "{tool}({args})");
-        let denials = sb.logs.take_denials();
+        let denials = take_denials(&sb.logs);
         assert!(!denials.is_empty(), "{tool}({args}) left no audit event");
         assert!(
             denials
@@ -365,7 +338,7 @@ fn read_only_grants_refuse_every_change() {
     for (tool, args) in &changes {
         let error = sb.refused(tool, args.clone());
         assert_eq!(error, "not-permitted", "{tool}({args})");
-        let denials = sb.logs.take_denials();
+        let denials = take_denials(&sb.logs);
         assert_eq!(denials.len(), 1, "{tool}: {denials:?}");
         assert!(
             denials[0]["reason"]
@@ -400,7 +373,7 @@ fn read_write_grants_allow_changes_inside() {
     assert_eq!(after["sub/renamed.txt"], "fresher");
     assert_eq!(after["made/linked"], "inside-a");
     assert!(!after.contains_key("a.txt"));
-    assert!(sb.logs.take_denials().is_empty());
+    assert!(take_denials(&sb.logs).is_empty());
 }
 
 #[test]
@@ -414,7 +387,7 @@ fn without_a_policy_nothing_is_reachable() {
     assert!(std::env::var_os("PATH").is_some());
     assert_eq!(sb.ok("env_names", json!({})), json!([]));
     assert_eq!(sb.ok("env_var", json!({"name": "PATH"})), Value::Null);
-    assert!(sb.logs.take_denials().is_empty());
+    assert!(take_denials(&sb.logs).is_empty());
 
     // Raw sockets: a real listener on loopback is never reached.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -426,7 +399,7 @@ fn without_a_policy_nothing_is_reachable() {
         "{error}"
     );
     assert!(listener.accept().is_err(), "the guest reached the listener");
-    let denials = sb.logs.take_denials();
+    let denials = take_denials(&sb.logs);
     assert_eq!(denials.len(), 1, "{denials:?}");
     assert_eq!(denials[0]["capability"], "sockets");
     assert_eq!(denials[0]["target"], format!("TcpConnect {address}"));
@@ -436,7 +409,7 @@ fn without_a_policy_nothing_is_reachable() {
         error.to_lowercase().contains("permission denied"),
         "{error}"
     );
-    let denials = sb.logs.take_denials();
+    let denials = take_denials(&sb.logs);
     assert_eq!(denials[0]["target"], "name lookup localhost");
 
     // Outbound HTTP: the interface is linked to a refusal that says how to grant it.
@@ -446,7 +419,7 @@ fn without_a_policy_nothing_is_reachable() {
         "{error}"
     );
     assert!(error.contains("[network] allow"), "{error}");
-    let denials = sb.logs.take_denials();
+    let denials = take_denials(&sb.logs);
     assert_eq!(denials[0]["capability"], "network");
 
     // The component's other tools still work after all that.
@@ -489,7 +462,7 @@ fn socket_grants_allow_exactly_the_listed_address() {
         json!({"address": other.local_addr().unwrap().to_string()}),
     );
     assert!(other.accept().is_err());
-    assert_eq!(sb.logs.take_denials().len(), 1);
+    assert_eq!(take_denials(&sb.logs).len(), 1);
 }
 
 mod path_resolution {
