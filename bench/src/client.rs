@@ -120,6 +120,31 @@ impl StdioServer {
     }
 }
 
+/// The `p` quantile (0..=1) of `sorted` latencies, nearest rank.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Run `run` `iterations` times one after another, after a 10% warm-up that is
+/// not timed; the latencies, sorted.
+pub async fn sequential<F, Fut>(iterations: usize, mut run: F) -> anyhow::Result<Vec<Duration>>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let warm_up = iterations / 10;
+    let mut times = Vec::with_capacity(iterations);
+    for i in 0..warm_up + iterations {
+        let started = Instant::now();
+        run(i).await?;
+        if i >= warm_up {
+            times.push(started.elapsed());
+        }
+    }
+    times.sort();
+    Ok(times)
+}
+
 /// Latencies of one load run.
 pub struct Load {
     pub latencies: Vec<Duration>,
@@ -133,8 +158,7 @@ impl Load {
     }
 
     pub fn percentile_us(&self, p: f64) -> f64 {
-        let i = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
-        self.latencies[i].as_secs_f64() * 1e6
+        percentile(&self.latencies, p).as_secs_f64() * 1e6
     }
 
     pub fn throughput(&self) -> f64 {

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::Args;
+use crate::client::{percentile, sequential};
 
 pub async fn run(args: &Args, scratch: &Path, cache: &Path) -> anyhow::Result<Value> {
     let breaker = breaker_overhead(args);
@@ -196,18 +197,9 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    let mut times = Vec::with_capacity(iterations);
-    for i in 0..iterations + iterations / 10 {
-        let started = Instant::now();
-        run().await?;
-        if i >= iterations / 10 {
-            times.push(started.elapsed());
-        }
-    }
-    times.sort();
-    let at = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
+    let times = sequential(iterations, |_| run()).await?;
     Ok(json!({
-        "p50_us": at(0.5).as_secs_f64() * 1e6,
-        "p99_us": at(0.99).as_secs_f64() * 1e6,
+        "p50_us": percentile(&times, 0.5).as_secs_f64() * 1e6,
+        "p99_us": percentile(&times, 0.99).as_secs_f64() * 1e6,
     }))
 }

@@ -15,6 +15,7 @@ use mcpplus::runtime::engine::RuntimeOptions;
 use serde_json::{Value, json};
 
 use crate::Args;
+use crate::client::{percentile, sequential};
 
 pub async fn run(args: &Args, scratch: &Path, cache: &Path) -> anyhow::Result<Value> {
     let dir = scratch.join("queue");
@@ -73,30 +74,28 @@ async fn submit_to_complete(args: &Args, dir: &Path, cache: &Path) -> anyhow::Re
         }],
     );
     let n = ((300.0 * args.scale) as usize).max(50);
-    let mut times = Vec::with_capacity(n);
-    for i in 0..n + n / 10 {
-        let started = Instant::now();
-        let id = store.submit(echo(i), now_ms())?.0.id;
-        loop {
-            let task = store.get(&id)?;
-            if task.state == TaskState::Completed {
-                break;
+    let times = sequential(n, |i| {
+        let store = store.clone();
+        async move {
+            let id = store.submit(echo(i), now_ms())?.0.id;
+            loop {
+                let task = store.get(&id)?;
+                if task.state == TaskState::Completed {
+                    return Ok(());
+                }
+                anyhow::ensure!(
+                    !task.state.is_terminal(),
+                    "task {id} ended {:?}",
+                    task.state
+                );
+                tokio::time::sleep(Duration::from_micros(200)).await;
             }
-            anyhow::ensure!(
-                !task.state.is_terminal(),
-                "task {id} ended {:?}",
-                task.state
-            );
-            tokio::time::sleep(Duration::from_micros(200)).await;
         }
-        if i >= n / 10 {
-            times.push(started.elapsed());
-        }
-    }
+    })
+    .await?;
     pool.stop().await;
-    times.sort();
-    let at = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
-    let (p50, p99) = (at(0.5).as_secs_f64() * 1e3, at(0.99).as_secs_f64() * 1e3);
+    let ms = |p| percentile(&times, p).as_secs_f64() * 1e3;
+    let (p50, p99) = (ms(0.5), ms(0.99));
     eprintln!("  submit to completed (echo, durable): p50 {p50:.2} ms  p99 {p99:.2} ms");
     Ok(json!({"tasks": n, "p50_ms": p50, "p99_ms": p99}))
 }

@@ -224,8 +224,7 @@ impl Latencies {
         if self.all.is_empty() {
             return f64::NAN;
         }
-        let i = ((self.all.len() as f64 - 1.0) * p).round() as usize;
-        self.all[i].as_secs_f64() * 1e6
+        crate::client::percentile(&self.all, p).as_secs_f64() * 1e6
     }
 }
 

@@ -117,6 +117,14 @@ impl Scratch {
         self.0.join(path)
     }
 
+    /// Where in-process runtimes keep compiled components: `$MCPPLUS_CACHE_DIR`
+    /// (shared by a test run), else a `cache` folder in this scratch space.
+    pub fn compile_cache(&self) -> PathBuf {
+        std::env::var_os("MCPPLUS_CACHE_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.join("cache"))
+    }
+
     pub fn path(&self) -> &std::path::Path {
         &self.0
     }

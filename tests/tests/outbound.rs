@@ -6,7 +6,6 @@
 //! probing and closing, retries, timeouts and the size cap.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -206,9 +205,7 @@ impl Host {
         )
         .unwrap();
         let runtime = Runtime::new(RuntimeOptions {
-            cache: std::env::var_os("MCPPLUS_CACHE_DIR")
-                .map(PathBuf::from)
-                .or_else(|| Some(scratch.join("cache"))),
+            cache: Some(scratch.compile_cache()),
             config: OperatorConfig::parse(config).unwrap(),
             ..RuntimeOptions::default()
         })

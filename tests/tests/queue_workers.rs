@@ -3,7 +3,6 @@
 //! calls. Checks completion, bounded retries of a failing tool, progress,
 //! cancellation of a running task, and a dead worker's lease running out.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,9 +24,7 @@ impl Node {
     fn new(name: &str) -> Self {
         let scratch = Scratch::new(name);
         let runtime = Runtime::new(RuntimeOptions {
-            cache: std::env::var_os("MCPPLUS_CACHE_DIR")
-                .map(PathBuf::from)
-                .or_else(|| Some(scratch.join("cache"))),
+            cache: Some(scratch.compile_cache()),
             ..RuntimeOptions::default()
         })
         .unwrap();

@@ -57,9 +57,7 @@ impl Sandbox {
             std::fs::write(tools.join("hostile.policy.toml"), text).unwrap();
         }
         let runtime = Runtime::new(RuntimeOptions {
-            cache: std::env::var_os("MCPPLUS_CACHE_DIR")
-                .map(PathBuf::from)
-                .or_else(|| Some(scratch.join("cache"))),
+            cache: Some(scratch.compile_cache()),
             ..RuntimeOptions::default()
         })
         .unwrap();

@@ -31,12 +31,8 @@ impl BreakerRegistry {
         }
     }
 
-    /// The breaker for `name`, created closed on first use.
-    pub fn get(&self, name: &str) -> Arc<Breaker> {
-        self.get_new(name).0
-    }
-
-    /// The breaker for `name`, and whether this call created it.
+    /// The breaker for `name` (created closed on first use), and whether this
+    /// call created it.
     pub fn get_new(&self, name: &str) -> (Arc<Breaker>, bool) {
         if let Some(b) = self.read().get(name) {
             return (b.clone(), false);

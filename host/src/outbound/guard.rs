@@ -20,7 +20,8 @@ pub struct Target {
 }
 
 impl Target {
-    /// The destination of `uri`; `None` without a scheme and host we serve.
+    /// The destination of `uri`; an error saying what is missing when it has
+    /// no http(s) scheme or no host.
     pub fn of(uri: &http::Uri) -> Result<Self, String> {
         let scheme = match uri.scheme_str().map(str::to_ascii_lowercase).as_deref() {
             Some("http") => Scheme::Http,

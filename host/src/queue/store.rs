@@ -446,10 +446,6 @@ impl QueueStore {
         Ok(())
     }
 
-    pub fn is_paused(&self) -> Result<bool> {
-        paused(&self.db())
-    }
-
     /// Delete the tasks in `states` (running tasks cannot be cleared: cancel
     /// them). Returns how many were deleted.
     pub fn clear(&self, states: &[TaskState]) -> Result<u64> {
