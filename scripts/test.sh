@@ -12,6 +12,11 @@ export MCPPLUS_BIN="$ROOT/${CARGO_TARGET_DIR:-target}/debug/mcpplus"
 export MCPPLUS_TOOLS_DIST="$ROOT/guest-tools/dist"
 # A cache private to this run, so tests see cold and warm starts for real.
 export MCPPLUS_CACHE_DIR="${MCPPLUS_CACHE_DIR:-$ROOT/target/test-cache}"
+# Servers started by tests keep their state (the task queue) in a folder of
+# this run, not in ~/.local/share; tests that need a queue pass --data-dir.
+XDG_DATA_HOME="$(mktemp -d)"
+export XDG_DATA_HOME
+trap 'rm -rf "$XDG_DATA_HOME"' EXIT
 log "cargo test"
 cargo test --locked --workspace
 log "pytest (official mcp client)"

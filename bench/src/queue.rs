@@ -122,7 +122,7 @@ fn hundred_thousand(dir: &Path) -> anyhow::Result<Value> {
         Ok(started.elapsed().as_secs_f64() * 1e3)
     };
     let queued = ListFilter {
-        state: Some(TaskState::Queued),
+        states: vec![TaskState::Queued],
         ..ListFilter::default()
     };
     let first_page = ms(&mut || store.list(&queued, 0, 100).map(|_| ()).map_err(Into::into))?;

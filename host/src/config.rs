@@ -49,6 +49,9 @@ pub struct OperatorConfig {
     /// Outbound HTTP: timeouts, retries, size caps, circuit breakers.
     #[serde(default)]
     pub outbound: crate::outbound::OutboundConfig,
+    /// The task queue: the built-in worker, long-running tools.
+    #[serde(default)]
+    pub queue: crate::queue::config::QueueConfig,
     /// Where the config came from, so a policy error can name the file and line.
     #[serde(skip)]
     pub origin: Option<ConfigOrigin>,
@@ -253,6 +256,7 @@ impl OperatorConfig {
             policy.limits.check(&format!("policies.{name}.limits"))?;
         }
         self.outbound.check()?;
+        self.queue.check()?;
         if self.server.max_concurrency == 0 {
             return Err("[server] max_concurrency must be greater than 0".into());
         }

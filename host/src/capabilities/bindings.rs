@@ -2,7 +2,8 @@
 
 wasmtime::component::bindgen!({
     path: "../wit",
-    world: "mcpplus:host/tool",
+    world: "mcpplus:host/queue-tool",
+    imports: { "mcpplus:host/queue": async },
 });
 
-pub use self::mcpplus::host::{log, progress};
+pub use self::mcpplus::host::{log, progress, queue};

@@ -7,6 +7,7 @@ pub mod bindings;
 pub mod filesystem;
 pub mod logging;
 pub mod progress;
+pub mod queue;
 pub mod sockets;
 pub mod stubs;
 

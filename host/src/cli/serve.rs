@@ -1,7 +1,7 @@
 //! `mcpplus serve`: load a tools folder and serve it over stdio or HTTP.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +13,8 @@ use super::CommonArgs;
 use crate::admin::{default_socket, server as admin_server};
 use crate::catalog::{LiveCatalog, load_dir};
 use crate::mcp::{HttpOptions, McpServer, serve_http, serve_metrics, serve_stdio};
+use crate::queue::service::QueueService;
+use crate::queue::worker::CatalogRunner;
 use crate::toolset::{ToolSet, watch::watch};
 
 #[derive(clap::Args)]
@@ -51,6 +53,9 @@ pub struct ServeArgs {
     #[cfg(feature = "otlp")]
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
     otlp_endpoint: Option<String>,
+    /// Where the server keeps its state: the task queue (queue.sqlite3) [default: $XDG_DATA_HOME/mcpplus or ~/.local/share/mcpplus]
+    #[arg(long, env = "MCPPLUS_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
     /// How long unloading a component waits for its running calls before cancelling them, in seconds
     #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
     drain_timeout: f64,
@@ -163,7 +168,8 @@ pub async fn run(args: ServeArgs, common: &CommonArgs) -> anyhow::Result<ExitCod
         ),
         None => None,
     };
-    let server = McpServer::new(live, runtime);
+    let queue = open_queue(args.data_dir.as_deref(), &runtime, &live)?;
+    let server = McpServer::new(live, runtime).with_queue(queue.clone());
     match args.http {
         None => serve_stdio(server).await?,
         Some(addr) => {
@@ -186,5 +192,58 @@ pub async fn run(args: ServeArgs, common: &CommonArgs) -> anyhow::Result<ExitCod
             .await?;
         }
     }
+    if let Some(queue) = queue {
+        // Attempts still running go back to the queue at the next start.
+        queue.shutdown(Duration::from_secs(2)).await;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The default data directory: `$XDG_DATA_HOME/mcpplus` or `~/.local/share/mcpplus`.
+fn default_data_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))?;
+    Some(base.join("mcpplus"))
+}
+
+/// Open the task queue and give it to the tools. A data directory named on
+/// the command line must work; the default one may be taken by another server,
+/// and then this one serves without a queue (and says so).
+fn open_queue(
+    data_dir: Option<&Path>,
+    runtime: &Arc<crate::runtime::Runtime>,
+    live: &Arc<LiveCatalog>,
+) -> anyhow::Result<Option<Arc<QueueService>>> {
+    let (dir, explicit) = match data_dir {
+        Some(dir) => (dir.to_path_buf(), true),
+        None => match default_data_dir() {
+            Some(dir) => (dir, false),
+            None => {
+                tracing::warn!(
+                    event = "queue.unavailable",
+                    "no data directory (HOME is not set): serving without the task queue; pass --data-dir DIR"
+                );
+                return Ok(None);
+            }
+        },
+    };
+    let runner = Arc::new(CatalogRunner {
+        runtime: runtime.clone(),
+        catalog: live.clone(),
+    });
+    match QueueService::open(&dir, runtime.config().queue.clone(), runner) {
+        Ok(queue) => {
+            let queue = Arc::new(queue);
+            tracing::info!(event = "queue.ready", path = %queue.path().display(),
+                workers = queue.config().workers, "task queue ready");
+            let _ = runtime.attach_queue(queue.clone());
+            Ok(Some(queue))
+        }
+        Err(e) if !explicit => {
+            tracing::warn!(event = "queue.unavailable", error = %format!("{e:#}"), "serving without the task queue");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }

@@ -11,10 +11,11 @@
 use std::sync::Arc;
 
 use rmcp::model::{
-    CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock,
-    Implementation, ListToolsResult, LoggingLevel, LoggingMessageNotificationParam, MetaObject,
-    PaginatedRequestParams, ProgressNotificationParam, ProgressToken, ServerCapabilities,
-    ServerConfig, SetLevelRequestParams, SubscriptionFilter, Tool,
+    CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams,
+    ContentBlock, GetTaskParams, GetTaskResult, Implementation, ListToolsResult, LoggingLevel,
+    LoggingMessageNotificationParam, MetaObject, PaginatedRequestParams, ProgressNotificationParam,
+    ProgressToken, ServerCapabilities, ServerConfig, SetLevelRequestParams, SubscriptionFilter,
+    Tool,
 };
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
@@ -24,6 +25,9 @@ use crate::catalog::{LiveCatalog, ToolEntry};
 use crate::config::GuestLogLevel;
 use crate::invoke::{ToolOutcome, invoke};
 use crate::policy::hints::ToolHints;
+use crate::queue::service::QueueService;
+
+use super::tasks;
 use crate::runtime::Runtime;
 use crate::runtime::observer::{CallObserver, GuestSignal};
 use crate::telemetry::trace::TraceContext;
@@ -38,13 +42,15 @@ pub struct McpServer {
     runtime: Arc<Runtime>,
     /// The level a 2025-11-25 client set with `logging/setLevel` (per session).
     log_level: Arc<std::sync::Mutex<Option<LoggingLevel>>>,
+    /// The task queue, which runs long calls as MCP tasks.
+    queue: Option<Arc<QueueService>>,
 }
 
 /// Each HTTP session is served by its own clone: it shares the catalog and
 /// runtime but starts with no log level of its own.
 impl Clone for McpServer {
     fn clone(&self) -> Self {
-        Self::new(self.catalog.clone(), self.runtime.clone())
+        Self::new(self.catalog.clone(), self.runtime.clone()).with_queue(self.queue.clone())
     }
 }
 
@@ -54,7 +60,23 @@ impl McpServer {
             catalog,
             runtime,
             log_level: Arc::default(),
+            queue: None,
         }
+    }
+
+    fn task_queue(&self) -> Result<&Arc<QueueService>, McpError> {
+        self.queue.as_ref().ok_or_else(|| {
+            McpError::invalid_params(
+                "this server runs no task queue, so it has no tasks (it was started without a usable --data-dir)",
+                None,
+            )
+        })
+    }
+
+    /// Serve long-running tools as MCP tasks through `queue`.
+    pub fn with_queue(mut self, queue: Option<Arc<QueueService>>) -> Self {
+        self.queue = queue;
+        self
     }
 }
 
@@ -95,18 +117,22 @@ fn to_result(outcome: ToolOutcome) -> Result<CallToolResult, McpError> {
 
 impl ServerHandler for McpServer {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(
-            ServerCapabilities::builder()
-                .enable_tools()
-                .enable_tool_list_changed()
-                .enable_logging()
-                .build(),
-        )
-        .with_server_info(Implementation::new("mcpplus", env!("CARGO_PKG_VERSION")))
-        .with_instructions(
-            "Tools served by mcpplus: each is a sandboxed WebAssembly component. \
+        let capabilities = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_tool_list_changed()
+            .enable_logging();
+        // Tasks need the durable queue.
+        let capabilities = if self.queue.is_some() {
+            capabilities.enable_tasks().build()
+        } else {
+            capabilities.build()
+        };
+        ServerConfig::new(capabilities)
+            .with_server_info(Implementation::new("mcpplus", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "Tools served by mcpplus: each is a sandboxed WebAssembly component. \
                  The tool list can change while the server runs.",
-        )
+            )
     }
 
     async fn list_tools(
@@ -146,6 +172,15 @@ impl ServerHandler for McpServer {
                 ),
             ));
         };
+        if let Some(queue) = &self.queue
+            && tasks::is_long_running(queue, &request.name)
+            && context
+                .client_capabilities()
+                .is_some_and(|c| c.supports_tasks())
+        {
+            let client = context.client_info().map(|i| i.name).unwrap_or_default();
+            return tasks::start(queue, &request.name, request.arguments.as_ref(), &client).await;
+        }
         let trace = TraceContext::for_call(context.meta.get_traceparent());
         #[cfg(feature = "otlp")]
         let started = std::time::SystemTime::now();
@@ -223,6 +258,22 @@ impl ServerHandler for McpServer {
         meta.insert("mcpplus/sha256".into(), json!(entry.component.digest));
         result.meta = Some(MetaObject(meta));
         Ok(CallToolResponse::from(result))
+    }
+
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, McpError> {
+        tasks::get(self.task_queue()?, request.task_id).await
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        tasks::cancel(self.task_queue()?, request.task_id).await
     }
 
     async fn set_level(

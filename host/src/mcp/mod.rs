@@ -2,6 +2,7 @@
 //! stdio and Streamable HTTP transports. rmcp types stop at this module's edge.
 
 mod handler;
+mod tasks;
 mod transport;
 
 pub use handler::McpServer;

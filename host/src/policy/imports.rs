@@ -68,7 +68,11 @@ impl Capability {
     pub fn implemented(self) -> bool {
         matches!(
             self,
-            Capability::Files | Capability::Environment | Capability::Sockets | Capability::Network
+            Capability::Files
+                | Capability::Environment
+                | Capability::Sockets
+                | Capability::Network
+                | Capability::Queue
         )
     }
 

@@ -26,6 +26,8 @@
 //! heartbeating, or the process died) finds its completion refused; the task
 //! has gone back to the queue and runs again.
 
+pub mod config;
+pub mod service;
 pub mod store;
 #[cfg(test)]
 mod tests;

@@ -302,6 +302,20 @@ impl QueueStore {
         retryable: bool,
         now: i64,
     ) -> Result<Option<TaskState>> {
+        self.fail_with_result(id, attempt, error, None, retryable, now)
+    }
+
+    /// [`Self::fail`], keeping the tool's error result (an `isError`
+    /// CallToolResult) as the task's result.
+    pub fn fail_with_result(
+        &self,
+        id: &str,
+        attempt: u32,
+        error: &str,
+        result: Option<&Value>,
+        retryable: bool,
+        now: i64,
+    ) -> Result<Option<TaskState>> {
         let mut db = self.db();
         let tx = db.transaction()?;
         let task = match get(&tx, id) {
@@ -310,7 +324,7 @@ impl QueueStore {
             Ok(_) | Err(StoreError::NotFound(_)) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let next = settle_failed_attempt(&tx, &task, error, retryable, now)?;
+        let next = settle_failed_attempt(&tx, &task, error, result, retryable, now)?;
         tx.commit()?;
         Ok(Some(next))
     }
@@ -332,7 +346,7 @@ impl QueueStore {
                 "attempt {} lost its lease (the worker stopped or the server restarted)",
                 task.attempt
             );
-            settle_failed_attempt(&tx, task, &error, true, now)?;
+            settle_failed_attempt(&tx, task, &error, None, true, now)?;
         }
         tx.commit()?;
         drop(db);
@@ -435,15 +449,83 @@ impl QueueStore {
     }
 
     pub fn pause(&self, paused: bool) -> Result<()> {
+        self.set_pause(paused.then(|| Pause {
+            reason: None,
+            at_ms: 0,
+        }))
+    }
+
+    /// Pause (with why and when) or resume (`None`). Kept across restarts.
+    pub fn set_pause(&self, pause: Option<Pause>) -> Result<()> {
+        let resumed = pause.is_none();
+        let value = match pause {
+            Some(p) => serde_json::json!({"reason": p.reason, "at_ms": p.at_ms}).to_string(),
+            None => "false".into(),
+        };
         self.db().execute(
             "INSERT INTO settings (key, value) VALUES ('paused', ?1)
              ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            [if paused { "true" } else { "false" }],
+            [value],
         )?;
-        if !paused {
+        if resumed {
             self.wake();
         }
         Ok(())
+    }
+
+    /// Why and since when the queue is paused; `None` when it is not.
+    pub fn paused(&self) -> Result<Option<Pause>> {
+        pause_state(&self.db())
+    }
+
+    /// Mean wait and run times over the last 1,000 finished tasks, and how many
+    /// finished since `since`.
+    pub fn timings(&self, since: i64) -> Result<Timings> {
+        let db = self.db();
+        let (wait, run): (Option<f64>, Option<f64>) = db.query_row(
+            "SELECT AVG(started_at - created_at), AVG(finished_at - started_at) FROM (
+                 SELECT created_at, started_at, finished_at FROM tasks
+                 WHERE finished_at IS NOT NULL AND started_at IS NOT NULL
+                 ORDER BY finished_at DESC LIMIT 1000)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let recent: i64 = db.query_row(
+            "SELECT COUNT(*) FROM tasks WHERE finished_at >= ?1",
+            [since],
+            |r| r.get(0),
+        )?;
+        Ok(Timings {
+            average_wait_ms: wait,
+            average_run_ms: run,
+            finished_since: recent as u64,
+        })
+    }
+
+    /// At start-up, before any worker runs: every task still `running` was
+    /// interrupted when the server stopped. Each counts as a failed attempt,
+    /// so it runs again (or fails, out of attempts). Returns the ids.
+    pub fn requeue_interrupted(&self, now: i64) -> Result<Vec<String>> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let interrupted: Vec<Task> = {
+            let mut stmt = tx.prepare(&format!(
+                "SELECT {COLUMNS} FROM tasks WHERE state = 'running'"
+            ))?;
+            stmt.query_map([], task_from_row)?
+                .collect::<Result<_, _>>()?
+        };
+        for task in &interrupted {
+            let error = format!(
+                "attempt {} was interrupted: the server stopped while it ran",
+                task.attempt
+            );
+            settle_failed_attempt(&tx, task, &error, None, true, now)?;
+        }
+        tx.commit()?;
+        drop(db);
+        self.wake();
+        Ok(interrupted.into_iter().map(|t| t.id).collect())
     }
 
     /// Delete the tasks in `states` (running tasks cannot be cleared: cancel
@@ -473,7 +555,7 @@ impl QueueStore {
             |r| r.get(0),
         )?;
         // Within one state the index gives this order without sorting.
-        let order = if filter.state.is_some() {
+        let order = if filter.states.len() == 1 {
             "priority DESC, seq ASC"
         } else {
             "state <> 'queued', priority DESC, seq ASC"
@@ -510,9 +592,11 @@ impl QueueStore {
 /// Which tasks a listing shows.
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
-    pub state: Option<TaskState>,
+    /// Any of these states (empty: all).
+    pub states: Vec<TaskState>,
     pub worker: Option<String>,
-    pub tag: Option<String>,
+    /// Every one of these tags.
+    pub tags: Vec<String>,
     pub min_priority: Option<f64>,
 }
 
@@ -521,15 +605,22 @@ impl ListFilter {
         use rusqlite::types::Value as V;
         let mut clauses = vec!["1".to_string()];
         let mut args = Vec::new();
-        if let Some(s) = self.state {
-            args.push(V::Text(s.as_str().into()));
-            clauses.push(format!("state = ?{}", args.len()));
+        if !self.states.is_empty() {
+            let marks: Vec<String> = self
+                .states
+                .iter()
+                .map(|s| {
+                    args.push(V::Text(s.as_str().into()));
+                    format!("?{}", args.len())
+                })
+                .collect();
+            clauses.push(format!("state IN ({})", marks.join(", ")));
         }
         if let Some(w) = &self.worker {
             args.push(V::Text(w.clone()));
             clauses.push(format!("worker = ?{}", args.len()));
         }
-        if let Some(t) = &self.tag {
+        for t in &self.tags {
             args.push(V::Text(t.clone()));
             clauses.push(format!(
                 "EXISTS (SELECT 1 FROM json_each(tags) WHERE value = ?{})",
@@ -549,9 +640,11 @@ fn settle_failed_attempt(
     tx: &Connection,
     task: &Task,
     error: &str,
+    result: Option<&Value>,
     retryable: bool,
     now: i64,
 ) -> Result<TaskState> {
+    let result = result.map(Value::to_string);
     if retryable && task.attempt < task.max_attempts {
         let backoff = task
             .backoff_ms
@@ -559,16 +652,17 @@ fn settle_failed_attempt(
             .min(3_600_000) as i64;
         tx.execute(
             "UPDATE tasks SET state = 'queued', error = ?2, not_before = ?3, worker = NULL,
-                lease_until = NULL
+                lease_until = NULL, result = ?4
              WHERE id = ?1",
-            params![task.id, error, now + backoff],
+            params![task.id, error, now + backoff, result],
         )?;
         Ok(TaskState::Queued)
     } else {
         tx.execute(
-            "UPDATE tasks SET state = 'failed', error = ?2, finished_at = ?3, lease_until = NULL
+            "UPDATE tasks SET state = 'failed', error = ?2, finished_at = ?3, lease_until = NULL,
+                result = ?4
              WHERE id = ?1",
-            params![task.id, error, now],
+            params![task.id, error, now, result],
         )?;
         Ok(TaskState::Failed)
     }
@@ -585,12 +679,40 @@ fn get(db: &Connection, id: &str) -> Result<Task> {
 }
 
 fn paused(db: &Connection) -> Result<bool> {
+    Ok(pause_state(db)?.is_some())
+}
+
+fn pause_state(db: &Connection) -> Result<Option<Pause>> {
     let value: Option<String> = db
         .query_row("SELECT value FROM settings WHERE key = 'paused'", [], |r| {
             r.get(0)
         })
         .optional()?;
-    Ok(value.as_deref() == Some("true"))
+    Ok(match value.as_deref() {
+        None | Some("false") => None,
+        Some(text) => {
+            let v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+            Some(Pause {
+                reason: v["reason"].as_str().map(String::from),
+                at_ms: v["at_ms"].as_i64().unwrap_or(0),
+            })
+        }
+    })
+}
+
+/// Why and since when the queue is paused.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pause {
+    pub reason: Option<String>,
+    pub at_ms: i64,
+}
+
+/// What [`QueueStore::timings`] measures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timings {
+    pub average_wait_ms: Option<f64>,
+    pub average_run_ms: Option<f64>,
+    pub finished_since: u64,
 }
 
 /// `task-<n>`, n the sequence number the task will get (never reused, even

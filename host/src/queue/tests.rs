@@ -360,7 +360,7 @@ proptest! {
             }
             // Queue order: priority first, then submission.
             let (queued, total) = q
-                .list(&ListFilter { state: Some(TaskState::Queued), ..ListFilter::default() }, 0, 1_000)
+                .list(&ListFilter { states: vec![TaskState::Queued], ..ListFilter::default() }, 0, 1_000)
                 .unwrap();
             let mut expected: Vec<&ModelTask> =
                 model.tasks.iter().filter(|t| t.state == TaskState::Queued).collect();

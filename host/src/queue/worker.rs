@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
@@ -29,7 +30,12 @@ pub fn now_ms() -> i64 {
 #[derive(Debug, Clone, PartialEq)]
 pub enum RunOutcome {
     Completed(Value),
-    Failed { error: String, retryable: bool },
+    Failed {
+        error: String,
+        retryable: bool,
+        /// The tool's own error result (`isError: true`), when it gave one.
+        result: Option<Value>,
+    },
 }
 
 /// Progress reported by a running task: (progress, total, message).
@@ -67,6 +73,7 @@ impl TaskRunner for CatalogRunner {
                         task.tool
                     ),
                     retryable: true,
+                    result: None,
                 };
             };
             let (signals, mut received) = tokio::sync::mpsc::unbounded_channel();
@@ -97,23 +104,24 @@ impl TaskRunner for CatalogRunner {
             )
             .await;
             let _ = forward.await;
+            let error_text = outcome
+                .content
+                .iter()
+                .filter_map(|c| c["text"].as_str())
+                .collect::<Vec<_>>()
+                .join("\n");
             let body = json!({
                 "content": outcome.content,
                 "structuredContent": outcome.structured,
                 "isError": outcome.is_error,
             });
             if outcome.is_error {
-                let error = outcome
-                    .content
-                    .iter()
-                    .filter_map(|c| c["text"].as_str())
-                    .collect::<Vec<_>>()
-                    .join("\n");
                 RunOutcome::Failed {
-                    error,
+                    error: error_text,
                     // Arguments the tool rejects, or a capability the policy
                     // refuses, fail the same way every time.
                     retryable: !matches!(label, "invalid_arguments" | "refused"),
+                    result: Some(body),
                 }
             } else {
                 RunOutcome::Completed(body)
@@ -135,47 +143,140 @@ pub struct WorkerConfig {
     pub poll: Duration,
 }
 
-/// Running workers and the lease sweeper; dropping it (or [`Self::stop`])
-/// stops claiming. Attempts still running are abandoned and, their leases
-/// lapsing, run again elsewhere: at-least-once execution.
+/// What a pool's slots are doing and have done.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    /// Task id → the attempt running it.
+    running: std::sync::Mutex<std::collections::BTreeMap<String, u32>>,
+    pub completed: AtomicU64,
+    /// Attempts that failed (the task may have been re-queued).
+    pub failed: AtomicU64,
+}
+
+impl WorkerStats {
+    /// The tasks running now, by id, with their attempt.
+    pub fn running(&self) -> Vec<(String, u32)> {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+
+    fn set_running(&self, id: &str, attempt: Option<u32>) {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        match attempt {
+            Some(a) => running.insert(id.to_string(), a),
+            None => running.remove(id),
+        };
+    }
+}
+
+/// Running workers (and, from [`Self::start`], the lease sweeper); dropping
+/// it (or [`Self::stop`]) stops claiming. Attempts still running are
+/// abandoned and, their leases lapsing, run again elsewhere: at-least-once
+/// execution.
 pub struct WorkerPool {
+    store: Arc<QueueStore>,
     stop: CancellationToken,
     tasks: JoinSet<()>,
+    stats: Arc<WorkerStats>,
 }
 
 impl WorkerPool {
+    /// `workers` and a lease sweeper.
     pub fn start(
         store: Arc<QueueStore>,
         runner: Arc<dyn TaskRunner>,
         workers: Vec<WorkerConfig>,
     ) -> Self {
-        let stop = CancellationToken::new();
-        let mut tasks = JoinSet::new();
         let sweep_every = workers
             .iter()
             .map(|w| w.lease / 2)
             .min()
             .unwrap_or(Duration::from_secs(1));
-        tasks.spawn(sweep(store.clone(), sweep_every, stop.clone()));
+        let mut pool = Self::empty(store);
+        pool.tasks
+            .spawn(sweep(pool.store.clone(), sweep_every, pool.stop.clone()));
         for worker in workers {
-            let worker = Arc::new(worker);
-            for slot in 0..worker.slots {
-                tasks.spawn(run_slot(
-                    store.clone(),
-                    runner.clone(),
-                    worker.clone(),
-                    slot,
-                    stop.clone(),
-                ));
-            }
+            pool.add(&runner, worker);
         }
-        Self { stop, tasks }
+        pool
+    }
+
+    /// One worker's slots, no sweeper.
+    pub fn worker(
+        store: Arc<QueueStore>,
+        runner: Arc<dyn TaskRunner>,
+        worker: WorkerConfig,
+    ) -> Self {
+        let mut pool = Self::empty(store);
+        pool.add(&runner, worker);
+        pool
+    }
+
+    /// Only the lease sweeper, checking every `every`.
+    pub fn sweeper(store: Arc<QueueStore>, every: Duration) -> Self {
+        let mut pool = Self::empty(store);
+        pool.tasks
+            .spawn(sweep(pool.store.clone(), every, pool.stop.clone()));
+        pool
+    }
+
+    fn empty(store: Arc<QueueStore>) -> Self {
+        Self {
+            store,
+            stop: CancellationToken::new(),
+            tasks: JoinSet::new(),
+            stats: Arc::default(),
+        }
+    }
+
+    fn add(&mut self, runner: &Arc<dyn TaskRunner>, worker: WorkerConfig) {
+        let worker = Arc::new(worker);
+        for slot in 0..worker.slots {
+            self.tasks.spawn(run_slot(
+                self.store.clone(),
+                runner.clone(),
+                worker.clone(),
+                slot,
+                self.stop.clone(),
+                self.stats.clone(),
+            ));
+        }
+    }
+
+    pub fn stats(&self) -> &Arc<WorkerStats> {
+        &self.stats
     }
 
     /// Stop claiming and wait for the slots to finish what they run.
     pub async fn stop(mut self) {
         self.stop.cancel();
         while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Stop claiming, give running attempts up to `grace` to finish, then stop
+    /// the rest: each is recorded as a failed attempt (`why`) and goes back to
+    /// the queue at once. Returns how many were stopped.
+    pub async fn stop_within(mut self, grace: Duration, why: &str) -> usize {
+        self.stop.cancel();
+        let drained = tokio::time::timeout(grace, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await
+        .is_ok();
+        if drained {
+            return 0;
+        }
+        let abandoned = self.stats.running();
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        for (id, attempt) in &abandoned {
+            let (id, attempt, why) = (id.clone(), *attempt, why.to_string());
+            blocking(&self.store, move |s| {
+                s.fail(&id, attempt, &why, true, now_ms())
+            })
+            .await;
+        }
+        abandoned.len()
     }
 }
 
@@ -220,6 +321,7 @@ async fn run_slot(
     worker: Arc<WorkerConfig>,
     slot: usize,
     stop: CancellationToken,
+    stats: Arc<WorkerStats>,
 ) {
     let name = format!("{}/{slot}", worker.id);
     while !stop.is_cancelled() {
@@ -230,7 +332,9 @@ async fn run_slot(
         })
         .await;
         match claimed {
-            Some(Ok(Some(claim))) => run_claim(&store, runner.as_ref(), &worker, claim).await,
+            Some(Ok(Some(claim))) => {
+                run_claim(&store, runner.as_ref(), &worker, claim, &stats).await
+            }
             Some(Err(e)) => {
                 tracing::error!(event = "queue.error", worker = %name, error = %e, "claiming failed");
                 idle(&store, &stop, worker.poll).await;
@@ -258,16 +362,20 @@ async fn run_claim(
     runner: &dyn TaskRunner,
     worker: &WorkerConfig,
     claim: Claim,
+    stats: &WorkerStats,
 ) {
     let Claim { task, attempt } = claim;
+    stats.set_running(&task.id, Some(attempt));
+    let _finished = Finished(stats, &task.id);
     let cancel = CancellationToken::new();
-    let heartbeat = tokio::spawn(keep_lease(
+    // Aborted also when this attempt is dropped (its worker stopped).
+    let _heartbeat = AbortOnDrop(tokio::spawn(keep_lease(
         store.clone(),
         task.id.clone(),
         attempt,
         worker.lease,
         cancel.clone(),
-    ));
+    )));
     let progress: ProgressSink = {
         let (store, id) = (store.clone(), task.id.clone());
         Arc::new(move |done, total, message| {
@@ -286,20 +394,30 @@ async fn run_claim(
             .unwrap_or_else(|_| RunOutcome::Failed {
                 error: format!("the attempt took longer than the task's timeout of {ms} ms"),
                 retryable: true,
+                result: None,
             }),
         None => run.await,
     };
-    heartbeat.abort();
+    drop(_heartbeat);
     let id = task.id.clone();
     let recorded = blocking(store, move |s| match outcome {
         RunOutcome::Completed(result) => s
             .complete(&id, attempt, &result, now_ms())
             .map(|ok| ok.then_some("completed")),
-        RunOutcome::Failed { error, retryable } => s
-            .fail(&id, attempt, &error, retryable, now_ms())
+        RunOutcome::Failed {
+            error,
+            retryable,
+            result,
+        } => s
+            .fail_with_result(&id, attempt, &error, result.as_ref(), retryable, now_ms())
             .map(|next| next.map(|state| state.as_str())),
     })
     .await;
+    match &recorded {
+        Some(Ok(Some("completed"))) => stats.completed.fetch_add(1, Ordering::Relaxed),
+        Some(Ok(Some(_))) => stats.failed.fetch_add(1, Ordering::Relaxed),
+        _ => 0,
+    };
     match recorded {
         Some(Ok(Some(state))) => {
             tracing::info!(event = "queue.task_finished", task = %task.id, tool = %task.tool, attempt, state, "task attempt finished")
@@ -311,6 +429,23 @@ async fn run_claim(
             tracing::error!(event = "queue.error", task = %task.id, error = %e, "recording the outcome failed")
         }
         None => {}
+    }
+}
+
+/// Takes a task off its worker's running list however the attempt ends.
+struct Finished<'a>(&'a WorkerStats, &'a str);
+
+impl Drop for Finished<'_> {
+    fn drop(&mut self) {
+        self.0.set_running(self.1, None);
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

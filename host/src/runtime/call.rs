@@ -165,6 +165,7 @@ async fn run_call(
         call,
         observer,
         runtime.outbound().clone(),
+        runtime.queue().cloned(),
     )
     .map_err(CallError::Grant)?;
     let mut store = Store::new(runtime.engine(), state);

@@ -21,6 +21,7 @@ use crate::config::{CallLimits, OperatorConfig};
 use crate::outbound::Outbound;
 use crate::policy::imports::{self, Capability, ImportClass};
 use crate::policy::{Policy, PolicyError};
+use crate::queue::service::QueueService;
 use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// How often the epoch advances; a guest in a tight loop yields this often.
@@ -32,6 +33,8 @@ pub struct Runtime {
     /// `linker` plus wasi:http, for components whose policy grants network access.
     http_linker: Linker<HostState>,
     outbound: Arc<Outbound>,
+    /// The task queue, once `serve` has opened it.
+    queue: std::sync::OnceLock<Arc<QueueService>>,
     cache: Option<CompileCache>,
     /// Built-in defaults with the command-line flags applied.
     base_limits: CallLimits,
@@ -84,10 +87,11 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         capabilities::filesystem::add_to_linker(&mut linker)?;
-        use capabilities::bindings::{log, progress};
+        use capabilities::bindings::{log, progress, queue};
         use wasmtime::component::HasSelf;
         log::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
         progress::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+        queue::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
         let mut http_linker = linker.clone();
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut http_linker)?;
         let outbound = Outbound::new(options.config.outbound.clone())
@@ -98,6 +102,7 @@ impl Runtime {
             linker,
             http_linker,
             outbound: Arc::new(outbound),
+            queue: std::sync::OnceLock::new(),
             cache: options.cache.map(CompileCache::new),
             admission: Admission::new(&options.config.server),
             base_limits: options.base_limits,
@@ -122,6 +127,16 @@ impl Runtime {
     /// The outbound HTTP service every tool's wasi:http requests go through.
     pub fn outbound(&self) -> &Arc<Outbound> {
         &self.outbound
+    }
+
+    /// Give tools the task queue (`mcpplus:host/queue`). Once per runtime.
+    pub fn attach_queue(&self, queue: Arc<QueueService>) -> Result<(), Arc<QueueService>> {
+        self.queue.set(queue)
+    }
+
+    /// The task queue, when this process runs one.
+    pub fn queue(&self) -> Option<&Arc<QueueService>> {
+        self.queue.get()
     }
 
     /// The limits a call of `tool` of `component` runs under.
@@ -212,9 +227,13 @@ impl Runtime {
 
 /// `mcpplus:host` interfaces with functions that the host links for real.
 fn provided_by_host(import: &str) -> bool {
-    ["mcpplus:host/log@", "mcpplus:host/progress@"]
-        .iter()
-        .any(|p| import.starts_with(p))
+    [
+        "mcpplus:host/log@",
+        "mcpplus:host/progress@",
+        "mcpplus:host/queue@",
+    ]
+    .iter()
+    .any(|p| import.starts_with(p))
 }
 
 /// Pool slots for as many simultaneous calls as the server admits, each slot big

@@ -16,11 +16,15 @@ use crate::capabilities::{CallContext, sockets};
 use crate::config::{CallLimits, GuestLogLevel};
 use crate::outbound::Outbound;
 use crate::outbound::wasi::GuestHttp;
-use crate::policy::{FileAccess, Policy};
+use crate::policy::{FileAccess, Policy, QueueGrants};
+use crate::queue::service::QueueService;
 
 pub struct HostState {
     wasi: WasiParts,
     http: GuestHttp,
+    /// The task queue (when this process runs one) and what the policy grants of it.
+    queue: Option<Arc<QueueService>>,
+    queue_grants: QueueGrants,
     call: Arc<CallContext>,
     pub limits: TrackedLimits,
     guest_io: GuestIo,
@@ -119,6 +123,7 @@ impl HostState {
         call: Arc<CallContext>,
         observer: Option<CallObserver>,
         outbound: Arc<Outbound>,
+        queue: Option<Arc<QueueService>>,
     ) -> Result<(Self, CapturedOutput), String> {
         let output_capacity = call_limits.output_bytes;
         let output = CapturedOutput {
@@ -158,6 +163,8 @@ impl HostState {
                     table: ResourceTable::new(),
                 },
                 http,
+                queue,
+                queue_grants: policy.queue,
                 call,
                 limits: TrackedLimits {
                     inner: limits,
@@ -171,6 +178,14 @@ impl HostState {
             },
             output,
         ))
+    }
+
+    pub fn queue_service(&self) -> Option<&Arc<QueueService>> {
+        self.queue.as_ref()
+    }
+
+    pub fn queue_grants(&self) -> QueueGrants {
+        self.queue_grants
     }
 
     /// Who is calling, for audit events.

@@ -272,6 +272,7 @@ pub fn to_value(json: &Value, ty: &WitType, path: &str) -> Result<Val, ConvertEr
         WitType::ContentBlock => {
             content::content_block_value(json).map_err(|e| ConvertError::new(path, e))?
         }
+        WitType::Json => Val::String(json.to_string()),
     })
 }
 
@@ -375,6 +376,9 @@ pub fn from_value(val: &Val, ty: &WitType) -> Result<Value, String> {
             }
         }
         (WitType::ContentBlock, v) => content::content_block_json(v)?,
+        (WitType::Json, Val::String(text)) => serde_json::from_str(text).map_err(|e| {
+            format!("the guest returned a `json` value that is not JSON ({e}): {text:.200}")
+        })?,
         _ => return Err(mismatch()),
     })
 }

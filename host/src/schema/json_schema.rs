@@ -117,6 +117,8 @@ pub fn schema_for(ty: &WitType, dir: Direction) -> Value {
             json!({"oneOf": [single_key("ok", side(ok)), single_key("err", side(err))]})
         }
         WitType::ContentBlock => content_block_schema(),
+        // Any JSON value: the schema constrains nothing.
+        WitType::Json => json!({}),
     }
 }
 

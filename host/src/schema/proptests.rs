@@ -193,7 +193,7 @@ fn arb_value(ty: &WitType) -> BoxedStrategy<Val> {
             ]
             .boxed()
         }
-        WitType::ContentBlock => unreachable!("not generated"),
+        WitType::ContentBlock | WitType::Json => unreachable!("not generated"),
     }
 }
 

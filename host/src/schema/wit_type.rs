@@ -39,6 +39,9 @@ pub enum WitType {
     },
     /// The host's `mcpplus:host/types.content-block`: rendered as MCP content, not JSON.
     ContentBlock,
+    /// The host's `mcpplus:host/types.json`: any JSON value, carried to and from
+    /// the guest as its JSON text.
+    Json,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -91,9 +94,10 @@ pub struct Flags {
 pub struct UnsupportedType(pub String);
 
 /// Where the content-block type lives: a type named this in an interface of this package.
-const CONTENT_PACKAGE: (&str, &str) = ("mcpplus", "host");
-const CONTENT_INTERFACE: &str = "types";
+const HOST_PACKAGE: (&str, &str) = ("mcpplus", "host");
+const HOST_TYPES_INTERFACE: &str = "types";
 const CONTENT_TYPE: &str = "content-block";
+const JSON_TYPE: &str = "json";
 
 impl WitType {
     /// Convert a wit-parser type, resolving aliases and attaching docs.
@@ -115,8 +119,11 @@ impl WitType {
             Type::ErrorContext => return Err(UnsupportedType("error-context".into())),
             Type::Id(id) => {
                 let def = &resolve.types[*id];
-                if is_content_block(resolve, def) {
+                if is_host_type(resolve, def, CONTENT_TYPE) {
                     return Ok(WitType::ContentBlock);
+                }
+                if is_host_type(resolve, def, JSON_TYPE) {
+                    return Ok(WitType::Json);
                 }
                 let name = def.name.clone();
                 let docs = clean_docs(def.docs.contents.as_deref());
@@ -251,6 +258,7 @@ impl WitType {
             WitType::Option(t) => format!("option<{}> (null when absent)", t.describe()),
             WitType::Result { .. } => "result (an object with `ok` or `err`)".into(),
             WitType::ContentBlock => "content-block".into(),
+            WitType::Json => "json".into(),
         }
     }
 
@@ -261,22 +269,23 @@ impl WitType {
     }
 }
 
-fn is_content_block(resolve: &Resolve, def: &wit_parser::TypeDef) -> bool {
-    if def.name.as_deref() != Some(CONTENT_TYPE) {
+/// Whether `def` is the type `name` of `mcpplus:host/types`.
+fn is_host_type(resolve: &Resolve, def: &wit_parser::TypeDef, name: &str) -> bool {
+    if def.name.as_deref() != Some(name) {
         return false;
     }
     let TypeOwner::Interface(iface) = def.owner else {
         return false;
     };
     let iface = &resolve.interfaces[iface];
-    if iface.name.as_deref() != Some(CONTENT_INTERFACE) {
+    if iface.name.as_deref() != Some(HOST_TYPES_INTERFACE) {
         return false;
     }
     let Some(pkg) = iface.package else {
         return false;
     };
     let name = &resolve.packages[pkg].name;
-    (name.namespace.as_str(), name.name.as_str()) == CONTENT_PACKAGE
+    (name.namespace.as_str(), name.name.as_str()) == HOST_PACKAGE
 }
 
 /// Trim doc comments; empty docs become `None`.

@@ -370,6 +370,12 @@ pub fn rfc3339_now() -> String {
     })
 }
 
+/// RFC 3339 (UTC, milliseconds) for milliseconds since the Unix epoch.
+pub fn rfc3339_ms(ms: i64) -> String {
+    let ms = ms.max(0) as u64;
+    format!("{}.{:03}Z", date_time(ms / 1000), ms % 1000)
+}
+
 /// `YYYY-MM-DDTHH:MM:SS` for seconds since the epoch (UTC).
 fn date_time(secs: u64) -> String {
     let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);

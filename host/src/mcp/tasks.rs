@@ -1,0 +1,168 @@
+//! MCP tasks (the 2026-07-28 `io.modelcontextprotocol/tasks` extension): a call
+//! of a tool configured as long-running (`[queue] long_running`) from a client
+//! that declares the extension becomes a task in the durable queue; the client
+//! polls `tasks/get` and may `tasks/cancel`. Clients without the extension get
+//! the same call answered directly, or use the task tools.
+//!
+//! Mapping (docs/queue.md): queued and running → `working` (progress in
+//! `statusMessage`); completed → `completed` with the CallToolResult; a tool
+//! error (`isError`) → `completed` with that result, as the extension says;
+//! a failure of the host (lease lost, time limit, missing tool) → `failed`
+//! with a JSON-RPC error; cancelled → `cancelled`.
+
+use std::sync::Arc;
+
+use rmcp::ErrorData as McpError;
+use rmcp::model::{
+    CallToolResponse, CreateTaskResult, DetailedTask, GetTaskResult, JsonObject, Task as McpTask,
+    TaskPayload, TaskStatus,
+};
+use serde_json::{Value, json};
+
+use crate::queue::service::QueueService;
+use crate::queue::worker::now_ms;
+use crate::queue::{NewTask, QueueStore, StoreError, Task, TaskState};
+use crate::telemetry::logs::rfc3339_ms;
+
+/// How often clients should poll `tasks/get`.
+const POLL_INTERVAL_MS: u64 = 500;
+
+/// Whether a call of `tool` should become a task for this request.
+pub fn is_long_running(queue: &QueueService, tool: &str) -> bool {
+    queue.config().long_running.iter().any(|t| t == tool)
+}
+
+async fn on_store<T: Send + 'static>(
+    queue: &Arc<QueueService>,
+    f: impl FnOnce(&QueueStore) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, McpError> {
+    let store = queue.store().clone();
+    match tokio::task::spawn_blocking(move || f(&store)).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(StoreError::NotFound(id))) => Err(McpError::invalid_params(
+            format!("there is no task `{id}`"),
+            Some(json!({"taskId": id})),
+        )),
+        Ok(Err(e)) => Err(McpError::internal_error(e.to_string(), None)),
+        Err(e) => Err(McpError::internal_error(
+            format!("the queue operation did not finish: {e}"),
+            None,
+        )),
+    }
+}
+
+/// Queue the call; answer once it is on disk (so `tasks/get` finds it).
+pub async fn start(
+    queue: &Arc<QueueService>,
+    tool: &str,
+    arguments: Option<&JsonObject>,
+    client: &str,
+) -> Result<CallToolResponse, McpError> {
+    let mut new = NewTask::new(tool, Value::Object(arguments.cloned().unwrap_or_default()));
+    // A direct call is not retried either: one attempt, its outcome is the answer.
+    new.max_attempts = 1;
+    new.metadata = json!({"origin": "mcp-task", "client": client});
+    let task = on_store(queue, move |s| s.submit(new, now_ms()).map(|(t, _)| t)).await?;
+    tracing::info!(event = "queue.task_submitted", task = %task.id, tool = %task.tool, client, "tool call runs as an MCP task");
+    Ok(CallToolResponse::Task(CreateTaskResult::new(base(
+        &task, None,
+    ))))
+}
+
+/// `tasks/get`.
+pub async fn get(queue: &Arc<QueueService>, id: String) -> Result<GetTaskResult, McpError> {
+    let (task, position) = on_store(queue, move |s| {
+        let task = s.get(&id)?;
+        let position = s.position(&id)?;
+        Ok((task, position))
+    })
+    .await?;
+    Ok(GetTaskResult::new(detailed(&task, position)))
+}
+
+/// `tasks/cancel`: an empty acknowledgement, also for a task already finished.
+pub async fn cancel(queue: &Arc<QueueService>, id: String) -> Result<(), McpError> {
+    on_store(queue, move |s| {
+        match s.cancel(
+            &id,
+            Some("cancelled by the client (tasks/cancel)"),
+            now_ms(),
+        ) {
+            Ok(_) | Err(StoreError::WrongState { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    })
+    .await
+}
+
+fn base(task: &Task, position: Option<u64>) -> McpTask {
+    let updated = [task.finished_ms, task.started_ms]
+        .into_iter()
+        .flatten()
+        .fold(task.created_ms, i64::max);
+    let mut mcp = McpTask::new(
+        task.id.clone(),
+        TaskStatus::Working,
+        rfc3339_ms(task.created_ms),
+        rfc3339_ms(updated),
+    )
+    .with_poll_interval_ms(POLL_INTERVAL_MS);
+    if let Some(message) = status_message(task, position) {
+        mcp = mcp.with_status_message(message);
+    }
+    mcp
+}
+
+fn status_message(task: &Task, position: Option<u64>) -> Option<String> {
+    match task.state {
+        TaskState::Queued => Some(match position {
+            Some(0) => "queued, next to run".to_string(),
+            Some(n) => format!("queued, {n} task(s) ahead"),
+            None => "queued".to_string(),
+        }),
+        TaskState::Running => Some(match (task.progress, task.progress_total) {
+            (Some(done), total) => {
+                let amount = match total {
+                    Some(total) => format!("{done} of {total}"),
+                    None => format!("{done}"),
+                };
+                match &task.progress_message {
+                    Some(m) => format!("{amount}: {m}"),
+                    None => amount,
+                }
+            }
+            (None, _) => "running".to_string(),
+        }),
+        TaskState::Failed | TaskState::Cancelled => task.error.clone(),
+        TaskState::Completed => None,
+    }
+}
+
+fn detailed(task: &Task, position: Option<u64>) -> DetailedTask {
+    let result_object = || match &task.result {
+        Some(Value::Object(map)) => Some(map.clone()),
+        _ => None,
+    };
+    let payload = match task.state {
+        TaskState::Queued | TaskState::Running => TaskPayload::Working,
+        TaskState::Completed => TaskPayload::Completed {
+            result: result_object().unwrap_or_default(),
+        },
+        // The tool answered with an error result: for the extension that is a
+        // completed call whose result has `isError: true`.
+        TaskState::Failed => match result_object() {
+            Some(result) => TaskPayload::Completed { result },
+            None => TaskPayload::Failed {
+                error: match json!({
+                    "code": -32603,
+                    "message": task.error.clone().unwrap_or_else(|| "the task failed".into()),
+                }) {
+                    Value::Object(map) => map,
+                    _ => JsonObject::new(),
+                },
+            },
+        },
+        TaskState::Cancelled => TaskPayload::Cancelled,
+    };
+    DetailedTask::new(base(task, position), payload)
+}
