@@ -209,14 +209,19 @@ mod tests {
             access: crate::policy::FileAccess::ReadOnly,
         });
         assert_eq!(import_status(fs, &policy).status, ImportStatus::Granted);
+        let queue = "mcpplus:host/queue@0.1.0";
+        assert_eq!(import_status(queue, &policy).status, ImportStatus::Denied);
         policy.queue.submit = true;
+        assert_eq!(import_status(queue, &policy).status, ImportStatus::Granted);
+        // Peers are not built yet: granted but unavailable.
+        policy.peers.admin = true;
         assert_eq!(
-            import_status("mcpplus:host/queue@0.1.0", &policy).status,
+            import_status("mcpplus:host/peers@0.1.0", &policy).status,
             ImportStatus::GrantedUnavailable
         );
         assert_eq!(
             unused_grants(&[fs.to_string()], &policy),
-            vec![Capability::Queue]
+            vec![Capability::Queue, Capability::Peers]
         );
     }
 }
