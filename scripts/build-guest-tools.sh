@@ -21,6 +21,8 @@ install_rust_tool() { # crate-dir artifact-name dest
 install_rust_tool showcase showcase "$DIST/showcase.wasm"
 install_rust_tool text-utils text_utils "$DIST/text_utils.wasm"
 install_rust_tool fetch fetch "$DIST/fetch.wasm"
+install_rust_tool task-queue task_queue "$DIST/task_queue.wasm"
+cp task-queue/task_queue.policy.toml "$DIST/task_queue.policy.toml"
 install_rust_tool fixtures fixtures "$DIST/fixtures/misbehaving.wasm"
 install_rust_tool hostile hostile "$DIST/fixtures/hostile.wasm"
 # The hot-loading fixture, in two versions that answer differently.

@@ -60,7 +60,7 @@ async def test_metrics_move_with_calls():
         assert delta(calls, tool="divide", component="showcase", outcome="tool_error") == 1
         assert delta("mcpplus_tool_call_duration_seconds_count", tool="echo") == 4
         assert delta("mcpplus_instantiation_duration_seconds_count") == 4  # echo ok x3 + divide
-        assert value(after, "mcpplus_components_loaded") == 4  # the bundled tools
+        assert value(after, "mcpplus_components_loaded") == 5  # the bundled tools
         assert value(after, "mcpplus_instances_active") == 0
         builds = [k for k in after if k[0] == "mcpplus_build_info"]
         assert builds and after[builds[0]] == 1
@@ -86,7 +86,7 @@ def test_stdio_servers_serve_metrics_on_their_own_address():
                 break
         assert url
         samples = scrape(url)
-        assert value(samples, "mcpplus_components_loaded") == 4
+        assert value(samples, "mcpplus_components_loaded") == 5
     finally:
         proc.kill()
         proc.wait()
@@ -167,7 +167,7 @@ async def test_guest_logs_and_progress_reach_the_client(mode):
             if mode == "legacy":
                 await client.set_logging_level("info")
             result = await client.call_tool(
-                "count_to", {"to": 4, "pause-ms": 5}, progress_callback=got.on_progress
+                "count_to", {"to": 4, "pause_ms": 5}, progress_callback=got.on_progress
             )
             assert not result.is_error and result.structured_content == {"result": 4}
         assert [p[0] for p in got.progress] == [1, 2, 3, 4]
@@ -270,7 +270,7 @@ async def test_a_tool_log_level_drops_lines_below_it(tmp_path):
     server = HttpServer("--tools", str(DIST), "--config", str(config), "--log-format", "json", "--no-admin")
     try:
         async with connect("http", "auto", http_server=server) as client:
-            result = await client.call_tool("count_to", {"to": 3, "pause-ms": 1})
+            result = await client.call_tool("count_to", {"to": 3, "pause_ms": 1})
             assert not result.is_error
             assert (await client.call_tool("echo", {"message": "after"})).structured_content == {"result": "after"}
         assert not any('"guest.log"' in l for l in server.stderr_lines), "info lines passed a warn filter"

@@ -18,7 +18,10 @@ SHOWCASE = {"echo", "echo_integers", "scale", "area", "describe", "summarize", "
 TEXT_UTILS = {"word_count", "slugify", "change_case", "wrap", "truncate", "extract_urls"}
 PY_STATS = {"describe_sample", "percentile"}
 FETCH = {"fetch"}
-ALL_TOOLS = SHOWCASE | TEXT_UTILS | PY_STATS | FETCH
+TASK_QUEUE = {"task_submit", "task_status", "task_cancel", "task_list", "task_priority", "task_result",
+              "queue_stats", "queue_pause", "queue_resume", "queue_clear", "task_retry",
+              "worker_register", "worker_unregister", "worker_status"}
+ALL_TOOLS = SHOWCASE | TEXT_UTILS | PY_STATS | FETCH | TASK_QUEUE
 
 
 @pytest.fixture(params=[(t, m) for t in TRANSPORTS for m in ERAS], ids=lambda p: f"{p[0]}-{p[1]}")
@@ -94,7 +97,7 @@ CALLS = [
     ("summarize", {"items": [{"name": "bolt", "count": 200, "tags": []},
                              {"name": "nut", "count": 55, "tags": ["m4"], "note": "zinc"},
                              {"name": "washer", "count": 0, "tags": [], "note": None}]},
-     {"total-count": 255, "names": ["bolt", "nut", "washer"], "notes": ["zinc"]}),
+     {"total_count": 255, "names": ["bolt", "nut", "washer"], "notes": ["zinc"]}),
     ("checksum", {"data": base64.b64encode(b"\x01\x02\xff").decode()}, {"result": [258, base64.b64encode(b"\xff\x02\x01").decode()]}),
     ("checksum", {"data": [1, 2, 255]}, {"result": [258, base64.b64encode(b"\xff\x02\x01").decode()]}),
     ("divide", {"numerator": 7, "denominator": 2}, {"result": 3.5}),

@@ -91,7 +91,7 @@ async fn tasks_run_in_the_sandbox_complete_once_and_failures_are_retried_then_fa
         ..NewTask::new("divide", json!({"numerator": 1, "denominator": 0}))
     });
     let malformed = node.submit(NewTask::new("echo", json!({"mesage": "typo"})));
-    let counting = node.submit(NewTask::new("count_to", json!({"to": 5, "pause-ms": 20})));
+    let counting = node.submit(NewTask::new("count_to", json!({"to": 5, "pause_ms": 20})));
     let pool = node.start(4, 2_000);
 
     for (i, id) in echoes.iter().enumerate() {
@@ -132,7 +132,7 @@ async fn tasks_run_in_the_sandbox_complete_once_and_failures_are_retried_then_fa
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_running_task_stops_it_and_frees_the_slot() {
     let node = Node::new("queue-cancel");
-    let long = node.submit(NewTask::new("count_to", json!({"to": 200, "pause-ms": 50})));
+    let long = node.submit(NewTask::new("count_to", json!({"to": 200, "pause_ms": 50})));
     let pool = node.start(1, 300);
     node.wait_for(&long, TaskState::Running, Duration::from_secs(10))
         .await;

@@ -285,7 +285,7 @@ impl Guest for Fetch {
                 }
                 _ if redirect && max_redirects > 0 && redirects >= u32::from(max_redirects) => {
                     return Err(format!(
-                        "{url} redirected more than {max_redirects} times; raise max-redirects to follow further"
+                        "{url} redirected more than {max_redirects} times; raise max_redirects to follow further"
                     ));
                 }
                 _ => {

@@ -129,7 +129,7 @@ impl Guest for Showcase {
 
     fn count_to(to: u32, pause_ms: u32) -> Result<u32, String> {
         if to > 1000 || pause_ms > 1000 {
-            return Err("`to` and `pause-ms` are at most 1000".into());
+            return Err("`to` and `pause_ms` are at most 1000".into());
         }
         for n in 1..=to {
             std::thread::sleep(std::time::Duration::from_millis(pause_ms.into()));

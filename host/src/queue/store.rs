@@ -617,8 +617,12 @@ impl ListFilter {
             clauses.push(format!("state IN ({})", marks.join(", ")));
         }
         if let Some(w) = &self.worker {
+            // A worker id matches its slots (`worker/N`) too.
             args.push(V::Text(w.clone()));
-            clauses.push(format!("worker = ?{}", args.len()));
+            let n = args.len();
+            clauses.push(format!(
+                "(worker = ?{n} OR substr(worker, 1, length(?{n}) + 1) = ?{n} || '/')"
+            ));
         }
         for t in &self.tags {
             args.push(V::Text(t.clone()));

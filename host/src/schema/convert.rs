@@ -177,9 +177,9 @@ pub fn to_value(json: &Value, ty: &WitType, path: &str) -> Result<Val, ConvertEr
             let object = json.as_object().ok_or_else(bad)?;
             if let Some(unknown) = object
                 .keys()
-                .find(|k| !record.fields.iter().any(|f| &f.name == *k))
+                .find(|k| !record.fields.iter().any(|f| f.key() == **k))
             {
-                let names: Vec<&str> = record.fields.iter().map(|f| f.name.as_str()).collect();
+                let names: Vec<String> = record.fields.iter().map(|f| f.key()).collect();
                 return Err(ConvertError::new(
                     &format!("{path}.{unknown}"),
                     format!("unknown field; expected one of: {}", names.join(", ")),
@@ -190,9 +190,10 @@ pub fn to_value(json: &Value, ty: &WitType, path: &str) -> Result<Val, ConvertEr
                     .fields
                     .iter()
                     .map(|f| {
+                        let key = f.key();
                         Ok((
                             f.name.clone(),
-                            field_value(object.get(&f.name), &f.ty, &format!("{path}.{}", f.name))?,
+                            field_value(object.get(&key), &f.ty, &format!("{path}.{key}"))?,
                         ))
                     })
                     .collect::<Result<_, _>>()?,
@@ -332,7 +333,7 @@ pub fn from_value(val: &Val, ty: &WitType) -> Result<Value, String> {
                     .iter()
                     .find(|(n, _)| *n == field.name)
                     .ok_or_else(mismatch)?;
-                object.insert(field.name.clone(), from_value(v, &field.ty)?);
+                object.insert(field.key(), from_value(v, &field.ty)?);
             }
             Value::Object(object)
         }

@@ -136,8 +136,10 @@ pub fn split_function_docs(docs: Option<&str>, param_names: &[&str]) -> Function
     let mut params = HashMap::new();
     let mut kept: Vec<&str> = Vec::new();
     for line in docs.lines() {
-        if let Some((name, text)) = param_line(line).filter(|(n, _)| param_names.contains(n)) {
-            params.insert(name.to_string(), text.to_string());
+        // `min-length` and `min_length` both name the parameter `min_length`.
+        let named = param_line(line).map(|(n, text)| (super::naming::json_key(n), text));
+        if let Some((name, text)) = named.filter(|(n, _)| param_names.contains(&n.as_str())) {
+            params.insert(name, text.to_string());
             continue;
         }
         kept.push(line);
@@ -287,13 +289,14 @@ mod tests {
     #[test]
     fn parameter_lines_leave_the_description() {
         let docs = "Count words.\n\n# Parameters\n- `text`: the text\n* min-length - shortest word counted\n- unrelated: stays";
-        let split = split_function_docs(Some(docs), &["text", "min-length"]);
+        // Parameters go by their JSON keys; the docs may spell them either way.
+        let split = split_function_docs(Some(docs), &["text", "min_length"]);
         assert_eq!(
             split.description.as_deref(),
             Some("Count words.\n\n- unrelated: stays")
         );
         assert_eq!(split.params["text"], "the text");
-        assert_eq!(split.params["min-length"], "shortest word counted");
+        assert_eq!(split.params["min_length"], "shortest word counted");
     }
 
     #[test]

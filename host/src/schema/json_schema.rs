@@ -60,10 +60,12 @@ pub fn schema_for(ty: &WitType, dir: Direction) -> Value {
             "maxItems": items.len(),
         }),
         WitType::Record(r) => {
+            let keys: Vec<String> = r.fields.iter().map(|f| f.key()).collect();
             let fields = r
                 .fields
                 .iter()
-                .map(|f| (f.name.as_str(), &f.ty, f.docs.as_deref()));
+                .zip(&keys)
+                .map(|(f, key)| (key.as_str(), &f.ty, f.docs.as_deref()));
             let mut schema = object_schema(fields, dir);
             describe(&mut schema, r.docs.as_deref());
             schema

@@ -28,6 +28,12 @@ pub fn tool_name(parts: &[&str]) -> String {
     format!("{}_{digest}", &name[..MAX_TOOL_NAME - digest.len() - 1])
 }
 
+/// The JSON key of a WIT parameter or record field: `max-length` → `max_length`,
+/// the snake_case that JSON APIs (and the original MCP++ tools) use.
+pub fn json_key(wit_name: &str) -> String {
+    wit_name.replace('-', "_")
+}
+
 /// True when `name` is acceptable to every MCP host we know of.
 pub fn is_valid_tool_name(name: &str) -> bool {
     (1..=MAX_TOOL_NAME).contains(&name.len())

@@ -223,7 +223,7 @@ fn arb_input_json(ty: &WitType) -> BoxedStrategy<Value> {
                 .iter()
                 .map(|f| {
                     (
-                        f.name.clone(),
+                        f.key(),
                         matches!(f.ty, WitType::Option(_)),
                         arb_input_json(&f.ty),
                     )

@@ -11,7 +11,7 @@ use wit_parser::{Function, Resolve, WorldItem, WorldKey};
 
 use super::docs::{check_component_header, find_docs_section, inject_docs, split_function_docs};
 use super::json_schema::{Direction, describe, object_schema, schema_for};
-use super::naming::tool_name;
+use super::naming::{json_key, tool_name};
 use super::wit_type::{UnsupportedType, WitType};
 
 /// Exports that toolchains add for their own use, never tools:
@@ -233,7 +233,7 @@ fn signature(
     let params: Vec<(String, WitType)> = func
         .params
         .iter()
-        .map(|p| Ok((p.name.clone(), WitType::from_wit(resolve, &p.ty)?)))
+        .map(|p| Ok((json_key(&p.name), WitType::from_wit(resolve, &p.ty)?)))
         .collect::<Result<_, UnsupportedType>>()?;
     if params.iter().any(|(_, t)| contains_content(t)) {
         return Err(UnsupportedType(

@@ -53,9 +53,17 @@ pub struct Record {
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Field {
+    /// As in WIT (kebab-case); its JSON key is [`Field::key`].
     pub name: String,
     pub docs: Option<String>,
     pub ty: WitType,
+}
+
+impl Field {
+    /// The field's JSON key: snake_case (`max-length` → `max_length`).
+    pub fn key(&self) -> String {
+        super::naming::json_key(&self.name)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
