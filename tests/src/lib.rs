@@ -45,6 +45,13 @@ pub mod artifacts {
     pub fn fetch() -> PathBuf {
         super::dist().join("fetch.wasm")
     }
+    /// Records each execution in a journal file (queue crash tests).
+    pub fn recorder() -> PathBuf {
+        super::dist().join("fixtures/recorder.wasm")
+    }
+    pub fn task_queue() -> PathBuf {
+        super::dist().join("task_queue.wasm")
+    }
 }
 
 /// `mcpplus serve --http 127.0.0.1:0 ARGS…`, killed on drop.
@@ -92,6 +99,21 @@ impl HttpServer {
                 }
             }
         }
+    }
+}
+
+impl HttpServer {
+    /// `kill -9` the server; returns every log line it wrote that was not
+    /// read yet.
+    pub fn kill_and_collect_logs(mut self) -> Vec<String> {
+        let _ = self.child.kill(); // SIGKILL on Unix
+        let _ = self.child.wait();
+        // The reader thread ends at EOF, which closes the channel.
+        let mut lines = Vec::new();
+        while let Ok(line) = self.stderr.recv_timeout(Duration::from_secs(10)) {
+            lines.push(line);
+        }
+        lines
     }
 }
 
