@@ -7,12 +7,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mcpplus::catalog::{Catalog, LiveCatalog};
+use mcpplus::invoke::invoke;
+use mcpplus::queue::config::QueueConfig;
+use mcpplus::queue::service::QueueService;
 use mcpplus::queue::store::ListFilter;
 use mcpplus::queue::worker::{CatalogRunner, WorkerConfig, WorkerPool, now_ms};
 use mcpplus::queue::{NewTask, QueueStore, TaskState};
 use mcpplus::runtime::Runtime;
 use mcpplus::runtime::engine::RuntimeOptions;
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
 use crate::Args;
 use crate::client::{percentile, sequential};
@@ -28,11 +32,13 @@ pub async fn run(args: &Args, scratch: &Path, cache: &Path) -> anyhow::Result<Va
         "  submit, one per transaction: {durable_per_s:.0}/s durable (WAL, fsync), {memory_per_s:.0}/s in memory"
     );
     let latency = submit_to_complete(args, &dir, cache).await?;
+    let tools = through_tools(args, &dir, cache).await?;
     let large = hundred_thousand(&dir)?;
     Ok(json!({
         "submits": submits,
         "submit_per_s": {"durable": durable_per_s, "in_memory": memory_per_s},
         "submit_to_complete": latency,
+        "tools": tools,
         "large": large,
     }))
 }
@@ -98,6 +104,90 @@ async fn submit_to_complete(args: &Args, dir: &Path, cache: &Path) -> anyhow::Re
     let (p50, p99) = (ms(0.5), ms(0.99));
     eprintln!("  submit to completed (echo, durable): p50 {p50:.2} ms  p99 {p99:.2} ms");
     Ok(json!({"tasks": n, "p50_ms": p50, "p99_ms": p99}))
+}
+
+/// The same through the bundled task tools, as an MCP client sees it minus the
+/// transport: `task_submit` calls (a fresh sandbox each, the host's queue
+/// interface, the fsync), and submit-to-completed polling `task_status`.
+async fn through_tools(args: &Args, dir: &Path, cache: &Path) -> anyhow::Result<Value> {
+    let runtime = Arc::new(Runtime::new(RuntimeOptions {
+        cache: Some(cache.to_owned()),
+        ..RuntimeOptions::default()
+    })?);
+    let mut catalog = Catalog::default();
+    catalog.add(runtime.load_file(&args.tools.join("showcase.wasm"))?)?;
+    catalog.add(runtime.load_file(&args.tools.join("task_queue.wasm"))?)?;
+    let catalog = Arc::new(LiveCatalog::new(catalog));
+    let config = QueueConfig {
+        workers: 2,
+        poll_ms: 250,
+        ..QueueConfig::default()
+    };
+    let runner = Arc::new(CatalogRunner {
+        runtime: runtime.clone(),
+        catalog: catalog.clone(),
+    });
+    let queue = Arc::new(QueueService::open(&dir.join("tools-data"), config, runner)?);
+    let _ = runtime.attach_queue(queue.clone());
+    let call = |tool: &'static str, args: Value| {
+        let (runtime, catalog) = (runtime.clone(), catalog.clone());
+        async move {
+            let snapshot = catalog.snapshot();
+            let entry = snapshot
+                .tool(tool)
+                .ok_or_else(|| anyhow::anyhow!("{tool} not loaded"))?;
+            let outcome = invoke(
+                &runtime,
+                entry.component,
+                entry.signature,
+                args.as_object(),
+                &CancellationToken::new(),
+                None,
+            )
+            .await;
+            anyhow::ensure!(!outcome.is_error, "{tool}: {:?}", outcome.content);
+            Ok(outcome.structured.unwrap_or(Value::Null))
+        }
+    };
+    let n = ((300.0 * args.scale) as usize).max(50);
+    let started = Instant::now();
+    let submit_times = sequential(n, |i| {
+        let submitted = call(
+            "task_submit",
+            json!({"task_id": format!("s{i}"), "task_type": "echo", "payload": {"message": "m"}}),
+        );
+        async move { submitted.await.map(drop) }
+    })
+    .await?;
+    let submit_per_s = n as f64 / started.elapsed().as_secs_f64();
+    let complete_times = sequential(n, |i| async move {
+        let id = format!("c{i}");
+        call(
+            "task_submit",
+            json!({"task_id": id, "task_type": "echo", "payload": {"message": "m"}}),
+        )
+        .await?;
+        loop {
+            let status = call("task_status", json!({"task_id": id})).await?;
+            if status["status"] == "completed" {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+    })
+    .await?;
+    queue.shutdown(Duration::from_secs(5)).await;
+    let ms = |t: &[Duration], p| percentile(t, p).as_secs_f64() * 1e3;
+    let result = json!({
+        "tasks": n,
+        "submit_per_s": submit_per_s,
+        "submit_p50_ms": ms(&submit_times, 0.5),
+        "submit_p99_ms": ms(&submit_times, 0.99),
+        "complete_p50_ms": ms(&complete_times, 0.5),
+        "complete_p99_ms": ms(&complete_times, 0.99),
+    });
+    eprintln!("  through the task tools: {result}");
+    Ok(result)
 }
 
 /// 100,000 queued tasks: how long the common questions take, and reopening.
