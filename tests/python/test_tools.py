@@ -111,7 +111,7 @@ CALLS = [
     ("change_case", {"text": "parseHTTPResponse now", "style": "snake"}, {"result": "parse_httpresponse_now"}),
     ("change_case", {"text": "hello big-world", "style": "pascal"}, {"result": "HelloBigWorld"}),
     ("wrap", {"text": "aa bb cc dd", "width": 5}, {"result": "aa bb\ncc dd"}),
-    ("truncate", {"text": "abcdefghij", "max-chars": 6}, {"result": "abcde…"}),
+    ("truncate", {"text": "abcdefghij", "max_chars": 6}, {"result": "abcde…"}),
     ("extract_urls", {"text": "see https://a.example/x, and (http://b.example)."}, {"result": ["https://a.example/x", "http://b.example"]}),
     ("describe_sample", {"values": [1, 2, 3, 4]},
      {"count": 4, "mean": 2.5, "median": 2.5, "stdev": pytest.approx(1.2909944487358056), "min": 1.0, "max": 4.0}),
