@@ -377,3 +377,23 @@ fn log_file_receives_the_json_lines_instead_of_stderr() {
     assert_eq!(completed["tool"], "slugify");
     assert_eq!(completed["schema"], 1);
 }
+
+#[test]
+fn a_data_directory_serves_one_server_at_a_time() {
+    let scratch = Scratch::new("data-dir-lock");
+    let data = scratch.join("data");
+    let first =
+        mcpplus_tests::HttpServer::start(&["--data-dir", data.to_str().unwrap(), "--no-admin"]);
+    let second = mcpplus(&[
+        "serve",
+        "--http",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--no-admin",
+    ]);
+    assert_fails_saying(&second, "is in use by another mcpplus server (pid");
+    assert_fails_saying(&second, "--data-dir");
+    assert!(data.join("queue.sqlite3").is_file());
+    drop(first);
+}

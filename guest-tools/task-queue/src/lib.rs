@@ -424,7 +424,7 @@ impl Guest for TaskQueue {
             average_execution_time_ms: stats.average_run_ms,
             throughput: stats.finished_last_minute as f64 / 60.0,
             worker_stats,
-            historical: include_historical.unwrap_or(false).then(|| Historical {
+            historical: include_historical.unwrap_or(false).then_some(Historical {
                 finished_last_minute: stats.finished_last_minute,
                 completed_total: stats.completed,
                 failed_total: stats.failed,

@@ -1,7 +1,8 @@
-//! The durable task queue (issue 8, in progress): a task is a deferred call of
-//! a named tool with JSON arguments. This module holds the store and its state
-//! machine; the workers, the `mcpplus:host/queue` interface, the bundled task
-//! tools and MCP tasks build on it.
+//! The durable task queue (docs/queue.md): a task is a deferred call of a
+//! named tool with JSON arguments. `store` holds the state machine in SQLite,
+//! `worker` runs tasks through the sandbox, `service` is the queue as `serve`
+//! runs it (data directory, lock, worker registry). The `mcpplus:host/queue`
+//! interface is in `capabilities/queue.rs`, MCP tasks in `mcp/tasks.rs`.
 //!
 //! States (docs/queue.md):
 //!

@@ -449,7 +449,7 @@ impl QueueStore {
     }
 
     pub fn pause(&self, paused: bool) -> Result<()> {
-        self.set_pause(paused.then(|| Pause {
+        self.set_pause(paused.then_some(Pause {
             reason: None,
             at_ms: 0,
         }))
