@@ -15,7 +15,7 @@ use super::bindings::queue::{
 use crate::policy::imports::Capability;
 use crate::queue::service::{self, QueueService};
 use crate::queue::store::ListFilter;
-use crate::queue::worker::now_ms;
+use crate::queue::worker::{blocking, now_ms};
 use crate::queue::{self as q, NewTask, QueueStore};
 use crate::runtime::host_state::HostState;
 
@@ -67,12 +67,11 @@ async fn on_store<T: Send + 'static>(
     queue: &QueueService,
     f: impl FnOnce(&QueueStore) -> Result<T, q::StoreError> + Send + 'static,
 ) -> Result<T, QueueError> {
-    let store = queue.store().clone();
-    match tokio::task::spawn_blocking(move || f(&store)).await {
-        Ok(result) => result.map_err(|e| to_wit_error(e.into())),
-        Err(e) => Err(QueueError::Unavailable(format!(
-            "the queue operation did not finish: {e}"
-        ))),
+    match blocking(queue.store(), f).await {
+        Some(result) => result.map_err(|e| to_wit_error(e.into())),
+        None => Err(QueueError::Unavailable(
+            "the queue operation did not finish".into(),
+        )),
     }
 }
 

@@ -20,7 +20,7 @@ use rmcp::model::{
 use serde_json::{Value, json};
 
 use crate::queue::service::QueueService;
-use crate::queue::worker::now_ms;
+use crate::queue::worker::{blocking, now_ms};
 use crate::queue::{NewTask, QueueStore, StoreError, Task, TaskState};
 use crate::telemetry::logs::rfc3339_ms;
 
@@ -36,16 +36,15 @@ async fn on_store<T: Send + 'static>(
     queue: &Arc<QueueService>,
     f: impl FnOnce(&QueueStore) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, McpError> {
-    let store = queue.store().clone();
-    match tokio::task::spawn_blocking(move || f(&store)).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(StoreError::NotFound(id))) => Err(McpError::invalid_params(
+    match blocking(queue.store(), f).await {
+        Some(Ok(value)) => Ok(value),
+        Some(Err(StoreError::NotFound(id))) => Err(McpError::invalid_params(
             format!("there is no task `{id}`"),
             Some(json!({"taskId": id})),
         )),
-        Ok(Err(e)) => Err(McpError::internal_error(e.to_string(), None)),
-        Err(e) => Err(McpError::internal_error(
-            format!("the queue operation did not finish: {e}"),
+        Some(Err(e)) => Err(McpError::internal_error(e.to_string(), None)),
+        None => Err(McpError::internal_error(
+            "the queue operation did not finish",
             None,
         )),
     }

@@ -332,28 +332,9 @@ impl QueueStore {
     /// Re-queue (or fail, when out of attempts) every running task whose
     /// lease ended before `now`. Returns the ids touched.
     pub fn expire_leases(&self, now: i64) -> Result<Vec<String>> {
-        let mut db = self.db();
-        let tx = db.transaction()?;
-        let expired: Vec<Task> = {
-            let mut stmt = tx.prepare(&format!(
-                "SELECT {COLUMNS} FROM tasks WHERE state = 'running' AND lease_until < ?1"
-            ))?;
-            stmt.query_map([now], task_from_row)?
-                .collect::<Result<_, _>>()?
-        };
-        for task in &expired {
-            let error = format!(
-                "attempt {} lost its lease (the worker stopped or the server restarted)",
-                task.attempt
-            );
-            settle_failed_attempt(&tx, task, &error, None, true, now)?;
-        }
-        tx.commit()?;
-        drop(db);
-        if !expired.is_empty() {
-            self.wake();
-        }
-        Ok(expired.into_iter().map(|t| t.id).collect())
+        self.requeue_running(Some(now), now, |attempt| {
+            format!("attempt {attempt} lost its lease (the worker stopped or the server restarted)")
+        })
     }
 
     /// Cancel a queued or running task. A running attempt learns it at its
@@ -506,26 +487,38 @@ impl QueueStore {
     /// interrupted when the server stopped. Each counts as a failed attempt,
     /// so it runs again (or fails, out of attempts). Returns the ids.
     pub fn requeue_interrupted(&self, now: i64) -> Result<Vec<String>> {
+        self.requeue_running(None, now, |attempt| {
+            format!("attempt {attempt} was interrupted: the server stopped while it ran")
+        })
+    }
+
+    /// Settle running attempts as failed (retryable, with `why`): those whose
+    /// lease ended before `lease_ended_before`, or all of them with `None`.
+    fn requeue_running(
+        &self,
+        lease_ended_before: Option<i64>,
+        now: i64,
+        why: impl Fn(u32) -> String,
+    ) -> Result<Vec<String>> {
         let mut db = self.db();
         let tx = db.transaction()?;
-        let interrupted: Vec<Task> = {
+        let running: Vec<Task> = {
             let mut stmt = tx.prepare(&format!(
-                "SELECT {COLUMNS} FROM tasks WHERE state = 'running'"
+                "SELECT {COLUMNS} FROM tasks
+                 WHERE state = 'running' AND (?1 IS NULL OR lease_until < ?1)"
             ))?;
-            stmt.query_map([], task_from_row)?
+            stmt.query_map([lease_ended_before], task_from_row)?
                 .collect::<Result<_, _>>()?
         };
-        for task in &interrupted {
-            let error = format!(
-                "attempt {} was interrupted: the server stopped while it ran",
-                task.attempt
-            );
-            settle_failed_attempt(&tx, task, &error, None, true, now)?;
+        for task in &running {
+            settle_failed_attempt(&tx, task, &why(task.attempt), None, true, now)?;
         }
         tx.commit()?;
         drop(db);
-        self.wake();
-        Ok(interrupted.into_iter().map(|t| t.id).collect())
+        if !running.is_empty() {
+            self.wake();
+        }
+        Ok(running.into_iter().map(|t| t.id).collect())
     }
 
     /// Delete the tasks in `states` (running tasks cannot be cleared: cancel

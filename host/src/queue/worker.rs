@@ -287,7 +287,8 @@ impl Drop for WorkerPool {
 }
 
 /// Run a blocking store operation off the async threads (commits fsync).
-async fn blocking<T: Send + 'static>(
+/// `None` when the blocking task panicked or was cancelled.
+pub(crate) async fn blocking<T: Send + 'static>(
     store: &Arc<QueueStore>,
     f: impl FnOnce(&QueueStore) -> T + Send + 'static,
 ) -> Option<T> {
