@@ -3,6 +3,7 @@
 success and its errors, the queue order, workers running tasks, and grants."""
 
 import shutil
+import urllib.request
 
 import anyio
 import pytest
@@ -26,6 +27,18 @@ async def refused(client, tool, args, *fragments):
     for fragment in fragments:
         assert fragment in text, f"{tool}: {fragment!r} not in {text!r}"
     return text
+
+
+def http_get(url):
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.read().decode()
+
+
+def metric(text, sample):
+    for line in text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{sample} not in /metrics")
 
 
 async def wait_for_state(client, task_id, state, within=30.0):
@@ -168,6 +181,12 @@ async def test_every_queue_tool_and_its_errors(queue_server, mode):
         workers = {w["worker_id"]: w for w in stats["worker_stats"]}
         assert set(workers) == {"local", "echoer"}
         assert workers["local"]["completed_tasks"] + workers["echoer"]["completed_tasks"] == 3
+
+        metrics = http_get(queue_server.url.replace("/mcp", "/metrics"))
+        submitted = metric(metrics, 'mcpplus_queue_tasks_submitted_total{origin="tool"}')
+        assert submitted == 4, "a, b, c and bad"
+        assert metric(metrics, 'mcpplus_queue_attempts_total{outcome="completed"}') == 3
+        assert metric(metrics, 'mcpplus_queue_attempts_total{outcome="failed"}') == 1
 
         gone = await ok(client, "worker_unregister", {"worker_id": "echoer"})
         assert gone["status"] == "unregistered" and gone["abandoned_tasks"] == 0

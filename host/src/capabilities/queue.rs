@@ -209,6 +209,10 @@ impl Host for HostState {
         on_store(&queue, move |s| {
             let (task, new) = s.submit(new, now_ms())?;
             if new {
+                crate::telemetry::metrics::metrics()
+                    .queue_submitted
+                    .get_or_create(&vec![("origin", "tool".to_string())])
+                    .inc();
                 tracing::info!(event = "queue.task_submitted", task = %task.id, tool = %task.tool,
                     priority = task.priority, by_component = %component, by_tool = %tool, "task submitted");
             }

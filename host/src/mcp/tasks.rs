@@ -62,6 +62,10 @@ pub async fn start(
     new.max_attempts = 1;
     new.metadata = json!({"origin": "mcp-task", "client": client});
     let task = on_store(queue, move |s| s.submit(new, now_ms()).map(|(t, _)| t)).await?;
+    crate::telemetry::metrics::metrics()
+        .queue_submitted
+        .get_or_create(&vec![("origin", "mcp_task".to_string())])
+        .inc();
     tracing::info!(event = "queue.task_submitted", task = %task.id, tool = %task.tool, client, "tool call runs as an MCP task");
     Ok(CallToolResponse::Task(CreateTaskResult::new(base(
         &task, None,

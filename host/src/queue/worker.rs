@@ -419,6 +419,19 @@ async fn run_claim(
         Some(Ok(Some(_))) => stats.failed.fetch_add(1, Ordering::Relaxed),
         _ => 0,
     };
+    let outcome = match &recorded {
+        Some(Ok(Some("completed"))) => Some("completed"),
+        Some(Ok(Some("queued"))) => Some("retry"),
+        Some(Ok(Some(_))) => Some("failed"),
+        Some(Ok(None)) => Some("stale"),
+        _ => None,
+    };
+    if let Some(outcome) = outcome {
+        crate::telemetry::metrics::metrics()
+            .queue_attempts
+            .get_or_create(&vec![("outcome", outcome.to_string())])
+            .inc();
+    }
     match recorded {
         Some(Ok(Some(state))) => {
             tracing::info!(event = "queue.task_finished", task = %task.id, tool = %task.tool, attempt, state, "task attempt finished")

@@ -32,6 +32,10 @@ pub struct Metrics {
     /// One outbound request (retries included) by destination.
     pub outbound_duration: Family<Labels, Histogram>,
     pub components_loaded: Gauge,
+    /// Tasks accepted into the queue, by origin (`tool`, `mcp_task`).
+    pub queue_submitted: Family<Labels, Counter>,
+    /// Task attempts by outcome (`completed`, `retry`, `failed`, `stale`).
+    pub queue_attempts: Family<Labels, Counter>,
     pub compile_cache: Family<Labels, Counter>,
     pub guest_log_lines: Family<Labels, Counter>,
     pub guest_log_dropped: Family<Labels, Counter>,
@@ -98,6 +102,18 @@ impl Metrics {
             "outbound_requests",
             "Outbound requests by destination and outcome",
             outbound_requests.clone(),
+        );
+        let queue_submitted = Family::<Labels, Counter>::default();
+        registry.register(
+            "queue_tasks_submitted",
+            "Tasks accepted into the queue by origin",
+            queue_submitted.clone(),
+        );
+        let queue_attempts = Family::<Labels, Counter>::default();
+        registry.register(
+            "queue_attempts",
+            "Task attempts by outcome",
+            queue_attempts.clone(),
         );
         let breaker_state = Family::<Labels, Gauge>::default();
         registry.register(
@@ -171,6 +187,8 @@ impl Metrics {
             breaker_transitions,
             outbound_duration,
             components_loaded,
+            queue_submitted,
+            queue_attempts,
             compile_cache,
             guest_log_lines,
             guest_log_dropped,
