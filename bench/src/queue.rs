@@ -57,19 +57,11 @@ fn submit_rate(store: &QueueStore, n: usize) -> anyhow::Result<f64> {
 
 /// Submit one `echo` task, wait until it is completed; sequentially.
 async fn submit_to_complete(args: &Args, dir: &Path, cache: &Path) -> anyhow::Result<Value> {
-    let runtime = Runtime::new(RuntimeOptions {
-        cache: Some(cache.to_owned()),
-        ..RuntimeOptions::default()
-    })?;
-    let mut catalog = Catalog::default();
-    catalog.add(runtime.load_file(&args.tools.join("showcase.wasm"))?)?;
+    let (runtime, catalog) = serving(args, cache, &["showcase.wasm"])?;
     let store = Arc::new(QueueStore::open(&dir.join("latency.sqlite3"))?);
     let pool = WorkerPool::start(
         store.clone(),
-        Arc::new(CatalogRunner {
-            runtime: Arc::new(runtime),
-            catalog: Arc::new(LiveCatalog::new(catalog)),
-        }),
+        Arc::new(CatalogRunner { runtime, catalog }),
         vec![WorkerConfig {
             id: "bench".into(),
             tools: None,
@@ -110,14 +102,7 @@ async fn submit_to_complete(args: &Args, dir: &Path, cache: &Path) -> anyhow::Re
 /// transport: `task_submit` calls (a fresh sandbox each, the host's queue
 /// interface, the fsync), and submit-to-completed polling `task_status`.
 async fn through_tools(args: &Args, dir: &Path, cache: &Path) -> anyhow::Result<Value> {
-    let runtime = Arc::new(Runtime::new(RuntimeOptions {
-        cache: Some(cache.to_owned()),
-        ..RuntimeOptions::default()
-    })?);
-    let mut catalog = Catalog::default();
-    catalog.add(runtime.load_file(&args.tools.join("showcase.wasm"))?)?;
-    catalog.add(runtime.load_file(&args.tools.join("task_queue.wasm"))?)?;
-    let catalog = Arc::new(LiveCatalog::new(catalog));
+    let (runtime, catalog) = serving(args, cache, &["showcase.wasm", "task_queue.wasm"])?;
     let config = QueueConfig {
         workers: 2,
         poll_ms: 250,
@@ -188,6 +173,23 @@ async fn through_tools(args: &Args, dir: &Path, cache: &Path) -> anyhow::Result<
     });
     eprintln!("  through the task tools: {result}");
     Ok(result)
+}
+
+/// A runtime serving the bundled `components`.
+fn serving(
+    args: &Args,
+    cache: &Path,
+    components: &[&str],
+) -> anyhow::Result<(Arc<Runtime>, Arc<LiveCatalog>)> {
+    let runtime = Runtime::new(RuntimeOptions {
+        cache: Some(cache.to_owned()),
+        ..RuntimeOptions::default()
+    })?;
+    let mut catalog = Catalog::default();
+    for file in components {
+        catalog.add(runtime.load_file(&args.tools.join(file))?)?;
+    }
+    Ok((Arc::new(runtime), Arc::new(LiveCatalog::new(catalog))))
 }
 
 /// 100,000 queued tasks: how long the common questions take, and reopening.

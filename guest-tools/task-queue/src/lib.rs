@@ -107,54 +107,14 @@ fn execution_ms(task: &queue::Task) -> Option<i64> {
     Some(task.finished_ms? - task.started_ms?)
 }
 
-fn counts(stats: &queue::QueueStats) -> (u64, u64) {
-    (stats.queued, stats.running)
-}
-
-/// The structured part of a stored CallToolResult, or its text.
+/// The structured part of a stored CallToolResult
+/// (`{"content", "structuredContent", "isError"}`), when it has one.
 fn result_value(result: &str) -> Option<String> {
-    // The host stores `{"content": […], "structuredContent": …, "isError": …}`;
-    // the structured value is the answer when there is one.
-    let key = "\"structuredContent\":";
-    let start = result.find(key)? + key.len();
-    let rest = result[start..].trim_start();
-    if rest.starts_with("null") {
-        return None;
+    let result: serde_json::Value = serde_json::from_str(result).ok()?;
+    match result.get("structuredContent")? {
+        serde_json::Value::Null => None,
+        structured => Some(structured.to_string()),
     }
-    let end = json_value_end(rest)?;
-    Some(rest[..end].to_string())
-}
-
-/// Where the JSON value at the start of `text` ends (objects and arrays,
-/// skipping strings).
-fn json_value_end(text: &str) -> Option<usize> {
-    let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for (i, c) in text.char_indices() {
-        if in_string {
-            match (escaped, c) {
-                (true, _) => escaped = false,
-                (false, '\\') => escaped = true,
-                (false, '"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match c {
-            '"' => in_string = true,
-            '{' | '[' => depth += 1,
-            '}' | ']' => {
-                depth = depth.checked_sub(1)?;
-                if depth == 0 {
-                    return Some(i + 1);
-                }
-            }
-            ',' if depth == 0 => return Some(i),
-            _ => {}
-        }
-    }
-    (depth == 0).then_some(text.len())
 }
 
 impl Guest for TaskQueue {
@@ -435,14 +395,13 @@ impl Guest for TaskQueue {
 
     fn queue_pause(reason: Option<String>) -> Result<Paused, String> {
         let stats = queue::pause(reason.as_deref()).map_err(explain)?;
-        let (queued, running) = counts(&stats);
         Ok(Paused {
             success: true,
             status: "paused".into(),
             paused_at_ms: stats.paused_at_ms.unwrap_or_else(now_ms),
             reason: stats.paused_reason,
-            queued_tasks: queued,
-            running_tasks: running,
+            queued_tasks: stats.queued,
+            running_tasks: stats.running,
         })
     }
 

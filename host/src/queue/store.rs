@@ -343,13 +343,11 @@ impl QueueStore {
         let mut db = self.db();
         let tx = db.transaction()?;
         let task = get(&tx, id)?;
-        if task.state.is_terminal() {
-            return Err(StoreError::WrongState {
-                id: id.into(),
-                state: task.state.as_str(),
-                what: "only queued or running tasks can be cancelled".into(),
-            });
-        }
+        ensure(
+            &task,
+            !task.state.is_terminal(),
+            "only queued or running tasks can be cancelled",
+        )?;
         tx.execute(
             "UPDATE tasks SET state = 'cancelled', error = ?2, finished_at = ?3, lease_until = NULL
              WHERE id = ?1",
@@ -371,13 +369,11 @@ impl QueueStore {
         let mut db = self.db();
         let tx = db.transaction()?;
         let task = get(&tx, id)?;
-        if !matches!(task.state, TaskState::Failed | TaskState::Cancelled) {
-            return Err(StoreError::WrongState {
-                id: id.into(),
-                state: task.state.as_str(),
-                what: "only failed or cancelled tasks can be retried".into(),
-            });
-        }
+        ensure(
+            &task,
+            matches!(task.state, TaskState::Failed | TaskState::Cancelled),
+            "only failed or cancelled tasks can be retried",
+        )?;
         tx.execute(
             "UPDATE tasks SET state = 'queued', max_attempts = attempt + ?2, not_before = 0,
                 worker = NULL, finished_at = NULL, retries = retries + 1
@@ -398,13 +394,11 @@ impl QueueStore {
         let mut db = self.db();
         let tx = db.transaction()?;
         let task = get(&tx, id)?;
-        if task.state.is_terminal() {
-            return Err(StoreError::WrongState {
-                id: id.into(),
-                state: task.state.as_str(),
-                what: "its priority no longer matters".into(),
-            });
-        }
+        ensure(
+            &task,
+            !task.state.is_terminal(),
+            "its priority no longer matters",
+        )?;
         tx.execute(
             "UPDATE tasks SET priority = ?2 WHERE id = ?1",
             params![id, priority],
@@ -663,6 +657,18 @@ fn settle_failed_attempt(
         )?;
         Ok(TaskState::Failed)
     }
+}
+
+/// `Ok` when `allowed`; otherwise why `task`'s state refuses the change.
+fn ensure(task: &Task, allowed: bool, what: &str) -> Result<()> {
+    if allowed {
+        return Ok(());
+    }
+    Err(StoreError::WrongState {
+        id: task.id.clone(),
+        state: task.state.as_str(),
+        what: what.into(),
+    })
 }
 
 fn get(db: &Connection, id: &str) -> Result<Task> {

@@ -414,17 +414,17 @@ async fn run_claim(
             .map(|next| next.map(|state| state.as_str())),
     })
     .await;
-    match &recorded {
-        Some(Ok(Some("completed"))) => stats.completed.fetch_add(1, Ordering::Relaxed),
-        Some(Ok(Some(_))) => stats.failed.fetch_add(1, Ordering::Relaxed),
-        _ => 0,
-    };
     let outcome = match &recorded {
         Some(Ok(Some("completed"))) => Some("completed"),
         Some(Ok(Some("queued"))) => Some("retry"),
         Some(Ok(Some(_))) => Some("failed"),
         Some(Ok(None)) => Some("stale"),
         _ => None,
+    };
+    match outcome {
+        Some("completed") => stats.completed.fetch_add(1, Ordering::Relaxed),
+        Some("retry" | "failed") => stats.failed.fetch_add(1, Ordering::Relaxed),
+        _ => 0,
     };
     if let Some(outcome) = outcome {
         crate::telemetry::metrics::metrics()
