@@ -103,6 +103,38 @@ fn a_task_survives_reopening_the_file() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[test]
+fn attempts_interrupted_by_a_stop_go_back_at_once_or_fail_when_out_of_attempts() {
+    let q = QueueStore::in_memory().unwrap();
+    let again = q.submit(task("t"), 1).unwrap().0.id;
+    let last = q
+        .submit(
+            NewTask {
+                max_attempts: 1,
+                ..task("t")
+            },
+            1,
+        )
+        .unwrap()
+        .0
+        .id;
+    let waiting = q.submit(task("t"), 1).unwrap().0.id;
+    // Leases far in the future: only the restart can free these claims.
+    q.claim("w/0", None, 1_000_000, 2).unwrap().unwrap();
+    q.claim("w/1", None, 1_000_000, 2).unwrap().unwrap();
+    let mut requeued = q.requeue_interrupted(3).unwrap();
+    requeued.sort();
+    let mut expected = vec![again.clone(), last.clone()];
+    expected.sort();
+    assert_eq!(requeued, expected);
+    let again = q.get(&again).unwrap();
+    assert_eq!(again.state, TaskState::Queued);
+    assert!(again.error.unwrap().contains("interrupted"));
+    assert_eq!(q.get(&last).unwrap().state, TaskState::Failed);
+    assert_eq!(q.get(&waiting).unwrap().state, TaskState::Queued);
+    assert!(q.requeue_interrupted(4).unwrap().is_empty());
+}
+
 // ---------------------------------------------------------------------------
 // Reference model
 
