@@ -1,8 +1,10 @@
-//! Gives every build of the host an identity, so caches of derived data (component
-//! descriptions) written by one build are never read by another whose mapping
-//! rules may differ. Cargo reruns this whenever a file of the package changes.
+//! Gives every build of the server an identity (`mcpplus_build_info{build_id}`),
+//! new whenever a file of the server or of any crate under crates/ changes.
 
 fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=src");
+    println!("cargo:rerun-if-changed=../crates");
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())

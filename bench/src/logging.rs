@@ -6,11 +6,11 @@ use std::io::{BufWriter, Write as _};
 use std::path::Path;
 use std::time::Instant;
 
-use mcpplus::invoke::invoke;
-use mcpplus::runtime::Runtime;
-use mcpplus::runtime::engine::RuntimeOptions;
-use mcpplus::telemetry::logs::{LineLayer, LogFormat};
-use mcpplus::telemetry::metrics::{GaugeGuard, metrics};
+use mcpplus_runtime::Runtime;
+use mcpplus_runtime::engine::RuntimeOptions;
+use mcpplus_runtime::invoke::invoke;
+use mcpplus_telemetry::logs::{LineLayer, LogFormat};
+use mcpplus_telemetry::metrics::{GaugeGuard, metrics};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::prelude::*;

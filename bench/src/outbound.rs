@@ -6,13 +6,13 @@ use std::path::Path;
 use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use mcpplus::breaker::{Breaker, BreakerConfig};
-use mcpplus::capabilities::CallContext;
-use mcpplus::invoke::invoke;
-use mcpplus::outbound::Scope;
-use mcpplus::policy::Destination;
-use mcpplus::runtime::Runtime;
-use mcpplus::runtime::engine::RuntimeOptions;
+use mcpplus_breaker::{Breaker, BreakerConfig};
+use mcpplus_policy::Destination;
+use mcpplus_runtime::Runtime;
+use mcpplus_runtime::capabilities::CallContext;
+use mcpplus_runtime::engine::RuntimeOptions;
+use mcpplus_runtime::invoke::invoke;
+use mcpplus_runtime::outbound::Scope;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 

@@ -7,14 +7,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mcpplus::catalog::{Catalog, LiveCatalog};
-use mcpplus::invoke::invoke;
-use mcpplus::queue::config::QueueConfig;
-use mcpplus::queue::service::QueueService;
-use mcpplus::queue::store::ListFilter;
-use mcpplus::queue::worker::{CatalogRunner, WorkerConfig, WorkerPool, now_ms};
-use mcpplus::queue::{NewTask, QueueStore, TaskState};
-use mcpplus::runtime::Runtime;
-use mcpplus::runtime::engine::RuntimeOptions;
+use mcpplus::runner::CatalogRunner;
+use mcpplus_policy::config::queue::QueueConfig;
+use mcpplus_queue::service::QueueService;
+use mcpplus_queue::store::ListFilter;
+use mcpplus_queue::worker::{WorkerConfig, WorkerPool, now_ms};
+use mcpplus_queue::{NewTask, QueueStore, TaskState};
+use mcpplus_runtime::Runtime;
+use mcpplus_runtime::engine::RuntimeOptions;
+use mcpplus_runtime::invoke::invoke;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 

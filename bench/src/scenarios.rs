@@ -13,10 +13,10 @@ use wasmtime::component::Val;
 
 use crate::Args;
 use crate::client::{StdioServer, http_echo_load, rss_kib};
-use mcpplus::config::CallLimits;
-use mcpplus::runtime::Runtime;
-use mcpplus::runtime::call::{Instantiation, call_tool_with};
-use mcpplus::runtime::engine::RuntimeOptions;
+use mcpplus_policy::config::CallLimits;
+use mcpplus_runtime::Runtime;
+use mcpplus_runtime::call::{Instantiation, call_tool_with};
+use mcpplus_runtime::engine::RuntimeOptions;
 
 const CONCURRENCY: [usize; 3] = [1, 16, 64];
 

@@ -11,8 +11,8 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::broadcast;
 
-use crate::runtime::{LoadError, LoadedComponent, Runtime};
-use crate::schema::ToolSignature;
+use mcpplus_runtime::{LoadError, LoadedComponent, Runtime};
+use mcpplus_schema::ToolSignature;
 
 /// One consistent set of loaded components.
 #[derive(Default)]
@@ -177,7 +177,7 @@ pub fn load_dir(
 }
 
 fn set_loaded_gauge(catalog: &Catalog) {
-    crate::telemetry::metrics::metrics()
+    mcpplus_telemetry::metrics::metrics()
         .components_loaded
         .set(catalog.components().len() as i64);
 }

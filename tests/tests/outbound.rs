@@ -14,11 +14,11 @@ use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::IntoResponse;
-use mcpplus::breaker::State as BreakerState;
-use mcpplus::config::OperatorConfig;
-use mcpplus::invoke::{ToolOutcome, invoke};
-use mcpplus::runtime::engine::RuntimeOptions;
-use mcpplus::runtime::{LoadedComponent, Runtime};
+use mcpplus_breaker::State as BreakerState;
+use mcpplus_policy::config::OperatorConfig;
+use mcpplus_runtime::engine::RuntimeOptions;
+use mcpplus_runtime::invoke::{ToolOutcome, invoke};
+use mcpplus_runtime::{LoadedComponent, Runtime};
 use mcpplus_tests::{CapturedLogs, Scratch, artifacts};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -237,7 +237,7 @@ impl Host {
         outcome(self.fetch(json!({"url": url})).await)
     }
 
-    fn breaker(&self, destination: &str) -> Option<mcpplus::breaker::Snapshot> {
+    fn breaker(&self, destination: &str) -> Option<mcpplus_breaker::Snapshot> {
         self.runtime
             .outbound()
             .breakers()
@@ -476,7 +476,7 @@ close_after = 2
     assert!(snap.retry_after_ms.unwrap() > 600, "{snap:?}");
 
     // The metrics carry the state and the outcomes.
-    let text = mcpplus::telemetry::metrics::metrics().render();
+    let text = mcpplus_telemetry::metrics::metrics().render();
     let state_line = format!("mcpplus_breaker_state{{destination=\"{dest}\"}} 2");
     assert!(text.contains(&state_line), "missing {state_line}");
     assert!(text.contains(&format!(

@@ -13,8 +13,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use mcpplus::queue::store::ListFilter;
-use mcpplus::queue::{QueueStore, TaskState};
+use mcpplus_queue::store::ListFilter;
+use mcpplus_queue::{QueueStore, TaskState};
 use mcpplus_tests::{HttpServer, Scratch, artifacts};
 use rmcp::ServiceExt as _;
 use rmcp::model::CallToolRequestParams;

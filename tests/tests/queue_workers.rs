@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mcpplus::catalog::{Catalog, LiveCatalog};
-use mcpplus::queue::worker::{CatalogRunner, WorkerConfig, WorkerPool, now_ms};
-use mcpplus::queue::{NewTask, QueueStore, TaskState};
-use mcpplus::runtime::Runtime;
-use mcpplus::runtime::engine::RuntimeOptions;
+use mcpplus::runner::CatalogRunner;
+use mcpplus_queue::worker::{WorkerConfig, WorkerPool, now_ms};
+use mcpplus_queue::{NewTask, QueueStore, TaskState};
+use mcpplus_runtime::Runtime;
+use mcpplus_runtime::engine::RuntimeOptions;
 use mcpplus_tests::{Scratch, artifacts};
 use serde_json::json;
 

@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
-use mcpplus::invoke::{ToolOutcome, invoke};
-use mcpplus::runtime::engine::RuntimeOptions;
-use mcpplus::runtime::{LoadedComponent, Runtime};
+use mcpplus_runtime::engine::RuntimeOptions;
+use mcpplus_runtime::invoke::{ToolOutcome, invoke};
+use mcpplus_runtime::{LoadedComponent, Runtime};
 use mcpplus_tests::{CapturedLogs, Scratch, artifacts};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;

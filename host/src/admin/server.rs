@@ -145,7 +145,7 @@ fn breakers(toolset: &ToolSet) -> AdminReply {
 
 /// Close a breaker named as `scheme://host[:port]` (the port defaults to the scheme's).
 fn reset_breaker(toolset: &ToolSet, destination: &str) -> AdminReply {
-    let key = match crate::policy::Destination::parse(destination).map(|d| d.exact_key()) {
+    let key = match mcpplus_policy::Destination::parse(destination).map(|d| d.exact_key()) {
         Ok(Some(key)) => key,
         Ok(None) => {
             return AdminReply::error(format!(

@@ -10,12 +10,12 @@ use anyhow::Context as _;
 
 use super::CommonArgs;
 use super::serve::bundled_tools_dir;
-use crate::config::{CallLimits, OperatorConfig};
-use crate::policy::Policy;
-use crate::policy::report::{AUDIT_VERSION, AuditInput, AuditReport, ComponentAudit};
-use crate::runtime::cache::digest;
-use crate::runtime::loaded::component_name;
-use crate::schema::describe_component;
+use mcpplus_policy::Policy;
+use mcpplus_policy::config::{CallLimits, OperatorConfig};
+use mcpplus_policy::report::{AUDIT_VERSION, AuditInput, AuditReport, ComponentAudit};
+use mcpplus_runtime::cache::digest;
+use mcpplus_runtime::loaded::component_name;
+use mcpplus_schema::describe_component;
 
 #[derive(clap::Args)]
 pub struct AuditArgs {

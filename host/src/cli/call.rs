@@ -9,8 +9,8 @@ use anyhow::Context as _;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::invoke::invoke;
-use crate::runtime::loaded::component_name;
+use mcpplus_runtime::invoke::invoke;
+use mcpplus_runtime::loaded::component_name;
 
 #[derive(clap::Args)]
 pub struct CallArgs {

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-use crate::schema::docs::with_docs_section;
+use mcpplus_schema::docs::with_docs_section;
 
 #[derive(clap::Args)]
 pub struct EmbedDocsArgs {

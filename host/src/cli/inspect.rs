@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use serde_json::json;
 
-use crate::runtime::cache::digest;
-use crate::runtime::loaded::component_name;
-use crate::schema::describe_component;
+use mcpplus_runtime::cache::digest;
+use mcpplus_runtime::loaded::component_name;
+use mcpplus_schema::describe_component;
 
 #[derive(clap::Args)]
 pub struct InspectArgs {

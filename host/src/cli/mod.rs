@@ -12,10 +12,10 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{CallLimits, OperatorConfig};
-use crate::runtime::cache::CompileCache;
-use crate::runtime::engine::RuntimeOptions;
-use crate::telemetry::logs::{self, LogFormat};
+use mcpplus_policy::config::{CallLimits, OperatorConfig};
+use mcpplus_runtime::cache::CompileCache;
+use mcpplus_runtime::engine::RuntimeOptions;
+use mcpplus_telemetry::logs::{self, LogFormat};
 
 #[derive(Parser)]
 #[command(name = "mcpplus", version, about = "Serve sandboxed WebAssembly component tools over MCP", long_about = None)]
@@ -86,8 +86,8 @@ impl CommonArgs {
         Ok(config)
     }
 
-    fn runtime(&self) -> anyhow::Result<crate::runtime::Runtime> {
-        crate::runtime::Runtime::new(RuntimeOptions {
+    fn runtime(&self) -> anyhow::Result<mcpplus_runtime::Runtime> {
+        mcpplus_runtime::Runtime::new(RuntimeOptions {
             cache: self.cache_location(),
             base_limits: CallLimits::default(),
             config: self.operator_config()?,
@@ -117,6 +117,7 @@ enum Command {
 /// Entry point of the binary.
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    mcpplus_telemetry::metrics::metrics().record_build(env!("MCPPLUS_BUILD_ID"));
     let _log = match logs::init(
         &cli.common.log,
         cli.common.log_format,

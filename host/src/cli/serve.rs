@@ -13,9 +13,9 @@ use super::CommonArgs;
 use crate::admin::{default_socket, server as admin_server};
 use crate::catalog::{LiveCatalog, load_dir};
 use crate::mcp::{HttpOptions, McpServer, serve_http, serve_metrics, serve_stdio};
-use crate::queue::service::QueueService;
-use crate::queue::worker::CatalogRunner;
+use crate::runner::CatalogRunner;
 use crate::toolset::{ToolSet, watch::watch};
+use mcpplus_queue::service::QueueService;
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -76,7 +76,7 @@ pub async fn run(args: ServeArgs, common: &CommonArgs) -> anyhow::Result<ExitCod
     }
     #[cfg(feature = "otlp")]
     if let Some(endpoint) = &args.otlp_endpoint {
-        crate::telemetry::otlp::start(endpoint).map_err(|e| anyhow::anyhow!(e))?;
+        mcpplus_telemetry::otlp::start(endpoint).map_err(|e| anyhow::anyhow!(e))?;
     }
     let runtime = Arc::new(common.runtime()?);
     tracing::info!(event = "runtime.ready", allocator = ?runtime.allocator(), "engine ready");
@@ -212,7 +212,7 @@ fn default_data_dir() -> Option<PathBuf> {
 /// and then this one serves without a queue (and says so).
 fn open_queue(
     data_dir: Option<&Path>,
-    runtime: &Arc<crate::runtime::Runtime>,
+    runtime: &Arc<mcpplus_runtime::Runtime>,
     live: &Arc<LiveCatalog>,
 ) -> anyhow::Result<Option<Arc<QueueService>>> {
     let (dir, explicit) = match data_dir {

@@ -22,15 +22,15 @@ use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::json;
 
 use crate::catalog::{LiveCatalog, ToolEntry};
-use crate::config::GuestLogLevel;
-use crate::invoke::{ToolOutcome, invoke};
-use crate::policy::hints::ToolHints;
-use crate::queue::service::QueueService;
+use mcpplus_policy::config::GuestLogLevel;
+use mcpplus_policy::hints::ToolHints;
+use mcpplus_queue::service::QueueService;
+use mcpplus_runtime::invoke::{ToolOutcome, invoke};
 
 use super::tasks;
-use crate::runtime::Runtime;
-use crate::runtime::observer::{CallObserver, GuestSignal};
-use crate::telemetry::trace::TraceContext;
+use mcpplus_runtime::Runtime;
+use mcpplus_runtime::observer::{CallObserver, GuestSignal};
+use mcpplus_telemetry::trace::TraceContext;
 use tracing::Instrument as _;
 
 /// How long clients may cache `tools/list`: zero, because tools can be replaced at
@@ -236,8 +236,8 @@ impl ServerHandler for McpServer {
             let _ = forwarder.await;
         }
         #[cfg(feature = "otlp")]
-        if crate::telemetry::otlp::enabled() {
-            crate::telemetry::otlp::record(crate::telemetry::otlp::CallSpan {
+        if mcpplus_telemetry::otlp::enabled() {
+            mcpplus_telemetry::otlp::record(mcpplus_telemetry::otlp::CallSpan {
                 trace,
                 name: format!("tools/call {}", request.name),
                 start: started,

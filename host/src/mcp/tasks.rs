@@ -19,10 +19,10 @@ use rmcp::model::{
 };
 use serde_json::{Value, json};
 
-use crate::queue::service::QueueService;
-use crate::queue::worker::{blocking, now_ms};
-use crate::queue::{NewTask, QueueStore, StoreError, Task, TaskState};
-use crate::telemetry::logs::rfc3339_ms;
+use mcpplus_queue::service::QueueService;
+use mcpplus_queue::worker::{blocking, now_ms};
+use mcpplus_queue::{NewTask, QueueStore, StoreError, Task, TaskState};
+use mcpplus_telemetry::logs::rfc3339_ms;
 
 /// How often clients should poll `tasks/get`.
 const POLL_INTERVAL_MS: u64 = 500;
@@ -62,7 +62,7 @@ pub async fn start(
     new.max_attempts = 1;
     new.metadata = json!({"origin": "mcp-task", "client": client});
     let task = on_store(queue, move |s| s.submit(new, now_ms()).map(|(t, _)| t)).await?;
-    crate::telemetry::metrics::metrics()
+    mcpplus_telemetry::metrics::metrics()
         .queue_submitted
         .get_or_create(&vec![("origin", "mcp_task".to_string())])
         .inc();

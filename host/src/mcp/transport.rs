@@ -102,9 +102,9 @@ async fn metrics_endpoint() -> impl axum::response::IntoResponse {
     (
         [(
             axum::http::header::CONTENT_TYPE,
-            crate::telemetry::metrics::CONTENT_TYPE,
+            mcpplus_telemetry::metrics::CONTENT_TYPE,
         )],
-        crate::telemetry::metrics::metrics().render(),
+        mcpplus_telemetry::metrics::metrics().render(),
     )
 }
 

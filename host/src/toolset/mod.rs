@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::catalog::{CatalogError, LiveCatalog};
-use crate::runtime::loaded::component_name;
-use crate::runtime::{LoadedComponent, Runtime};
+use mcpplus_runtime::loaded::component_name;
+use mcpplus_runtime::{LoadedComponent, Runtime};
 
 pub struct ToolSet {
     runtime: Arc<Runtime>,
@@ -240,7 +240,7 @@ impl ToolSet {
             path: path.to_owned(),
             source,
         })?;
-        let digest = crate::runtime::cache::digest(&bytes);
+        let digest = mcpplus_runtime::cache::digest(&bytes);
         if digest != old.digest {
             return Ok(false);
         }

@@ -114,7 +114,7 @@ async fn apply(toolset: &ToolSet, path: &Path) {
         return;
     }
     // Gone: unload it, if it is the component that file provided.
-    let name = crate::runtime::loaded::component_name(path);
+    let name = mcpplus_runtime::loaded::component_name(path);
     let served_from_here = toolset
         .catalog()
         .snapshot()

@@ -1,0 +1,96 @@
+//! The server's [`TaskRunner`]: a queued task is a call of the tool it names in
+//! the served catalog, through the same `invoke` path (sandbox, limits, metrics)
+//! as a direct call, with the guest's progress forwarded to the queue.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use mcpplus_queue::Task;
+use mcpplus_queue::worker::{ProgressSink, RunOutcome, TaskRunner};
+use mcpplus_runtime::Runtime;
+use mcpplus_runtime::invoke::invoke_labelled;
+use mcpplus_runtime::observer::{CallObserver, GuestSignal};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::LiveCatalog;
+
+/// Runs a task as a call of the tool it names, in the served catalog.
+pub struct CatalogRunner {
+    pub runtime: Arc<Runtime>,
+    pub catalog: Arc<LiveCatalog>,
+}
+
+impl TaskRunner for CatalogRunner {
+    fn run<'a>(
+        &'a self,
+        task: &'a Task,
+        cancel: CancellationToken,
+        progress: ProgressSink,
+    ) -> Pin<Box<dyn Future<Output = RunOutcome> + Send + 'a>> {
+        Box::pin(async move {
+            let catalog = self.catalog.snapshot();
+            let Some(entry) = catalog.tool(&task.tool) else {
+                return RunOutcome::Failed {
+                    error: format!(
+                        "no tool named `{}` is loaded; load its component, then retry the task",
+                        task.tool
+                    ),
+                    retryable: true,
+                    result: None,
+                };
+            };
+            let (signals, mut received) = tokio::sync::mpsc::unbounded_channel();
+            let observer = CallObserver {
+                signals,
+                client_log_level: None,
+                wants_progress: true,
+            };
+            let forward = tokio::spawn(async move {
+                while let Some(signal) = received.recv().await {
+                    if let GuestSignal::Progress {
+                        progress: done,
+                        total,
+                        message,
+                    } = signal
+                    {
+                        progress(done, total, message);
+                    }
+                }
+            });
+            let (outcome, label) = invoke_labelled(
+                &self.runtime,
+                entry.component,
+                entry.signature,
+                task.arguments.as_object(),
+                &cancel,
+                Some(observer),
+            )
+            .await;
+            let _ = forward.await;
+            let error_text = outcome
+                .content
+                .iter()
+                .filter_map(|c| c["text"].as_str())
+                .collect::<Vec<_>>()
+                .join("\n");
+            let body = json!({
+                "content": outcome.content,
+                "structuredContent": outcome.structured,
+                "isError": outcome.is_error,
+            });
+            if outcome.is_error {
+                RunOutcome::Failed {
+                    error: error_text,
+                    // Arguments the tool rejects, or a capability the policy
+                    // refuses, fail the same way every time.
+                    retryable: !matches!(label, "invalid_arguments" | "refused"),
+                    result: Some(body),
+                }
+            } else {
+                RunOutcome::Completed(body)
+            }
+        })
+    }
+}
