@@ -6,8 +6,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use mcpplus_queue::Task;
-use mcpplus_queue::worker::{ProgressSink, RunOutcome, TaskRunner};
+use mcpplus_queue::worker::{ProgressSink, TaskRunner};
+use mcpplus_queue::{AttemptOutcome, Task};
 use mcpplus_runtime::Runtime;
 use mcpplus_runtime::invoke::invoke_labelled;
 use mcpplus_runtime::observer::{CallObserver, GuestSignal};
@@ -28,11 +28,11 @@ impl TaskRunner for CatalogRunner {
         task: &'a Task,
         cancel: CancellationToken,
         progress: ProgressSink,
-    ) -> Pin<Box<dyn Future<Output = RunOutcome> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = AttemptOutcome> + Send + 'a>> {
         Box::pin(async move {
             let catalog = self.catalog.snapshot();
             let Some(entry) = catalog.tool(&task.tool) else {
-                return RunOutcome::Failed {
+                return AttemptOutcome::Failed {
                     error: format!(
                         "no tool named `{}` is loaded; load its component, then retry the task",
                         task.tool
@@ -81,7 +81,7 @@ impl TaskRunner for CatalogRunner {
                 "isError": outcome.is_error,
             });
             if outcome.is_error {
-                RunOutcome::Failed {
+                AttemptOutcome::Failed {
                     error: error_text,
                     // Arguments the tool rejects, or a capability the policy
                     // refuses, fail the same way every time.
@@ -89,7 +89,7 @@ impl TaskRunner for CatalogRunner {
                     result: Some(body),
                 }
             } else {
-                RunOutcome::Completed(body)
+                AttemptOutcome::Completed(body)
             }
         })
     }

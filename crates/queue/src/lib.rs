@@ -27,6 +27,10 @@
 //! heartbeating, or the process died) finds its completion refused; the task
 //! has gone back to the queue and runs again.
 
+pub mod pull;
+pub mod remote;
+#[cfg(test)]
+mod remote_model;
 pub mod service;
 pub mod store;
 #[cfg(test)]
@@ -148,6 +152,37 @@ pub struct Task {
     pub finished_ms: Option<i64>,
     /// How many times an operator re-queued it after it failed.
     pub retries: u32,
+    /// The peer whose worker holds (or last held) the task; `None` for this
+    /// node's own workers.
+    pub remote_peer: Option<String>,
+}
+
+/// How one attempt of a task ended, as its worker reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    /// The tool's result (a CallToolResult as JSON).
+    Completed(serde_json::Value),
+    Failed {
+        error: String,
+        /// Whether another attempt could succeed (a refused capability or
+        /// invalid arguments fail the same way every time).
+        retryable: bool,
+        /// The tool's own error result (`isError: true`), when it gave one.
+        result: Option<serde_json::Value>,
+    },
+}
+
+/// What the owner made of a reported outcome ([`QueueStore::settle`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Settled {
+    /// Recorded now; the task is in this state.
+    Recorded(TaskState),
+    /// This attempt's outcome was recorded before (a retried report).
+    AlreadyRecorded,
+    /// The attempt no longer holds the task; the outcome is discarded.
+    Stale,
 }
 
 /// A running attempt, as handed to a worker.
@@ -159,7 +194,8 @@ pub struct Claim {
 }
 
 /// What a heartbeat learns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Lease {
     /// Still yours, renewed.
     Renewed,

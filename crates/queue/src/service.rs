@@ -122,6 +122,12 @@ impl QueueService {
             tracing::warn!(event = "queue.interrupted", count = interrupted.len(), tasks = ?interrupted,
                 "tasks that were running when the server stopped go back to the queue");
         }
+        let held_remotely =
+            store.extend_remote_leases(now_ms() + config.lease().as_millis() as i64)?;
+        if !held_remotely.is_empty() {
+            tracing::info!(event = "queue.remote_grace", count = held_remotely.len(), tasks = ?held_remotely,
+                "tasks held by other nodes' workers get one lease to report back");
+        }
         let sweeper = WorkerPool::sweeper(store.clone(), config.lease() / 2);
         let service = Self {
             store,

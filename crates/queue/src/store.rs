@@ -11,7 +11,8 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::Value;
 
-use super::{Claim, Lease, NewTask, Task, TaskState};
+use super::remote::AttemptRef;
+use super::{AttemptOutcome, Claim, Lease, NewTask, Settled, Task, TaskState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -66,11 +67,32 @@ CREATE TABLE IF NOT EXISTS tasks (
 CREATE INDEX IF NOT EXISTS tasks_ready ON tasks(state, priority DESC, seq);
 CREATE INDEX IF NOT EXISTS tasks_lease ON tasks(state, lease_until);
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- Outcomes this node's workers finished for tasks other nodes own, kept until
+-- the owner answers (crate::pull).
+CREATE TABLE IF NOT EXISTS outbox (
+    owner      TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    attempt    INTEGER NOT NULL,
+    outcome    TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (owner, id, attempt)
+);
 ";
+
+/// Columns added after the first release, with their definitions: a file
+/// written by an older build gets them when opened.
+const ADDED_COLUMNS: &[(&str, &str)] = &[
+    // The peer that holds (or last held) the attempt; NULL for this node's workers.
+    ("remote_peer", "TEXT"),
+    // The attempt whose own outcome (complete or fail) was recorded, so a
+    // repeated report of it is told `already_recorded`, not `stale`.
+    ("settled_attempt", "INTEGER"),
+];
 
 const COLUMNS: &str = "id, tool, arguments, priority, tags, metadata, timeout_ms, max_attempts, \
     backoff_ms, idempotency_key, state, attempt, worker, lease_until, not_before, progress, \
-    progress_total, progress_message, result, error, created_at, started_at, finished_at, retries";
+    progress_total, progress_message, result, error, created_at, started_at, finished_at, retries, \
+    remote_peer";
 
 pub struct QueueStore {
     db: Mutex<Connection>,
@@ -94,6 +116,7 @@ impl QueueStore {
         db.pragma_update(None, "synchronous", "FULL")?;
         db.busy_timeout(std::time::Duration::from_secs(10))?;
         db.execute_batch(SCHEMA)?;
+        add_missing_columns(&db)?;
         Ok(Self {
             db: Mutex::new(db),
             ready: tokio::sync::Notify::new(),
@@ -206,6 +229,20 @@ impl QueueStore {
         lease_until: i64,
         now: i64,
     ) -> Result<Option<Claim>> {
+        self.claim_as(worker, None, tools, lease_until, now)
+    }
+
+    /// [`Self::claim`] for a worker of `remote_peer` (`None`: this node's).
+    /// A remote attempt survives this node's restart by one lease of grace
+    /// ([`Self::extend_remote_leases`]) instead of being re-queued at once.
+    pub fn claim_as(
+        &self,
+        worker: &str,
+        remote_peer: Option<&str>,
+        tools: Option<&[String]>,
+        lease_until: i64,
+        now: i64,
+    ) -> Result<Option<Claim>> {
         let mut db = self.db();
         let tx = db.transaction()?;
         if paused(&tx)? {
@@ -226,9 +263,9 @@ impl QueueStore {
         tx.execute(
             "UPDATE tasks SET state = 'running', attempt = attempt + 1, worker = ?2,
                 lease_until = ?3, started_at = ?4, progress = NULL, progress_total = NULL,
-                progress_message = NULL
+                progress_message = NULL, remote_peer = ?5
              WHERE id = ?1",
-            params![id, worker, lease_until, now],
+            params![id, worker, lease_until, now, remote_peer],
         )?;
         let task = get(&tx, &id)?;
         tx.commit()?;
@@ -282,13 +319,8 @@ impl QueueStore {
     /// longer owns the task (so the result is discarded: exactly one
     /// completion per task).
     pub fn complete(&self, id: &str, attempt: u32, result: &Value, now: i64) -> Result<bool> {
-        let changed = self.db().execute(
-            "UPDATE tasks SET state = 'completed', result = ?3, error = NULL, finished_at = ?4,
-                lease_until = NULL
-             WHERE id = ?1 AND attempt = ?2 AND state = 'running'",
-            params![id, attempt, result.to_string(), now],
-        )?;
-        Ok(changed == 1)
+        let settled = self.settle(id, attempt, &AttemptOutcome::Completed(result.clone()), now)?;
+        Ok(matches!(settled, Settled::Recorded(_)))
     }
 
     /// Attempt `attempt` of `id` failed. With attempts left and `retryable`,
@@ -316,17 +348,91 @@ impl QueueStore {
         retryable: bool,
         now: i64,
     ) -> Result<Option<TaskState>> {
+        let outcome = AttemptOutcome::Failed {
+            error: error.to_string(),
+            retryable,
+            result: result.cloned(),
+        };
+        Ok(match self.settle(id, attempt, &outcome, now)? {
+            Settled::Recorded(state) => Some(state),
+            Settled::AlreadyRecorded | Settled::Stale => None,
+        })
+    }
+
+    /// Record how attempt `attempt` of `id` ended. Only the attempt holding
+    /// the task is recorded; a repeat of an outcome already recorded for this
+    /// same attempt (a retry after a lost answer) is `AlreadyRecorded`, and
+    /// anything else (another attempt, a lapsed lease, a cancelled or cleared
+    /// task) is `Stale`.
+    pub fn settle(
+        &self,
+        id: &str,
+        attempt: u32,
+        outcome: &AttemptOutcome,
+        now: i64,
+    ) -> Result<Settled> {
         let mut db = self.db();
         let tx = db.transaction()?;
         let task = match get(&tx, id) {
-            Ok(task) if task.state == TaskState::Running && task.attempt == attempt => task,
-            // Finished, re-claimed, cleared: this attempt no longer owns it.
-            Ok(_) | Err(StoreError::NotFound(_)) => return Ok(None),
+            Ok(task) => task,
+            Err(StoreError::NotFound(_)) => return Ok(Settled::Stale),
             Err(e) => return Err(e),
         };
-        let next = settle_failed_attempt(&tx, &task, error, result, retryable, now)?;
+        if task.state != TaskState::Running || task.attempt != attempt {
+            let settled: Option<u32> = tx.query_row(
+                "SELECT settled_attempt FROM tasks WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )?;
+            return Ok(if settled == Some(attempt) {
+                Settled::AlreadyRecorded
+            } else {
+                Settled::Stale
+            });
+        }
+        let state = match outcome {
+            AttemptOutcome::Completed(result) => {
+                tx.execute(
+                    "UPDATE tasks SET state = 'completed', result = ?2, error = NULL,
+                        finished_at = ?3, lease_until = NULL
+                     WHERE id = ?1",
+                    params![id, result.to_string(), now],
+                )?;
+                TaskState::Completed
+            }
+            AttemptOutcome::Failed {
+                error,
+                retryable,
+                result,
+            } => settle_failed_attempt(&tx, &task, error, result.as_ref(), *retryable, now)?,
+        };
+        tx.execute(
+            "UPDATE tasks SET settled_attempt = ?2 WHERE id = ?1",
+            params![id, attempt],
+        )?;
         tx.commit()?;
-        Ok(Some(next))
+        drop(db);
+        if state == TaskState::Queued {
+            self.wake();
+        }
+        Ok(Settled::Recorded(state))
+    }
+
+    /// Give back attempt `attempt` of `id` unrun (its grant never reached the
+    /// worker, or arrived too late to start safely): the task is ready again
+    /// at once and the attempt does not count against `max_attempts`. The
+    /// attempt number stays used, so the old grant can never complete.
+    pub fn release(&self, id: &str, attempt: u32) -> Result<bool> {
+        let released = self.db().execute(
+            "UPDATE tasks SET state = 'queued', worker = NULL, lease_until = NULL,
+                max_attempts = max_attempts + 1, not_before = 0
+             WHERE id = ?1 AND attempt = ?2 AND state = 'running'",
+            params![id, attempt],
+        )?;
+        if released == 1 {
+            self.wake();
+        }
+        Ok(released == 1)
     }
 
     /// Re-queue (or fail, when out of attempts) every running task whose
@@ -499,7 +605,8 @@ impl QueueStore {
         let running: Vec<Task> = {
             let mut stmt = tx.prepare(&format!(
                 "SELECT {COLUMNS} FROM tasks
-                 WHERE state = 'running' AND (?1 IS NULL OR lease_until < ?1)"
+                 WHERE state = 'running'
+                   AND (?1 IS NULL AND remote_peer IS NULL OR lease_until < ?1)"
             ))?;
             stmt.query_map([lease_ended_before], task_from_row)?
                 .collect::<Result<_, _>>()?
@@ -513,6 +620,89 @@ impl QueueStore {
             self.wake();
         }
         Ok(running.into_iter().map(|t| t.id).collect())
+    }
+
+    /// At start-up, next to [`Self::requeue_interrupted`]: attempts held by
+    /// other nodes' workers may still be running there, so each gets until at
+    /// least `lease_until` (one lease from now) to heartbeat again before its
+    /// lease lapses. Returns the ids.
+    pub fn extend_remote_leases(&self, lease_until: i64) -> Result<Vec<String>> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let ids: Vec<String> = {
+            let mut stmt = tx.prepare(
+                "SELECT id FROM tasks WHERE state = 'running' AND remote_peer IS NOT NULL",
+            )?;
+            stmt.query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?
+        };
+        tx.execute(
+            "UPDATE tasks SET lease_until = MAX(COALESCE(lease_until, 0), ?1)
+             WHERE state = 'running' AND remote_peer IS NOT NULL",
+            [lease_until],
+        )?;
+        tx.commit()?;
+        Ok(ids)
+    }
+
+    /// Keep the outcome of attempt `attempt` of `owner`'s task `id` until the
+    /// owner answers it.
+    pub fn outbox_put(
+        &self,
+        owner: &str,
+        id: &str,
+        attempt: u32,
+        outcome: &AttemptOutcome,
+        now: i64,
+    ) -> Result<()> {
+        let outcome = serde_json::to_string(outcome)
+            .map_err(|e| StoreError::Invalid(format!("an outcome that is not JSON: {e}")))?;
+        self.db().execute(
+            "INSERT INTO outbox (owner, id, attempt, outcome, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+            params![owner, id, attempt, outcome, now],
+        )?;
+        Ok(())
+    }
+
+    /// The outcomes waiting for `owner`'s answer, oldest first.
+    pub fn outbox(&self, owner: &str) -> Result<Vec<(AttemptRef, AttemptOutcome)>> {
+        let db = self.db();
+        let mut stmt = db.prepare(
+            "SELECT id, attempt, outcome FROM outbox WHERE owner = ?1 ORDER BY created_at, id",
+        )?;
+        let rows: Vec<(String, u32, String)> = stmt
+            .query_map([owner], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_, _>>()?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, attempt, text)| {
+                let outcome = serde_json::from_str(&text).ok()?;
+                Some((AttemptRef { id, attempt }, outcome))
+            })
+            .collect())
+    }
+
+    /// One waiting outcome.
+    pub fn outbox_get(&self, owner: &str, attempt: &AttemptRef) -> Result<Option<AttemptOutcome>> {
+        let text: Option<String> = self
+            .db()
+            .query_row(
+                "SELECT outcome FROM outbox WHERE owner = ?1 AND id = ?2 AND attempt = ?3",
+                params![owner, attempt.id, attempt.attempt],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+    }
+
+    /// The owner answered: forget the outcome.
+    pub fn outbox_remove(&self, owner: &str, id: &str, attempt: u32) -> Result<()> {
+        self.db().execute(
+            "DELETE FROM outbox WHERE owner = ?1 AND id = ?2 AND attempt = ?3",
+            params![owner, id, attempt],
+        )?;
+        Ok(())
     }
 
     /// Delete the tasks in `states` (running tasks cannot be cleared: cancel
@@ -671,6 +861,20 @@ fn ensure(task: &Task, allowed: bool, what: &str) -> Result<()> {
     })
 }
 
+fn add_missing_columns(db: &Connection) -> Result<()> {
+    let present: Vec<String> = {
+        let mut stmt = db.prepare("SELECT name FROM pragma_table_info('tasks')")?;
+        stmt.query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?
+    };
+    for (name, definition) in ADDED_COLUMNS {
+        if !present.iter().any(|p| p == name) {
+            db.execute_batch(&format!("ALTER TABLE tasks ADD COLUMN {name} {definition}"))?;
+        }
+    }
+    Ok(())
+}
+
 fn get(db: &Connection, id: &str) -> Result<Task> {
     db.query_row(
         &format!("SELECT {COLUMNS} FROM tasks WHERE id = ?1"),
@@ -796,5 +1000,6 @@ fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
         started_ms: row.get(21)?,
         finished_ms: row.get(22)?,
         retries: row.get(23)?,
+        remote_peer: row.get(24)?,
     })
 }

@@ -404,3 +404,128 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_repeated_report_of_the_same_attempt_is_already_recorded_any_other_is_stale() {
+    let q = QueueStore::in_memory().unwrap();
+    q.submit(
+        NewTask {
+            id: Some("a".into()),
+            backoff_ms: 0,
+            ..task("t")
+        },
+        0,
+    )
+    .unwrap();
+    let first = q
+        .claim_as("peer/w/0", Some("peer"), None, LEASE_MS, 0)
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.task.remote_peer.as_deref(), Some("peer"));
+    // The lease lapses; a second attempt takes the task.
+    q.expire_leases(LEASE_MS + 1).unwrap();
+    let second = q
+        .claim("local/0", None, 10 * LEASE_MS, LEASE_MS + 2)
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.attempt, first.attempt + 1);
+    let done = AttemptOutcome::Completed(json!({"by": 2}));
+    assert_eq!(
+        q.settle("a", first.attempt, &done, 5).unwrap(),
+        Settled::Stale
+    );
+    assert_eq!(
+        q.settle("a", second.attempt, &done, 6).unwrap(),
+        Settled::Recorded(TaskState::Completed)
+    );
+    assert_eq!(
+        q.settle("a", second.attempt, &done, 7).unwrap(),
+        Settled::AlreadyRecorded
+    );
+    assert_eq!(
+        q.settle("a", first.attempt, &done, 8).unwrap(),
+        Settled::Stale
+    );
+    assert_eq!(q.settle("nope", 1, &done, 8).unwrap(), Settled::Stale);
+    assert_eq!(q.get("a").unwrap().result, Some(json!({"by": 2})));
+}
+
+#[test]
+fn a_released_attempt_does_not_count_and_remote_leases_survive_a_restart() {
+    let q = QueueStore::in_memory().unwrap();
+    q.submit(
+        NewTask {
+            id: Some("r".into()),
+            max_attempts: 1,
+            ..task("t")
+        },
+        0,
+    )
+    .unwrap();
+    let claim = q
+        .claim_as("peer/w/0", Some("peer"), None, LEASE_MS, 0)
+        .unwrap()
+        .unwrap();
+    assert!(q.release("r", claim.attempt).unwrap());
+    assert!(
+        !q.release("r", claim.attempt).unwrap(),
+        "a second release changes nothing"
+    );
+    // Out of attempts had the release counted; it did not.
+    let again = q
+        .claim_as("peer/w/0", Some("peer"), None, LEASE_MS, 1)
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.attempt, claim.attempt + 1);
+    // A restart re-queues local attempts at once but gives remote ones a lease.
+    assert!(q.requeue_interrupted(2).unwrap().is_empty());
+    assert_eq!(
+        q.extend_remote_leases(2 + 5 * LEASE_MS).unwrap(),
+        vec!["r".to_string()]
+    );
+    assert!(q.expire_leases(3 * LEASE_MS).unwrap().is_empty());
+    assert_eq!(q.get("r").unwrap().state, TaskState::Running);
+}
+
+#[test]
+fn outboxes_and_the_new_columns_survive_reopening_an_older_file() {
+    let dir = std::env::temp_dir().join(format!("mcpplus-outbox-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("queue.sqlite3");
+    let _ = std::fs::remove_file(&path);
+    {
+        // A file from before the mesh: no remote_peer, no settled_attempt.
+        let db = rusqlite::Connection::open(&path).unwrap();
+        db.execute_batch(
+            "CREATE TABLE tasks (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+                tool TEXT NOT NULL, arguments TEXT NOT NULL, priority REAL NOT NULL, tags TEXT NOT NULL,
+                metadata TEXT NOT NULL, timeout_ms INTEGER, max_attempts INTEGER NOT NULL,
+                backoff_ms INTEGER NOT NULL, idempotency_key TEXT UNIQUE, state TEXT NOT NULL,
+                attempt INTEGER NOT NULL DEFAULT 0, worker TEXT, lease_until INTEGER,
+                not_before INTEGER NOT NULL DEFAULT 0, progress REAL, progress_total REAL,
+                progress_message TEXT, result TEXT, error TEXT, created_at INTEGER NOT NULL,
+                started_at INTEGER, finished_at INTEGER, retries INTEGER NOT NULL DEFAULT 0);
+             INSERT INTO tasks (id, tool, arguments, priority, tags, metadata, max_attempts,
+                backoff_ms, state, created_at) VALUES ('old', 't', '{}', 1.0, '[]', '{}', 3, 0, 'queued', 0);",
+        )
+        .unwrap();
+    }
+    let outcome = AttemptOutcome::Failed {
+        error: "e".into(),
+        retryable: false,
+        result: None,
+    };
+    {
+        let q = QueueStore::open(&path).unwrap();
+        assert_eq!(q.get("old").unwrap().remote_peer, None);
+        q.outbox_put("owner", "x", 3, &outcome, 1).unwrap();
+    }
+    let q = QueueStore::open(&path).unwrap();
+    let waiting = q.outbox("owner").unwrap();
+    assert_eq!(waiting.len(), 1);
+    assert_eq!((waiting[0].0.id.as_str(), waiting[0].0.attempt), ("x", 3));
+    assert_eq!(waiting[0].1, outcome);
+    q.outbox_remove("owner", "x", 3).unwrap();
+    assert!(q.outbox("owner").unwrap().is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}

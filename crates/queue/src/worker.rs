@@ -10,29 +10,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::Value;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::{Claim, Lease, QueueStore, Task};
+use super::{AttemptOutcome, Claim, Lease, QueueStore, Task};
 
 /// Milliseconds since the Unix epoch: the queue's clock.
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// How a task attempt ended.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RunOutcome {
-    Completed(Value),
-    Failed {
-        error: String,
-        retryable: bool,
-        /// The tool's own error result (`isError: true`), when it gave one.
-        result: Option<Value>,
-    },
 }
 
 /// Progress reported by a running task: (progress, total, message).
@@ -45,7 +32,7 @@ pub trait TaskRunner: Send + Sync + 'static {
         task: &'a Task,
         cancel: CancellationToken,
         progress: ProgressSink,
-    ) -> Pin<Box<dyn Future<Output = RunOutcome> + Send + 'a>>;
+    ) -> Pin<Box<dyn Future<Output = AttemptOutcome> + Send + 'a>>;
 }
 
 /// One worker: `slots` tasks at once, of the tools it may run.
@@ -310,7 +297,7 @@ async fn run_claim(
     let outcome = match task.timeout_ms {
         Some(ms) => tokio::time::timeout(Duration::from_millis(ms), run)
             .await
-            .unwrap_or_else(|_| RunOutcome::Failed {
+            .unwrap_or_else(|_| AttemptOutcome::Failed {
                 error: format!("the attempt took longer than the task's timeout of {ms} ms"),
                 retryable: true,
                 result: None,
@@ -320,10 +307,10 @@ async fn run_claim(
     drop(_heartbeat);
     let id = task.id.clone();
     let recorded = blocking(store, move |s| match outcome {
-        RunOutcome::Completed(result) => s
+        AttemptOutcome::Completed(result) => s
             .complete(&id, attempt, &result, now_ms())
             .map(|ok| ok.then_some("completed")),
-        RunOutcome::Failed {
+        AttemptOutcome::Failed {
             error,
             retryable,
             result,
