@@ -14,5 +14,6 @@ pub mod admin;
 pub mod catalog;
 pub mod cli;
 pub mod mcp;
+pub mod mesh;
 pub mod runner;
 pub mod toolset;

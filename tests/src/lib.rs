@@ -59,6 +59,8 @@ pub struct HttpServer {
     child: Child,
     pub url: String,
     pub stderr: mpsc::Receiver<String>,
+    /// What it printed before it listened (e.g. `mcpplus: mesh listening on …`).
+    pub startup: Vec<String>,
 }
 
 impl HttpServer {
@@ -88,6 +90,7 @@ impl HttpServer {
                             child,
                             url: url.trim().to_string(),
                             stderr: rx,
+                            startup: seen,
                         };
                     }
                     seen.push(line);

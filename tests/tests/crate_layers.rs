@@ -12,6 +12,7 @@ const LAYERS: &[&str] = &[
     "mcpplus-schema",
     "mcpplus-policy",
     "mcpplus-queue",
+    "mcpplus-mesh",
     "mcpplus-runtime",
     "mcpplus",
 ];

@@ -196,6 +196,11 @@ impl OwnerPull {
         &self.owner
     }
 
+    /// The tools later claims ask for (the node's catalog changed).
+    pub fn set_tools(&mut self, tools: Vec<String>) {
+        self.config.tools = tools;
+    }
+
     /// The attempts running here now.
     pub fn running(&self) -> Vec<(usize, AttemptRef)> {
         self.slots

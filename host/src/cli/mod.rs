@@ -5,6 +5,7 @@ mod breakers;
 mod call;
 mod embed_docs;
 mod inspect;
+mod peers;
 mod serve;
 mod tools;
 
@@ -99,13 +100,15 @@ impl CommonArgs {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the tools in a folder over MCP (stdio by default, or Streamable HTTP)
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Show the tools a component exports, their JSON Schemas, and its imports
     Inspect(inspect::InspectArgs),
     /// Change the tools of a running server: list, load, unload, reload
     Tools(tools::ToolsArgs),
     /// Show the outbound circuit breakers of a running server, or reset one
     Breakers(breakers::BreakersArgs),
+    /// This node's identity in a mesh of mcpplus nodes (`peers id`)
+    Peers(peers::PeersArgs),
     /// Report, per component, what it asks for, what its policy grants, what is refused, and the risks
     Audit(audit::AuditArgs),
     /// Call one tool of a component without an MCP client
@@ -141,11 +144,12 @@ pub fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve::run(args, &cli.common).await,
+            Command::Serve(args) => serve::run(*args, &cli.common).await,
             Command::Inspect(args) => inspect::run(args),
             Command::Audit(args) => audit::run(args, &cli.common),
             Command::Tools(args) => tools::run(args).await,
             Command::Breakers(args) => breakers::run(args).await,
+            Command::Peers(args) => peers::run(args),
             Command::Call(args) => call::run(args, &cli.common).await,
             Command::EmbedDocs(args) => embed_docs::run(args),
         }

@@ -56,6 +56,12 @@ pub struct ServeArgs {
     /// Where the server keeps its state: the task queue (queue.sqlite3) [default: $XDG_DATA_HOME/mcpplus or ~/.local/share/mcpplus]
     #[arg(long, env = "MCPPLUS_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Join a mesh of mcpplus nodes listening on this multiaddr (repeatable; adds to `[mesh] listen`), e.g. /ip4/127.0.0.1/tcp/0
+    #[arg(long = "mesh-listen", value_name = "MULTIADDR")]
+    mesh_listen: Vec<String>,
+    /// Dial this mesh node at start (repeatable; adds to `[mesh] bootstrap`), e.g. /ip4/10.0.0.2/tcp/4001/p2p/12D3KooW…
+    #[arg(long = "bootstrap", value_name = "MULTIADDR")]
+    bootstrap: Vec<String>,
     /// How long unloading a component waits for its running calls before cancelling them, in seconds
     #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
     drain_timeout: f64,
@@ -169,6 +175,22 @@ pub async fn run(args: ServeArgs, common: &CommonArgs) -> anyhow::Result<ExitCod
         None => None,
     };
     let queue = open_queue(args.data_dir.as_deref(), &runtime, &live)?;
+    let mut mesh_config = runtime.config().mesh.clone();
+    mesh_config.listen.extend(args.mesh_listen.iter().cloned());
+    mesh_config.bootstrap.extend(args.bootstrap.iter().cloned());
+    let _mesh = match (&queue, mesh_config.enabled()) {
+        (_, false) => None,
+        (None, true) => anyhow::bail!(
+            "the mesh shares the task queue, and this server has none; pass --data-dir DIR"
+        ),
+        (Some(queue), true) => {
+            let runner = Arc::new(CatalogRunner {
+                runtime: runtime.clone(),
+                catalog: live.clone(),
+            });
+            Some(crate::mesh::join(&mesh_config, queue, runner, live.clone()).await?)
+        }
+    };
     let server = McpServer::new(live, runtime).with_queue(queue.clone());
     match args.http {
         None => serve_stdio(server).await?,
@@ -200,7 +222,7 @@ pub async fn run(args: ServeArgs, common: &CommonArgs) -> anyhow::Result<ExitCod
 }
 
 /// The default data directory: `$XDG_DATA_HOME/mcpplus` or `~/.local/share/mcpplus`.
-fn default_data_dir() -> Option<PathBuf> {
+pub fn default_data_dir() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_DATA_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))?;

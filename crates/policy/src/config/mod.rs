@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub mod mesh;
 pub mod outbound;
 pub mod queue;
 
@@ -55,6 +56,9 @@ pub struct OperatorConfig {
     /// The task queue: the built-in worker, long-running tools.
     #[serde(default)]
     pub queue: crate::config::queue::QueueConfig,
+    /// The mesh of nodes sharing their queues (docs/mesh.md).
+    #[serde(default)]
+    pub mesh: crate::config::mesh::MeshConfig,
     /// Where the config came from, so a policy error can name the file and line.
     #[serde(skip)]
     pub origin: Option<ConfigOrigin>,
@@ -260,6 +264,7 @@ impl OperatorConfig {
         }
         self.outbound.check()?;
         self.queue.check()?;
+        self.mesh.check()?;
         if self.server.max_concurrency == 0 {
             return Err("[server] max_concurrency must be greater than 0".into());
         }

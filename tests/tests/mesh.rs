@@ -1,0 +1,291 @@
+//! The mesh with real `mcpplus serve` processes on loopback: identities, and
+//! three nodes sharing work. Node A accepts every task through `task_submit`
+//! but runs none (no worker slots, and it does not host the tool); B and C
+//! host the `recorder` fixture, which journals each execution, and pull A's
+//! tasks over libp2p.
+//!
+//! Asserted: every task completes at A exactly once; each completion names
+//! the peer that ran it (B or C); executions never exceed attempts; both B and
+//! C ran a fair share; an unlisted node is refused and claims nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use mcpplus_queue::store::ListFilter;
+use mcpplus_queue::{QueueStore, TaskState};
+use mcpplus_tests::{HttpServer, Scratch, artifacts, mcpplus_bin};
+use rmcp::ServiceExt as _;
+use rmcp::model::CallToolRequestParams;
+use rmcp::transport::StreamableHttpClientTransport;
+use serde_json::{Value, json};
+
+const TASKS: usize = 300;
+const LEASE_MS: u64 = 3_000;
+
+fn peer_id(data_dir: &Path) -> String {
+    let out = Command::new(mcpplus_bin())
+        .args(["peers", "id", "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .expect("run mcpplus peers id");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn peers_id_creates_a_private_key_once_and_prints_the_same_id() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let scratch = Scratch::new("mesh-id");
+    let data = scratch.join("data");
+    let first = peer_id(&data);
+    assert!(first.starts_with("12D3KooW"), "{first}");
+    assert_eq!(peer_id(&data), first);
+    let mode = std::fs::metadata(data.join("identity.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+/// A node's folder: tools, data, config, journal.
+struct Node {
+    scratch_dir: std::path::PathBuf,
+    id: String,
+}
+
+impl Node {
+    fn new(scratch: &Scratch, name: &str) -> Self {
+        let dir = scratch.join(name);
+        std::fs::create_dir_all(dir.join("tools")).unwrap();
+        std::fs::create_dir_all(dir.join("journal")).unwrap();
+        let id = peer_id(&dir.join("data"));
+        Node {
+            scratch_dir: dir,
+            id,
+        }
+    }
+
+    fn path(&self, p: &str) -> String {
+        self.scratch_dir.join(p).to_str().unwrap().to_string()
+    }
+
+    fn host_recorder(&self) {
+        std::fs::copy(
+            artifacts::recorder(),
+            self.scratch_dir.join("tools/recorder.wasm"),
+        )
+        .unwrap();
+        std::fs::write(
+            self.scratch_dir.join("tools/recorder.policy.toml"),
+            format!(
+                "[[files]]\nhost = \"{}\"\nguest = \"/journal\"\naccess = \"read-write\"\n",
+                self.path("journal")
+            ),
+        )
+        .unwrap();
+    }
+
+    fn host_task_queue(&self) {
+        std::fs::copy(
+            artifacts::task_queue(),
+            self.scratch_dir.join("tools/task_queue.wasm"),
+        )
+        .unwrap();
+        std::fs::write(
+            self.scratch_dir.join("tools/task_queue.policy.toml"),
+            "[queue]\nsubmit = true\n",
+        )
+        .unwrap();
+    }
+
+    /// `peers`: (peer id, roles) allowed here.
+    fn configure(&self, workers: u32, peers: &[(&str, &str)]) {
+        let mut text = format!(
+            "[queue]\nworkers = {workers}\nlease_ms = {LEASE_MS}\npoll_ms = 100\n\n[mesh]\nmdns = false\nslots = 4\n"
+        );
+        for (id, roles) in peers {
+            text.push_str(&format!("\n[mesh.peers.\"{id}\"]\nroles = {roles}\n"));
+        }
+        std::fs::write(self.scratch_dir.join("mcpplus.toml"), text).unwrap();
+    }
+
+    fn start(&self, mesh: &[&str]) -> HttpServer {
+        let (tools, data, config) = (
+            self.path("tools"),
+            self.path("data"),
+            self.path("mcpplus.toml"),
+        );
+        let mut args = vec![
+            "--tools",
+            &tools,
+            "--data-dir",
+            &data,
+            "--config",
+            &config,
+            "--no-admin",
+            "--no-watch",
+        ];
+        args.extend_from_slice(mesh);
+        HttpServer::start(&args)
+    }
+
+    fn journal(&self) -> Vec<String> {
+        std::fs::read_to_string(self.scratch_dir.join("journal/executions.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+fn mesh_address(server: &HttpServer) -> String {
+    server
+        .startup
+        .iter()
+        .find_map(|l| l.strip_prefix("mcpplus: mesh listening on "))
+        .expect("the node prints its mesh address")
+        .trim()
+        .to_string()
+}
+
+fn events(lines: &[String], name: &str) -> Vec<Value> {
+    lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["event"] == name)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_share_the_work_of_one_owner() {
+    let scratch = Scratch::new("mesh-three");
+    let (a, b, c, stranger) = (
+        Node::new(&scratch, "a"),
+        Node::new(&scratch, "b"),
+        Node::new(&scratch, "c"),
+        Node::new(&scratch, "stranger"),
+    );
+    a.host_task_queue();
+    for worker in [&b, &c, &stranger] {
+        worker.host_recorder();
+    }
+    let claim = r#"["claim"]"#;
+    a.configure(0, &[(&b.id, claim), (&c.id, claim)]);
+    b.configure(0, &[(&a.id, "[]")]);
+    c.configure(0, &[(&a.id, "[]")]);
+    // Lists A, but A does not list it.
+    stranger.configure(0, &[(&a.id, "[]")]);
+
+    let server_a = a.start(&["--mesh-listen", "/ip4/127.0.0.1/tcp/0"]);
+    let address = mesh_address(&server_a);
+    assert!(address.ends_with(&format!("/p2p/{}", a.id)), "{address}");
+    let server_b = b.start(&["--bootstrap", &address]);
+    let server_c = c.start(&["--bootstrap", &address]);
+    let server_stranger = stranger.start(&["--bootstrap", &address]);
+
+    let client = ()
+        .serve(StreamableHttpClientTransport::from_uri(
+            server_a.url.clone(),
+        ))
+        .await
+        .expect("connect to A");
+    let ids: Vec<String> = (0..TASKS).map(|i| format!("m{i:04}")).collect();
+    for id in &ids {
+        let args = json!({
+            "task_id": id, "task_type": "note_execution",
+            "payload": {"key": id, "work_ms": 5},
+            "retry_policy": {"max_retries": 20, "backoff_ms": 10},
+        });
+        let answer = client
+            .call_tool(
+                CallToolRequestParams::new("task_submit")
+                    .with_arguments(args.as_object().cloned().unwrap()),
+            )
+            .await
+            .expect("task_submit");
+        assert_ne!(answer.is_error, Some(true), "{answer:?}");
+    }
+
+    // Wait until A's queue says every task finished (read beside the server).
+    let store = QueueStore::open(Path::new(&a.path("data/queue.sqlite3"))).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let counts: std::collections::HashMap<TaskState, u64> =
+            store.counts().unwrap().into_iter().collect();
+        let finished = counts[&TaskState::Completed] + counts[&TaskState::Failed];
+        if finished as usize == TASKS {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not all tasks finished in time: {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (tasks, total) = store.list(&ListFilter::default(), 0, 10_000).unwrap();
+    assert_eq!(total as usize, TASKS);
+    let mut by_peer: BTreeMap<String, usize> = BTreeMap::new();
+    for task in &tasks {
+        assert_eq!(task.state, TaskState::Completed, "{task:?}");
+        let peer = task.remote_peer.clone().expect("run by a peer");
+        assert!(peer == b.id || peer == c.id, "run by {peer}");
+        assert!(
+            task.worker
+                .as_deref()
+                .unwrap()
+                .starts_with(&format!("{peer}/")),
+            "the completion names its worker: {task:?}"
+        );
+        *by_peer.entry(peer).or_default() += 1;
+    }
+    // Executions, from both journals: every task ran, never more often than it was attempted.
+    let mut executions: BTreeMap<String, u32> = BTreeMap::new();
+    for line in b.journal().into_iter().chain(c.journal()) {
+        *executions.entry(line).or_default() += 1;
+    }
+    for task in &tasks {
+        let ran = executions.get(&task.id).copied().unwrap_or(0);
+        assert!(
+            ran >= 1 && ran <= task.attempt,
+            "{}: ran {ran}, attempts {}",
+            task.id,
+            task.attempt
+        );
+    }
+    for (peer, n) in &by_peer {
+        assert!(
+            *n * 4 >= TASKS,
+            "{peer} ran only {n} of {TASKS}: {by_peer:?}"
+        );
+    }
+    eprintln!("tasks run per peer: {by_peer:?}");
+    assert!(stranger.journal().is_empty(), "an unlisted node ran tasks");
+
+    let logs_a = server_a.kill_and_collect_logs();
+    let completes = events(&logs_a, "queue.remote_complete");
+    let mut recorded = BTreeSet::new();
+    for e in &completes {
+        if e["settled"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Completed")
+        {
+            assert!(
+                recorded.insert(e["task"].as_str().unwrap().to_string()),
+                "completed twice: {e}"
+            );
+        }
+    }
+    let denied = events(&logs_a, "mesh.peer_denied");
+    assert!(
+        denied.iter().any(|e| e["peer"] == stranger.id.as_str()),
+        "the unlisted node was not reported: {denied:?}"
+    );
+    drop((server_b, server_c, server_stranger));
+}
