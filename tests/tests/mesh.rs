@@ -6,7 +6,9 @@
 //!
 //! Asserted: every task completes at A exactly once; each completion names
 //! the peer that ran it (B or C); executions never exceed attempts; both B and
-//! C ran a fair share; an unlisted node is refused and claims nothing.
+//! C ran a fair share; an unlisted node is refused and claims nothing. And the
+//! same with `kill -9` of the workers (10 times) and of the owner (5 times)
+//! while the tasks run, restarting on the same data directories.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -288,4 +290,155 @@ async fn three_nodes_share_the_work_of_one_owner() {
         "the unlisted node was not reported: {denied:?}"
     );
     drop((server_b, server_c, server_stranger));
+}
+
+/// A free loopback TCP port (so a restarted owner comes back where its
+/// workers expect it).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn completions(lines: &[String], into: &mut BTreeMap<String, usize>) {
+    for e in events(lines, "queue.remote_complete") {
+        if e["settled"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Completed")
+        {
+            *into
+                .entry(e["task"].as_str().unwrap().to_string())
+                .or_default() += 1;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_workers_and_owner_loses_nothing_and_completes_nothing_twice() {
+    const CRASH_TASKS: usize = 400;
+    const WORKER_KILLS: usize = 10;
+    const OWNER_KILLS: usize = 5;
+    let scratch = Scratch::new("mesh-crash");
+    let (a, b, c) = (
+        Node::new(&scratch, "a"),
+        Node::new(&scratch, "b"),
+        Node::new(&scratch, "c"),
+    );
+    a.host_task_queue();
+    b.host_recorder();
+    c.host_recorder();
+    let claim = r#"["claim"]"#;
+    a.configure(0, &[(&b.id, claim), (&c.id, claim)]);
+    b.configure(0, &[(&a.id, "[]")]);
+    c.configure(0, &[(&a.id, "[]")]);
+    let listen = format!("/ip4/127.0.0.1/tcp/{}", free_port());
+    let address = format!("{listen}/p2p/{}", a.id);
+
+    let mut owner = Some(a.start(&["--mesh-listen", &listen]));
+    let client = ()
+        .serve(StreamableHttpClientTransport::from_uri(
+            owner.as_ref().unwrap().url.clone(),
+        ))
+        .await
+        .expect("connect to A");
+    for i in 0..CRASH_TASKS {
+        let id = format!("k{i:04}");
+        let args = json!({
+            "task_id": id, "task_type": "note_execution",
+            "payload": {"key": id, "work_ms": 250},
+            "retry_policy": {"max_retries": 100, "backoff_ms": 10},
+        });
+        let answer = client
+            .call_tool(
+                CallToolRequestParams::new("task_submit")
+                    .with_arguments(args.as_object().cloned().unwrap()),
+            )
+            .await
+            .expect("task_submit");
+        assert_ne!(answer.is_error, Some(true), "{answer:?}");
+    }
+    drop(client);
+
+    let mut workers = [
+        Some(b.start(&["--bootstrap", &address])),
+        Some(c.start(&["--bootstrap", &address])),
+    ];
+    let mut completed = BTreeMap::new();
+    // Kills at random moments, workers and owner interleaved.
+    let mut kills: Vec<&str> = [vec!["worker"; WORKER_KILLS], vec!["owner"; OWNER_KILLS]].concat();
+    fastrand::shuffle(&mut kills);
+    for kill in kills {
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(200..1_500))).await;
+        if kill == "owner" {
+            let killed = owner.take().unwrap();
+            completions(&killed.kill_and_collect_logs(), &mut completed);
+            owner = Some(a.start(&["--mesh-listen", &listen]));
+        } else {
+            let which = fastrand::usize(..2);
+            drop(workers[which].take());
+            let node = if which == 0 { &b } else { &c };
+            workers[which] = Some(node.start(&["--bootstrap", &address]));
+        }
+    }
+
+    let store = QueueStore::open(Path::new(&a.path("data/queue.sqlite3"))).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let done = store
+            .counts()
+            .unwrap()
+            .into_iter()
+            .filter(|(s, _)| s.is_terminal())
+            .map(|(_, n)| n)
+            .sum::<u64>();
+        if done as usize == CRASH_TASKS {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tasks still open: {:?}",
+            store.counts().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    completions(
+        &owner.take().unwrap().kill_and_collect_logs(),
+        &mut completed,
+    );
+    drop(workers);
+
+    let (tasks, total) = store.list(&ListFilter::default(), 0, 10_000).unwrap();
+    assert_eq!(total as usize, CRASH_TASKS, "no accepted task is lost");
+    let mut executions: BTreeMap<String, u32> = BTreeMap::new();
+    for line in b.journal().into_iter().chain(c.journal()) {
+        *executions.entry(line).or_default() += 1;
+    }
+    let mut extra = 0;
+    for task in &tasks {
+        assert_eq!(task.state, TaskState::Completed, "{task:?}");
+        let ran = executions.get(&task.id).copied().unwrap_or(0);
+        assert!(
+            ran >= 1 && ran <= task.attempt,
+            "{}: ran {ran}, attempts {}",
+            task.id,
+            task.attempt
+        );
+        extra += ran - 1;
+    }
+    for (task, n) in &completed {
+        assert_eq!(*n, 1, "{task} was recorded completed {n} times");
+    }
+    eprintln!(
+        "{CRASH_TASKS} tasks, {WORKER_KILLS} worker and {OWNER_KILLS} owner kills: {extra} extra executions"
+    );
+    // A killed worker loses at most its 4 slots' attempts; a killed owner at
+    // most the attempts of both workers that fenced while it was down.
+    let bound = WORKER_KILLS as u32 * 4 + OWNER_KILLS as u32 * 8;
+    assert!(
+        extra <= bound,
+        "{extra} extra executions, more than {bound}"
+    );
 }
