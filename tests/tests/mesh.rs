@@ -442,3 +442,57 @@ async fn kill_9_of_workers_and_owner_loses_nothing_and_completes_nothing_twice()
         "{extra} extra executions, more than {bound}"
     );
 }
+
+#[test]
+fn audit_shows_the_node_id_its_addresses_and_every_allowed_peer_with_roles() {
+    let scratch = Scratch::new("mesh-audit");
+    let (a, b) = (Node::new(&scratch, "a"), Node::new(&scratch, "b"));
+    a.host_task_queue();
+    a.configure(0, &[(&b.id, r#"["claim", "submit"]"#)]);
+    let config = a.path("mcpplus.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            "[mesh]\n",
+            "[mesh]\nlisten = [\"/ip4/127.0.0.1/tcp/4001\"]\n",
+        ),
+    )
+    .unwrap();
+    let out = Command::new(mcpplus_bin())
+        .args([
+            "audit",
+            "--json",
+            "--tools",
+            &a.path("tools"),
+            "--config",
+            &config,
+        ])
+        .args(["--data-dir", &a.path("data")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mesh = &report["mesh"];
+    assert_eq!(mesh["peerId"], a.id.as_str());
+    assert_eq!(mesh["listen"], json!(["/ip4/127.0.0.1/tcp/4001"]));
+    assert_eq!(mesh["pnet"], "off");
+    assert_eq!(
+        mesh["peers"],
+        json!([{"peerId": b.id, "roles": ["claim", "submit"]}])
+    );
+    let text = Command::new(mcpplus_bin())
+        .args(["audit", "--tools", &a.path("tools"), "--config", &config])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(
+        text.contains(&format!("peer         {}  (claim, submit)", b.id)),
+        "{text}"
+    );
+    assert!(text.contains("unknown (pass --data-dir DIR)"), "{text}");
+}

@@ -21,6 +21,54 @@ pub struct AuditReport {
     pub audit_version: u32,
     pub tools_dir: String,
     pub components: Vec<ComponentAudit>,
+    /// The node's place in a mesh, when the config puts it in one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mesh: Option<MeshAudit>,
+}
+
+/// Who may reach this node over the mesh, and what they may do.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MeshAudit {
+    /// This node's PeerId, when its key exists (`--data-dir`).
+    pub peer_id: Option<String>,
+    pub listen: Vec<String>,
+    pub bootstrap: Vec<String>,
+    pub mdns: bool,
+    /// Tasks run at once for each peer pulled from.
+    pub slots: u32,
+    /// A pre-shared key for the transport: not supported yet, always "off".
+    pub pnet: &'static str,
+    pub peers: Vec<MeshPeerAudit>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MeshPeerAudit {
+    pub peer_id: String,
+    pub roles: Vec<&'static str>,
+}
+
+impl MeshAudit {
+    /// The `[mesh]` section as a reviewer reads it; `None` when the node runs alone.
+    pub fn of(config: &crate::config::mesh::MeshConfig, peer_id: Option<String>) -> Option<Self> {
+        config.enabled().then(|| MeshAudit {
+            peer_id,
+            listen: config.listen.clone(),
+            bootstrap: config.bootstrap.clone(),
+            mdns: config.mdns,
+            slots: config.slots,
+            pnet: "off",
+            peers: config
+                .peers
+                .iter()
+                .map(|(id, entry)| MeshPeerAudit {
+                    peer_id: id.clone(),
+                    roles: entry.roles.iter().map(|r| r.as_str()).collect(),
+                })
+                .collect(),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

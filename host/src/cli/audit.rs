@@ -12,7 +12,7 @@ use super::CommonArgs;
 use super::serve::bundled_tools_dir;
 use mcpplus_policy::Policy;
 use mcpplus_policy::config::{CallLimits, OperatorConfig};
-use mcpplus_policy::report::{AUDIT_VERSION, AuditInput, AuditReport, ComponentAudit};
+use mcpplus_policy::report::{AUDIT_VERSION, AuditInput, AuditReport, ComponentAudit, MeshAudit};
 use mcpplus_runtime::cache::digest;
 use mcpplus_runtime::loaded::component_name;
 use mcpplus_schema::describe_component;
@@ -25,6 +25,9 @@ pub struct AuditArgs {
     /// Print the stable JSON report (documented in docs/security.md) instead of text
     #[arg(long)]
     json: bool,
+    /// The node's data directory, to show its PeerId (its key is read, never created)
+    #[arg(long, env = "MCPPLUS_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
 }
 
 pub fn run(args: AuditArgs, common: &CommonArgs) -> anyhow::Result<ExitCode> {
@@ -51,10 +54,17 @@ pub fn run(args: AuditArgs, common: &CommonArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let refused = components.iter().any(|c| c.status == "refused");
+    let peer_id = args
+        .data_dir
+        .as_deref()
+        .and_then(|d| std::fs::read(d.join(mcpplus_mesh::identity::IDENTITY_FILE)).ok())
+        .and_then(|bytes| libp2p::identity::Keypair::from_protobuf_encoding(&bytes).ok())
+        .map(|key| key.public().to_peer_id().to_string());
     let report = AuditReport {
         audit_version: AUDIT_VERSION,
         tools_dir: dir.display().to_string(),
         components,
+        mesh: MeshAudit::of(&config.mesh, peer_id),
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -134,6 +144,31 @@ fn print_text(report: &AuditReport) {
         report.tools_dir,
         report.components.len()
     );
+    if let Some(mesh) = &report.mesh {
+        println!("\nmesh");
+        println!(
+            "  peer id      {}",
+            mesh.peer_id
+                .as_deref()
+                .unwrap_or("unknown (pass --data-dir DIR)")
+        );
+        println!("  listen       {}", list_or_none(&mesh.listen));
+        println!("  bootstrap    {}", list_or_none(&mesh.bootstrap));
+        println!("  mdns         {}", if mesh.mdns { "on" } else { "off" });
+        println!("  pnet         {}", mesh.pnet);
+        println!("  slots        {} per peer pulled from", mesh.slots);
+        if mesh.peers.is_empty() {
+            println!("  peers        none allowed: every connection is refused");
+        }
+        for peer in &mesh.peers {
+            let roles = if peer.roles.is_empty() {
+                "connect only".to_string()
+            } else {
+                peer.roles.join(", ")
+            };
+            println!("  peer         {}  ({roles})", peer.peer_id);
+        }
+    }
     for c in &report.components {
         println!("\n{}  ({})", c.name, c.path);
         let pin = if c.pinned { "  (pinned by policy)" } else { "" };
@@ -222,5 +257,13 @@ fn print_list(label: &str, items: &[String], empty: &str) {
                 println!("  {:<12} {item}", "");
             }
         }
+    }
+}
+
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".to_string()
+    } else {
+        items.join(", ")
     }
 }
