@@ -6,6 +6,7 @@
 
 mod client;
 mod logging;
+mod mesh;
 mod outbound;
 mod queue;
 mod reload;
@@ -34,7 +35,7 @@ pub struct Args {
     /// Where to write the raw numbers (JSON)
     #[arg(long)]
     json: PathBuf,
-    /// Run only these scenarios (startup, latency, in_host, memory, reload, logging, outbound, queue); results are
+    /// Run only these scenarios (startup, latency, in_host, memory, reload, logging, outbound, queue, mesh); results are
     /// printed but the report is not rewritten
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,

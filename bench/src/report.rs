@@ -116,6 +116,41 @@ pub fn markdown(r: &Value) -> String {
     out.push_str(&logging(&r["logging"]));
     out.push_str(&outbound(&r["outbound"]));
     out.push_str(&queue(&r["queue"]));
+    out.push_str(&mesh(&r["mesh"]));
+    out
+}
+
+/// The mesh: remote against local pickup, and throughput by worker nodes.
+fn mesh(r: &Value) -> String {
+    if r.is_null() {
+        return String::new();
+    }
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let by = &r["tasks_per_s_by_worker_nodes"];
+    let one = f(&by["1"]);
+    let mut out = format!(
+        "\n## The mesh (nodes in one process, libp2p over loopback)\n\n\
+         `echo` submitted at an owner and polled until completed, one at a time ({} tasks):\n\n\
+         | run by | p50 ms | p99 ms |\n|---|---|---|\n\
+         | the owner's own worker (baseline) | {:.2} | {:.2} |\n\
+         | a worker node pulling over the mesh | {:.2} | {:.2} |\n\n\
+         {} tasks of a tool that sleeps 200 ms (`recorder`), an owner with no slots, worker nodes of {} slots:\n\n\
+         | worker nodes | tasks/s | vs one node |\n|---|---|---|\n",
+        r["echo_tasks"],
+        f(&r["local_echo"]["p50_ms"]),
+        f(&r["local_echo"]["p99_ms"]),
+        f(&r["remote_echo"]["p50_ms"]),
+        f(&r["remote_echo"]["p99_ms"]),
+        r["sleep_tasks"],
+        r["slots_per_node"],
+    );
+    for n in ["1", "2", "3"] {
+        out.push_str(&format!(
+            "| {n} | {:.2} | {:.2}x |\n",
+            f(&by[n]),
+            f(&by[n]) / one
+        ));
+    }
     out
 }
 

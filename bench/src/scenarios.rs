@@ -63,6 +63,11 @@ pub async fn run_all(args: &Args) -> anyhow::Result<Value> {
         eprintln!("== the durable task queue");
         queue = crate::queue::run(args, &scratch, &warm_cache).await?;
     }
+    let mut mesh = Value::Null;
+    if wanted("mesh") {
+        eprintln!("== the mesh (nodes on loopback)");
+        mesh = crate::mesh::run(args, &scratch, &warm_cache).await?;
+    }
     let mut reload = Value::Null;
     if wanted("reload") {
         eprintln!("== hot loading");
@@ -80,6 +85,7 @@ pub async fn run_all(args: &Args) -> anyhow::Result<Value> {
         "logging": logging,
         "outbound": outbound,
         "queue": queue,
+        "mesh": mesh,
     }))
 }
 

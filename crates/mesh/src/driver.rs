@@ -81,7 +81,7 @@ pub async fn drive(
     let mut ticker = tokio::time::interval(Duration::from_millis(50).min(options.poll));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let actions = tokio::select! {
+        let mut actions = tokio::select! {
             _ = stop.cancelled() => break,
             _ = ticker.tick() => {
                 pull.set_tools((options.tools)());
@@ -103,6 +103,8 @@ pub async fn drive(
                 }
             },
         };
+        // A slot freed by this event claims again now, not at the next tick.
+        actions.extend(pull.tick(now_ms()));
         for action in actions {
             match action {
                 Action::Send(out) => {

@@ -392,12 +392,7 @@ fn on_queue_event(
             let owner = state.owner.clone();
             let commands = handle.commands.clone();
             tokio::spawn(async move {
-                let response =
-                    tokio::task::spawn_blocking(move || answer(&owner, peer, &roles, request))
-                        .await
-                        .unwrap_or_else(|e| MeshResponse::Denied {
-                            error: format!("the request failed: {e}"),
-                        });
+                let response = answer_waiting(owner, peer, roles, request).await;
                 let _ = commands.send(Command::Respond { channel, response }).await;
             });
         }
@@ -427,6 +422,39 @@ fn on_queue_event(
             tracing::debug!(event = "mesh.inbound_failed", peer = %peer, error = %error, "an answer was not delivered");
         }
         Event::ResponseSent { .. } => {}
+    }
+}
+
+/// Answer one request; a claim that finds nothing waits (up to the owner's
+/// claim hold) for a task to become ready, so a remote worker picks up new
+/// work at once instead of at its next poll.
+async fn answer_waiting(
+    owner: Arc<RemoteOwner>,
+    peer: PeerId,
+    roles: Vec<PeerRole>,
+    request: MeshRequest,
+) -> MeshResponse {
+    let deadline = tokio::time::Instant::now() + owner.claim_hold();
+    let holds = matches!(&request, MeshRequest::Queue(OwnerRequest::Claim { .. }));
+    let store = owner.store().clone();
+    loop {
+        let woken = store.ready_signal().notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        let (o, r, ro) = (owner.clone(), request.clone(), roles.clone());
+        let response = tokio::task::spawn_blocking(move || answer(&o, peer, &ro, r))
+            .await
+            .unwrap_or_else(|e| MeshResponse::Denied {
+                error: format!("the request failed: {e}"),
+            });
+        let empty = matches!(&response, MeshResponse::Queue(OwnerResponse::Granted { grants }) if grants.is_empty());
+        if !(holds && empty) || tokio::time::Instant::now() >= deadline {
+            return response;
+        }
+        tokio::select! {
+            _ = &mut woken => {}
+            _ = tokio::time::sleep_until(deadline) => return response,
+        }
     }
 }
 

@@ -117,6 +117,18 @@ impl RemoteOwner {
         }
     }
 
+    /// This node's store.
+    pub fn store(&self) -> &Arc<QueueStore> {
+        &self.store
+    }
+
+    /// How long a claim that finds nothing may wait for work before it is
+    /// answered empty: short beside the lease, so the grant still arrives
+    /// well inside the worker's fencing margin.
+    pub fn claim_hold(&self) -> Duration {
+        (self.lease / 10).min(Duration::from_secs(1))
+    }
+
     /// Answer `request` from `peer` at owner time `now` (ms). Blocking: call
     /// it off the async threads. The caller has checked the peer's role.
     pub fn handle(&self, peer: &str, request: OwnerRequest, now: i64) -> OwnerResponse {
@@ -184,7 +196,10 @@ impl RemoteOwner {
                         lease_ms: lease_ms as u64,
                     });
                 }
-                self.remember(key, grants.clone());
+                // An empty answer is not remembered: a retry may find work.
+                if !grants.is_empty() {
+                    self.remember(key, grants.clone());
+                }
                 OwnerResponse::Granted { grants }
             }
             OwnerRequest::Heartbeat { attempts } => {

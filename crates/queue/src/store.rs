@@ -129,6 +129,12 @@ impl QueueStore {
         self.ready.notified().await
     }
 
+    /// The signal behind [`Self::ready`], for waiters that must register
+    /// before they look (`Notified::enable`) so no wake-up is missed.
+    pub fn ready_signal(&self) -> &tokio::sync::Notify {
+        &self.ready
+    }
+
     fn wake(&self) {
         self.ready.notify_waiters();
     }

@@ -1,0 +1,308 @@
+//! The mesh: nodes in this process, talking over real libp2p connections on
+//! loopback (TCP, Noise, Yamux). An owner node holds the tasks in its durable
+//! queue and runs none; worker nodes pull them and run the real components.
+//!
+//! - Remote `echo`: submit at the owner → completed, sequentially, against
+//!   the same through the owner's own workers (measured in the same run).
+//! - Throughput: 600 tasks of a tool that sleeps 200 ms (`recorder`), with 1,
+//!   2 and 3 worker nodes of 4 slots each.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use libp2p::identity::Keypair;
+use mcpplus::catalog::{Catalog, LiveCatalog};
+use mcpplus::runner::CatalogRunner;
+use mcpplus_mesh::driver::{DriverOptions, drive};
+use mcpplus_mesh::node::{Mesh, MeshOptions};
+use mcpplus_policy::config::OperatorConfig;
+use mcpplus_policy::config::mesh::PeerRole;
+use mcpplus_queue::remote::RemoteOwner;
+use mcpplus_queue::worker::{WorkerConfig, WorkerPool, now_ms};
+use mcpplus_queue::{NewTask, QueueStore, TaskState};
+use mcpplus_runtime::Runtime;
+use mcpplus_runtime::engine::RuntimeOptions;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::Args;
+use crate::client::{percentile, sequential};
+
+const LEASE: Duration = Duration::from_secs(30);
+const SLOTS: usize = 4;
+
+pub async fn run(args: &Args, scratch: &Path, cache: &Path) -> anyhow::Result<Value> {
+    let dir = scratch.join("mesh");
+    std::fs::create_dir_all(&dir)?;
+    let journal = dir.join("journal");
+    std::fs::create_dir_all(&journal)?;
+    let tools = dir.join("tools");
+    std::fs::create_dir_all(&tools)?;
+    std::fs::copy(
+        args.tools.join("showcase.wasm"),
+        tools.join("showcase.wasm"),
+    )?;
+    std::fs::copy(
+        args.tools.join("fixtures/recorder.wasm"),
+        tools.join("recorder.wasm"),
+    )?;
+    std::fs::write(
+        tools.join("recorder.policy.toml"),
+        format!(
+            "[[files]]\nhost = \"{}\"\nguest = \"/journal\"\naccess = \"read-write\"\n",
+            journal.display()
+        ),
+    )?;
+    // The nodes share this process's runtime: lift the per-tool and server
+    // caps (8 and 32 by default) so they do not stand in for separate hosts.
+    let mut config = OperatorConfig::default();
+    config.limits.max_concurrency = Some(64);
+    config.server.max_concurrency = 64;
+    let runtime = Arc::new(Runtime::new(RuntimeOptions {
+        cache: Some(cache.to_owned()),
+        config,
+        ..RuntimeOptions::default()
+    })?);
+    let mut catalog = Catalog::default();
+    for file in ["showcase.wasm", "recorder.wasm"] {
+        catalog.add(runtime.load_file(&tools.join(file))?)?;
+    }
+    let catalog = Arc::new(LiveCatalog::new(catalog));
+    let runner = Arc::new(CatalogRunner {
+        runtime: runtime.clone(),
+        catalog: catalog.clone(),
+    });
+
+    let n = ((300.0 * args.scale) as usize).max(50);
+    let local = local_echo(&dir, runner.clone(), n).await?;
+    let remote = remote_echo(&dir, runner.clone(), catalog.clone(), n).await?;
+    eprintln!(
+        "  echo submit to completed: local p50 {:.2} ms p99 {:.2} ms; remote p50 {:.2} ms p99 {:.2} ms",
+        local.0, local.1, remote.0, remote.1
+    );
+    let tasks = ((600.0 * args.scale) as usize).max(60);
+    let mut throughput = BTreeMap::new();
+    for workers in 1..=3 {
+        let per_s =
+            sleeping_throughput(&dir, runner.clone(), catalog.clone(), workers, tasks).await?;
+        eprintln!(
+            "  {tasks} tasks of 200 ms, {workers} worker node(s) x {SLOTS} slots: {per_s:.2} tasks/s"
+        );
+        throughput.insert(workers.to_string(), per_s);
+    }
+    Ok(json!({
+        "echo_tasks": n,
+        "local_echo": {"p50_ms": local.0, "p99_ms": local.1},
+        "remote_echo": {"p50_ms": remote.0, "p99_ms": remote.1},
+        "sleep_tasks": tasks,
+        "slots_per_node": SLOTS,
+        "tasks_per_s_by_worker_nodes": throughput,
+    }))
+}
+
+/// Submit `echo` tasks one after the other; each must complete.
+async fn submit_to_complete(store: &Arc<QueueStore>, n: usize) -> anyhow::Result<(f64, f64)> {
+    let times = sequential(n, |i| {
+        let store = store.clone();
+        async move {
+            let task = NewTask::new("echo", json!({"message": format!("m{i}")}));
+            let id = store.submit(task, now_ms())?.0.id;
+            loop {
+                let task = store.get(&id)?;
+                if task.state == TaskState::Completed {
+                    return Ok(());
+                }
+                anyhow::ensure!(
+                    !task.state.is_terminal(),
+                    "task {id} ended {:?}",
+                    task.state
+                );
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+        }
+    })
+    .await?;
+    let ms = |p| percentile(&times, p).as_secs_f64() * 1e3;
+    Ok((ms(0.5), ms(0.99)))
+}
+
+/// The baseline: the owner's own worker slots.
+async fn local_echo(
+    dir: &Path,
+    runner: Arc<CatalogRunner>,
+    n: usize,
+) -> anyhow::Result<(f64, f64)> {
+    let store = Arc::new(QueueStore::open(&dir.join("local.sqlite3"))?);
+    let pool = WorkerPool::start(
+        store.clone(),
+        runner,
+        vec![WorkerConfig {
+            id: "local".into(),
+            tools: None,
+            slots: 2,
+            lease: LEASE,
+            poll: Duration::from_millis(250),
+        }],
+    );
+    let result = submit_to_complete(&store, n).await;
+    pool.stop().await;
+    result
+}
+
+/// An owner with no slots and worker nodes pulling from it.
+struct Mesh3 {
+    owner_store: Arc<QueueStore>,
+    _owner: Mesh,
+    _workers: Vec<Mesh>,
+    stop: CancellationToken,
+}
+
+impl Drop for Mesh3 {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn mesh(
+    dir: &Path,
+    name: &str,
+    runner: Arc<CatalogRunner>,
+    catalog: Arc<LiveCatalog>,
+    workers: usize,
+) -> anyhow::Result<Mesh3> {
+    let owner_key = Keypair::generate_ed25519();
+    let owner_id = owner_key.public().to_peer_id();
+    let worker_keys: Vec<Keypair> = (0..workers).map(|_| Keypair::generate_ed25519()).collect();
+    let owner_store = Arc::new(QueueStore::open(
+        &dir.join(format!("{name}-owner.sqlite3")),
+    )?);
+    let owner = Mesh::start(MeshOptions {
+        keypair: owner_key,
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
+        bootstrap: Vec::new(),
+        mdns: false,
+        peers: worker_keys
+            .iter()
+            .map(|k| (k.public().to_peer_id(), vec![PeerRole::Claim]))
+            .collect(),
+        owner: Arc::new(RemoteOwner::new(owner_store.clone(), LEASE)),
+    })
+    .await?;
+    let address = owner.listening[0].clone();
+    let stop = CancellationToken::new();
+    let mut nodes = Vec::new();
+    for (i, key) in worker_keys.into_iter().enumerate() {
+        let store = Arc::new(QueueStore::open(
+            &dir.join(format!("{name}-worker{i}.sqlite3")),
+        )?);
+        let node = Mesh::start(MeshOptions {
+            keypair: key,
+            listen: Vec::new(),
+            bootstrap: vec![address.clone()],
+            mdns: false,
+            peers: [(owner_id, Vec::new())].into_iter().collect(),
+            // Nobody may claim from a worker; it only pulls.
+            owner: Arc::new(RemoteOwner::new(store.clone(), LEASE)),
+        })
+        .await?;
+        let catalog = catalog.clone();
+        let options = DriverOptions {
+            slots: SLOTS,
+            lease: LEASE,
+            poll: Duration::from_millis(1_000),
+            runner: runner.clone(),
+            store,
+            tools: Arc::new(move || {
+                catalog
+                    .snapshot()
+                    .tools()
+                    .map(|t| t.signature.name.clone())
+                    .collect()
+            }),
+        };
+        tokio::spawn(drive(owner_id, node.handle.clone(), options, stop.clone()));
+        nodes.push(node);
+    }
+    wait_connected(&owner, workers).await?;
+    Ok(Mesh3 {
+        owner_store,
+        _owner: owner,
+        _workers: nodes,
+        stop,
+    })
+}
+
+async fn wait_connected(owner: &Mesh, workers: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let connected = owner
+            .handle
+            .peers()
+            .await
+            .iter()
+            .filter(|p| p.connected)
+            .count();
+        if connected == workers {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {connected} of {workers} workers connected"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn remote_echo(
+    dir: &Path,
+    runner: Arc<CatalogRunner>,
+    catalog: Arc<LiveCatalog>,
+    n: usize,
+) -> anyhow::Result<(f64, f64)> {
+    let mesh = mesh(dir, "echo", runner, catalog, 1).await?;
+    submit_to_complete(&mesh.owner_store, n).await
+}
+
+async fn sleeping_throughput(
+    dir: &Path,
+    runner: Arc<CatalogRunner>,
+    catalog: Arc<LiveCatalog>,
+    workers: usize,
+    tasks: usize,
+) -> anyhow::Result<f64> {
+    let mesh = mesh(dir, &format!("sleep{workers}"), runner, catalog, workers).await?;
+    let batch: Vec<NewTask> = (0..tasks)
+        .map(|i| {
+            NewTask::new(
+                "note_execution",
+                json!({"key": format!("w{workers}-{i}"), "work_ms": 200}),
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    mesh.owner_store.submit_batch(batch, now_ms())?;
+    loop {
+        let counts = mesh.owner_store.counts()?;
+        let done: u64 = counts
+            .iter()
+            .filter(|(s, _)| s.is_terminal())
+            .map(|(_, n)| n)
+            .sum();
+        if done as usize == tasks {
+            let completed = counts
+                .iter()
+                .find(|(s, _)| *s == TaskState::Completed)
+                .map_or(0, |(_, n)| *n);
+            anyhow::ensure!(completed as usize == tasks, "not all completed: {counts:?}");
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(600),
+            "too slow: {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(tasks as f64 / started.elapsed().as_secs_f64())
+}
