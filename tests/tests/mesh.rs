@@ -6,7 +6,8 @@
 //!
 //! Asserted: every task completes at A exactly once; each completion names
 //! the peer that ran it (B or C); executions never exceed attempts; both B and
-//! C ran a fair share; an unlisted node is refused and claims nothing. And the
+//! C ran a fair share; an unlisted node is refused and claims nothing, and a
+//! listed node without the `claim` role is told why and runs nothing. And the
 //! same with `kill -9` of the workers (10 times) and of the owner (5 times)
 //! while the tasks run, restarting on the same data directories.
 
@@ -167,20 +168,23 @@ fn events(lines: &[String], name: &str) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_share_the_work_of_one_owner() {
     let scratch = Scratch::new("mesh-three");
-    let (a, b, c, stranger) = (
+    let (a, b, c, stranger, no_role) = (
         Node::new(&scratch, "a"),
         Node::new(&scratch, "b"),
         Node::new(&scratch, "c"),
         Node::new(&scratch, "stranger"),
+        Node::new(&scratch, "no-role"),
     );
     a.host_task_queue();
-    for worker in [&b, &c, &stranger] {
+    for worker in [&b, &c, &stranger, &no_role] {
         worker.host_recorder();
     }
     let claim = r#"["claim"]"#;
-    a.configure(0, &[(&b.id, claim), (&c.id, claim)]);
-    b.configure(0, &[(&a.id, "[]")]);
-    c.configure(0, &[(&a.id, "[]")]);
+    // `no_role` may connect to A but not run its tasks.
+    a.configure(0, &[(&b.id, claim), (&c.id, claim), (&no_role.id, "[]")]);
+    for worker in [&b, &c, &no_role] {
+        worker.configure(0, &[(&a.id, "[]")]);
+    }
     // Lists A, but A does not list it.
     stranger.configure(0, &[(&a.id, "[]")]);
 
@@ -190,6 +194,7 @@ async fn three_nodes_share_the_work_of_one_owner() {
     let server_b = b.start(&["--bootstrap", &address]);
     let server_c = c.start(&["--bootstrap", &address]);
     let server_stranger = stranger.start(&["--bootstrap", &address]);
+    let server_no_role = no_role.start(&["--bootstrap", &address]);
 
     let client = ()
         .serve(StreamableHttpClientTransport::from_uri(
@@ -268,6 +273,10 @@ async fn three_nodes_share_the_work_of_one_owner() {
     }
     eprintln!("tasks run per peer: {by_peer:?}");
     assert!(stranger.journal().is_empty(), "an unlisted node ran tasks");
+    assert!(
+        no_role.journal().is_empty(),
+        "a node without `claim` ran tasks"
+    );
 
     let logs_a = server_a.kill_and_collect_logs();
     let completes = events(&logs_a, "queue.remote_complete");
@@ -288,6 +297,18 @@ async fn three_nodes_share_the_work_of_one_owner() {
     assert!(
         denied.iter().any(|e| e["peer"] == stranger.id.as_str()),
         "the unlisted node was not reported: {denied:?}"
+    );
+    let refused = events(
+        &server_no_role.kill_and_collect_logs(),
+        "mesh.request_denied",
+    );
+    assert!(
+        refused.len() == 1
+            && refused[0]["error"]
+                .as_str()
+                .unwrap()
+                .contains("roles = [\"claim\"]"),
+        "the node without `claim` is told once, with what to add: {refused:?}"
     );
     drop((server_b, server_c, server_stranger));
 }

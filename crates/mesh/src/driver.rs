@@ -77,6 +77,7 @@ pub async fn drive(
     };
     let (events, mut received) = mpsc::unbounded_channel();
     let mut runs: HashMap<usize, CancellationToken> = HashMap::new();
+    let told_denied = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Fine enough for fencing: well under a third of any allowed lease (>= 300 ms).
     let mut ticker = tokio::time::interval(Duration::from_millis(50).min(options.poll));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -109,15 +110,25 @@ pub async fn drive(
             match action {
                 Action::Send(out) => {
                     let (mesh, events) = (mesh.clone(), events.clone());
+                    let told = told_denied.clone();
                     tokio::spawn(async move {
-                        if let Ok(MeshResponse::Queue(response)) =
-                            mesh.request(owner, MeshRequest::Queue(out.request)).await
-                        {
-                            let _ = events.send(Event::Answer {
-                                purpose: out.purpose,
-                                sent_at: out.sent_at,
-                                response,
-                            });
+                        match mesh.request(owner, MeshRequest::Queue(out.request)).await {
+                            Ok(MeshResponse::Queue(response)) => {
+                                let _ = events.send(Event::Answer {
+                                    purpose: out.purpose,
+                                    sent_at: out.sent_at,
+                                    response,
+                                });
+                            }
+                            // Said once per peer: the slots keep asking at their poll.
+                            Ok(MeshResponse::Denied { error }) => {
+                                if !told.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                                    tracing::warn!(event = "mesh.request_denied", peer = %owner, error = %error,
+                                        "a peer refuses this node's requests");
+                                }
+                            }
+                            // Unreachable or timed out: as if lost; the pull logic retries.
+                            Err(_) => {}
                         }
                     });
                 }
