@@ -278,6 +278,22 @@ async fn three_nodes_share_the_work_of_one_owner() {
         "a node without `claim` ran tasks"
     );
 
+    // Per-peer counters on A's /metrics (peers are bounded by the allow-list).
+    let metrics_url = server_a.url.replace("/mcp", "/metrics");
+    let metrics = reqwest::get(&metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (peer, answer) in [
+        (&b.id, "granted"),
+        (&c.id, "settled"),
+        (&no_role.id, "denied"),
+    ] {
+        let line = format!("mcpplus_mesh_requests_total{{peer=\"{peer}\",answer=\"{answer}\"}}");
+        assert!(metrics.contains(&line), "no {line} in:\n{metrics}");
+    }
     let logs_a = server_a.kill_and_collect_logs();
     let completes = events(&logs_a, "queue.remote_complete");
     let mut recorded = BTreeSet::new();

@@ -468,6 +468,13 @@ fn answer(
 ) -> MeshResponse {
     let MeshRequest::Queue(request) = request;
     if !roles.contains(&PeerRole::Claim) {
+        mcpplus_telemetry::metrics::metrics()
+            .mesh_requests
+            .get_or_create(&vec![
+                ("peer", peer.to_string()),
+                ("answer", "denied".to_string()),
+            ])
+            .inc();
         return MeshResponse::Denied {
             error: format!(
                 "peer {peer} may not run this node's tasks; its operator must add roles = [\"claim\"] under [mesh.peers.\"{peer}\"]"
@@ -475,6 +482,24 @@ fn answer(
         };
     }
     let peer_text = peer.to_string();
+    let response = answer_queue(owner, &peer_text, request);
+    let answer = match &response {
+        OwnerResponse::Granted { grants } if grants.is_empty() => "empty",
+        OwnerResponse::Granted { .. } => "granted",
+        OwnerResponse::Leases { .. } => "leases",
+        OwnerResponse::Settled { .. } => "settled",
+        OwnerResponse::Released { .. } => "released",
+        OwnerResponse::Refused { .. } => "refused",
+    };
+    mcpplus_telemetry::metrics::metrics()
+        .mesh_requests
+        .get_or_create(&vec![("peer", peer_text), ("answer", answer.to_string())])
+        .inc();
+    MeshResponse::Queue(response)
+}
+
+fn answer_queue(owner: &RemoteOwner, peer_text: &str, request: OwnerRequest) -> OwnerResponse {
+    let peer_text = peer_text.to_string();
     let (op_task, op) = match &request {
         OwnerRequest::Complete { id, attempt, .. } => (Some((id.clone(), *attempt)), "complete"),
         OwnerRequest::Claim { .. } => (None, "claim"),
@@ -496,5 +521,5 @@ fn answer(
         }
         _ => {}
     }
-    MeshResponse::Queue(response)
+    response
 }

@@ -36,6 +36,9 @@ pub struct Metrics {
     pub queue_submitted: Family<Labels, Counter>,
     /// Task attempts by outcome (`completed`, `retry`, `failed`, `stale`).
     pub queue_attempts: Family<Labels, Counter>,
+    /// Mesh requests this node answered, by peer (allowed peers only: the
+    /// allow-list bounds the label set), operation and answer.
+    pub mesh_requests: Family<Labels, Counter>,
     pub compile_cache: Family<Labels, Counter>,
     pub guest_log_lines: Family<Labels, Counter>,
     pub guest_log_dropped: Family<Labels, Counter>,
@@ -121,6 +124,12 @@ impl Metrics {
             "Tasks accepted into the queue by origin",
             queue_submitted.clone(),
         );
+        let mesh_requests = Family::<Labels, Counter>::default();
+        registry.register(
+            "mesh_requests",
+            "Mesh requests answered, by peer, operation and answer",
+            mesh_requests.clone(),
+        );
         let queue_attempts = Family::<Labels, Counter>::default();
         registry.register(
             "queue_attempts",
@@ -194,6 +203,7 @@ impl Metrics {
             components_loaded,
             queue_submitted,
             queue_attempts,
+            mesh_requests,
             compile_cache,
             guest_log_lines,
             guest_log_dropped,
