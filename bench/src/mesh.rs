@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::Args;
-use crate::client::{percentile, sequential};
+use crate::queue::echo_round_trips;
 
 const LEASE: Duration = Duration::from_secs(30);
 const SLOTS: usize = 4;
@@ -102,32 +102,6 @@ pub async fn run(args: &Args, scratch: &Path, cache: &Path) -> anyhow::Result<Va
     }))
 }
 
-/// Submit `echo` tasks one after the other; each must complete.
-async fn submit_to_complete(store: &Arc<QueueStore>, n: usize) -> anyhow::Result<(f64, f64)> {
-    let times = sequential(n, |i| {
-        let store = store.clone();
-        async move {
-            let task = NewTask::new("echo", json!({"message": format!("m{i}")}));
-            let id = store.submit(task, now_ms())?.0.id;
-            loop {
-                let task = store.get(&id)?;
-                if task.state == TaskState::Completed {
-                    return Ok(());
-                }
-                anyhow::ensure!(
-                    !task.state.is_terminal(),
-                    "task {id} ended {:?}",
-                    task.state
-                );
-                tokio::time::sleep(Duration::from_micros(200)).await;
-            }
-        }
-    })
-    .await?;
-    let ms = |p| percentile(&times, p).as_secs_f64() * 1e3;
-    Ok((ms(0.5), ms(0.99)))
-}
-
 /// The baseline: the owner's own worker slots.
 async fn local_echo(
     dir: &Path,
@@ -146,7 +120,7 @@ async fn local_echo(
             poll: Duration::from_millis(250),
         }],
     );
-    let result = submit_to_complete(&store, n).await;
+    let result = echo_round_trips(&store, n).await;
     pool.stop().await;
     result
 }
@@ -262,7 +236,7 @@ async fn remote_echo(
     n: usize,
 ) -> anyhow::Result<(f64, f64)> {
     let mesh = mesh(dir, "echo", runner, catalog, 1).await?;
-    submit_to_complete(&mesh.owner_store, n).await
+    echo_round_trips(&mesh.owner_store, n).await
 }
 
 async fn sleeping_throughput(

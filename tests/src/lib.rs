@@ -200,3 +200,42 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
         self.clone()
     }
 }
+
+/// Helpers for the tests of several nodes sharing work.
+pub mod mesh {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use serde_json::Value;
+
+    /// How often an owner recorded each task completed, from its
+    /// `queue.remote_complete` log events.
+    pub fn recorded_completions<'a>(
+        events: impl IntoIterator<Item = &'a Value>,
+    ) -> BTreeMap<String, usize> {
+        let mut recorded = BTreeMap::new();
+        for e in events {
+            let completed = e["settled"]
+                .as_str()
+                .is_some_and(|s| s.contains("Completed"));
+            if e["event"] == "queue.remote_complete" && completed {
+                *recorded
+                    .entry(e["task"].as_str().unwrap().to_string())
+                    .or_default() += 1;
+            }
+        }
+        recorded
+    }
+
+    /// Executions per task key, from `recorder` journals (one line each).
+    pub fn journal_executions(journals: &[&Path]) -> BTreeMap<String, u32> {
+        let mut executions = BTreeMap::new();
+        for journal in journals {
+            let text = std::fs::read_to_string(journal).unwrap_or_default();
+            for line in text.lines() {
+                *executions.entry(line.to_string()).or_default() += 1;
+            }
+        }
+        executions
+    }
+}

@@ -11,13 +11,14 @@
 //! same with `kill -9` of the workers (10 times) and of the owner (5 times)
 //! while the tasks run, restarting on the same data directories.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use mcpplus_queue::store::ListFilter;
 use mcpplus_queue::{QueueStore, TaskState};
+use mcpplus_tests::mesh::{journal_executions, recorded_completions};
 use mcpplus_tests::{HttpServer, Scratch, artifacts, mcpplus_bin};
 use rmcp::ServiceExt as _;
 use rmcp::model::CallToolRequestParams;
@@ -138,12 +139,39 @@ impl Node {
         HttpServer::start(&args)
     }
 
+    fn journal_path(&self) -> std::path::PathBuf {
+        self.scratch_dir.join("journal/executions.log")
+    }
+
     fn journal(&self) -> Vec<String> {
-        std::fs::read_to_string(self.scratch_dir.join("journal/executions.log"))
+        std::fs::read_to_string(self.journal_path())
             .unwrap_or_default()
             .lines()
             .map(str::to_string)
             .collect()
+    }
+}
+
+/// `task_submit` one `note_execution` task per id (the key is the id).
+async fn submit_recorder_tasks(
+    client: &rmcp::service::RunningService<rmcp::RoleClient, ()>,
+    ids: &[String],
+    work_ms: u32,
+) {
+    for id in ids {
+        let args = json!({
+            "task_id": id, "task_type": "note_execution",
+            "payload": {"key": id, "work_ms": work_ms},
+            "retry_policy": {"max_retries": 100, "backoff_ms": 10},
+        });
+        let answer = client
+            .call_tool(
+                CallToolRequestParams::new("task_submit")
+                    .with_arguments(args.as_object().cloned().unwrap()),
+            )
+            .await
+            .expect("task_submit");
+        assert_ne!(answer.is_error, Some(true), "{answer:?}");
     }
 }
 
@@ -203,21 +231,7 @@ async fn three_nodes_share_the_work_of_one_owner() {
         .await
         .expect("connect to A");
     let ids: Vec<String> = (0..TASKS).map(|i| format!("m{i:04}")).collect();
-    for id in &ids {
-        let args = json!({
-            "task_id": id, "task_type": "note_execution",
-            "payload": {"key": id, "work_ms": 5},
-            "retry_policy": {"max_retries": 20, "backoff_ms": 10},
-        });
-        let answer = client
-            .call_tool(
-                CallToolRequestParams::new("task_submit")
-                    .with_arguments(args.as_object().cloned().unwrap()),
-            )
-            .await
-            .expect("task_submit");
-        assert_ne!(answer.is_error, Some(true), "{answer:?}");
-    }
+    submit_recorder_tasks(&client, &ids, 5).await;
 
     // Wait until A's queue says every task finished (read beside the server).
     let store = QueueStore::open(Path::new(&a.path("data/queue.sqlite3"))).unwrap();
@@ -252,10 +266,7 @@ async fn three_nodes_share_the_work_of_one_owner() {
         *by_peer.entry(peer).or_default() += 1;
     }
     // Executions, from both journals: every task ran, never more often than it was attempted.
-    let mut executions: BTreeMap<String, u32> = BTreeMap::new();
-    for line in b.journal().into_iter().chain(c.journal()) {
-        *executions.entry(line).or_default() += 1;
-    }
+    let executions = journal_executions(&[&b.journal_path(), &c.journal_path()]);
     for task in &tasks {
         let ran = executions.get(&task.id).copied().unwrap_or(0);
         assert!(
@@ -295,19 +306,12 @@ async fn three_nodes_share_the_work_of_one_owner() {
         assert!(metrics.contains(&line), "no {line} in:\n{metrics}");
     }
     let logs_a = server_a.kill_and_collect_logs();
-    let completes = events(&logs_a, "queue.remote_complete");
-    let mut recorded = BTreeSet::new();
-    for e in &completes {
-        if e["settled"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("Completed")
-        {
-            assert!(
-                recorded.insert(e["task"].as_str().unwrap().to_string()),
-                "completed twice: {e}"
-            );
-        }
+    let logged: Vec<Value> = logs_a
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    for (task, n) in recorded_completions(&logged) {
+        assert_eq!(n, 1, "{task} was recorded completed {n} times");
     }
     let denied = events(&logs_a, "mesh.peer_denied");
     assert!(
@@ -340,16 +344,12 @@ fn free_port() -> u16 {
 }
 
 fn completions(lines: &[String], into: &mut BTreeMap<String, usize>) {
-    for e in events(lines, "queue.remote_complete") {
-        if e["settled"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("Completed")
-        {
-            *into
-                .entry(e["task"].as_str().unwrap().to_string())
-                .or_default() += 1;
-        }
+    let logged: Vec<Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    for (task, n) in recorded_completions(&logged) {
+        *into.entry(task).or_default() += n;
     }
 }
 
@@ -381,22 +381,8 @@ async fn kill_9_of_workers_and_owner_loses_nothing_and_completes_nothing_twice()
         ))
         .await
         .expect("connect to A");
-    for i in 0..CRASH_TASKS {
-        let id = format!("k{i:04}");
-        let args = json!({
-            "task_id": id, "task_type": "note_execution",
-            "payload": {"key": id, "work_ms": 250},
-            "retry_policy": {"max_retries": 100, "backoff_ms": 10},
-        });
-        let answer = client
-            .call_tool(
-                CallToolRequestParams::new("task_submit")
-                    .with_arguments(args.as_object().cloned().unwrap()),
-            )
-            .await
-            .expect("task_submit");
-        assert_ne!(answer.is_error, Some(true), "{answer:?}");
-    }
+    let ids: Vec<String> = (0..CRASH_TASKS).map(|i| format!("k{i:04}")).collect();
+    submit_recorder_tasks(&client, &ids, 250).await;
     drop(client);
 
     let mut workers = [
@@ -449,10 +435,7 @@ async fn kill_9_of_workers_and_owner_loses_nothing_and_completes_nothing_twice()
 
     let (tasks, total) = store.list(&ListFilter::default(), 0, 10_000).unwrap();
     assert_eq!(total as usize, CRASH_TASKS, "no accepted task is lost");
-    let mut executions: BTreeMap<String, u32> = BTreeMap::new();
-    for line in b.journal().into_iter().chain(c.journal()) {
-        *executions.entry(line).or_default() += 1;
-    }
+    let executions = journal_executions(&[&b.journal_path(), &c.journal_path()]);
     let mut extra = 0;
     for task in &tasks {
         assert_eq!(task.state, TaskState::Completed, "{task:?}");

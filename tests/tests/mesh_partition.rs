@@ -11,12 +11,12 @@
 //! attempts. Needs root and iproute2; without them the test says so and
 //! passes nothing off as tested (it returns early with a message).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mcpplus_queue::{NewTask, QueueStore, TaskState};
+use mcpplus_tests::mesh::{journal_executions, recorded_completions};
 use mcpplus_tests::{Scratch, artifacts, mcpplus_bin};
 use serde_json::{Value, json};
 
@@ -26,6 +26,7 @@ const TASKS: usize = 40;
 fn ip(args: &[&str]) -> bool {
     Command::new("ip")
         .args(args)
+        .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
 }
@@ -321,21 +322,7 @@ fn a_cut_worker_fences_itself_and_its_late_results_are_stale() {
 
     // Every task completed, once.
     let (all, _) = store.list(&Default::default(), 0, 1_000).unwrap();
-    let mut completions: BTreeMap<String, usize> = BTreeMap::new();
-    for e in a_logs
-        .iter()
-        .filter(|e| e["event"] == "queue.remote_complete")
-    {
-        if e["settled"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("Completed")
-        {
-            *completions
-                .entry(e["task"].as_str().unwrap().to_string())
-                .or_default() += 1;
-        }
-    }
+    let completions = recorded_completions(&a_logs);
     for task in &all {
         assert_eq!(task.state, TaskState::Completed, "{task:?}");
         assert_eq!(
@@ -346,15 +333,11 @@ fn a_cut_worker_fences_itself_and_its_late_results_are_stale() {
         );
     }
     // Executions never exceed attempts.
-    let mut executions: BTreeMap<String, u32> = BTreeMap::new();
-    for n in ["b", "c"] {
-        for line in std::fs::read_to_string(dir(n, "journal/executions.log"))
-            .unwrap_or_default()
-            .lines()
-        {
-            *executions.entry(line.to_string()).or_default() += 1;
-        }
-    }
+    let (journal_b, journal_c) = (
+        dir("b", "journal/executions.log"),
+        dir("c", "journal/executions.log"),
+    );
+    let executions = journal_executions(&[&journal_b, &journal_c]);
     for task in &all {
         let ran = executions.get(&task.id).copied().unwrap_or(0);
         assert!(
