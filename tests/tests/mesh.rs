@@ -516,3 +516,99 @@ fn audit_shows_the_node_id_its_addresses_and_every_allowed_peer_with_roles() {
     );
     assert!(text.contains("unknown (pass --data-dir DIR)"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_list_shows_each_allowed_peer_its_state_roles_and_latency() {
+    let scratch = Scratch::new("mesh-peers");
+    let (a, b, absent) = (
+        Node::new(&scratch, "a"),
+        Node::new(&scratch, "b"),
+        Node::new(&scratch, "absent"),
+    );
+    b.host_recorder();
+    a.configure(0, &[(&b.id, r#"["claim"]"#), (&absent.id, "[]")]);
+    b.configure(0, &[(&a.id, "[]")]);
+    let socket = scratch.join("a.sock");
+    let (tools, data, config) = (a.path("tools"), a.path("data"), a.path("mcpplus.toml"));
+    let server_a = HttpServer::start(&[
+        "--tools",
+        &tools,
+        "--data-dir",
+        &data,
+        "--config",
+        &config,
+        "--no-watch",
+        "--admin-socket",
+        socket.to_str().unwrap(),
+        "--mesh-listen",
+        "/ip4/127.0.0.1/tcp/0",
+    ]);
+    let _server_b = b.start(&["--bootstrap", &mesh_address(&server_a)]);
+    let list = || {
+        let out = Command::new(mcpplus_bin())
+            .args([
+                "peers",
+                "list",
+                "--json",
+                "--admin-socket",
+                socket.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let reply: Value = serde_json::from_slice(&out.stdout).unwrap();
+        reply["peers"].as_array().unwrap().clone()
+    };
+    // B connects and is pinged (libp2p pings at once on a new connection).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let peers = loop {
+        let peers = list();
+        let b_seen = peers
+            .iter()
+            .find(|p| p["peerId"] == b.id.as_str())
+            .cloned()
+            .unwrap();
+        if b_seen["connected"] == true && b_seen["latencyMs"].is_number() {
+            break peers;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B never showed connected with a latency: {peers:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(peers.len(), 2, "{peers:?}");
+    let b_seen = peers.iter().find(|p| p["peerId"] == b.id.as_str()).unwrap();
+    assert_eq!(b_seen["roles"], json!(["claim"]));
+    assert!(b_seen["latencyMs"].as_f64().unwrap() > 0.0);
+    assert!(
+        b_seen["agentVersion"]
+            .as_str()
+            .unwrap()
+            .starts_with("mcpplus/")
+    );
+    let absent_seen = peers
+        .iter()
+        .find(|p| p["peerId"] == absent.id.as_str())
+        .unwrap();
+    assert_eq!(absent_seen["connected"], false);
+    assert_eq!(absent_seen["roles"], json!([]));
+    // The table form names the same peers.
+    let out = Command::new(mcpplus_bin())
+        .args(["peers", "--admin-socket", socket.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        table.contains(&b.id) && table.contains("connected") && table.contains("claim"),
+        "{table}"
+    );
+    assert!(
+        table.contains(&absent.id) && table.contains("known"),
+        "{table}"
+    );
+}

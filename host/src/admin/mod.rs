@@ -32,6 +32,8 @@ pub enum AdminRequest {
     },
     /// Every circuit breaker's state.
     Breakers,
+    /// The mesh peers this node allows, and their state.
+    Peers,
     /// Close one destination's breaker now.
     #[serde(rename = "breaker-reset")]
     BreakerReset {
@@ -39,7 +41,7 @@ pub enum AdminRequest {
     },
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AdminReply {
     pub ok: bool,
@@ -51,6 +53,8 @@ pub struct AdminReply {
     pub change: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub breakers: Option<Vec<serde_json::Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peers: Option<Vec<serde_json::Value>>,
 }
 
 impl AdminReply {
@@ -61,6 +65,7 @@ impl AdminReply {
             components: None,
             change: None,
             breakers: None,
+            peers: None,
         }
     }
 
@@ -75,6 +80,7 @@ impl AdminReply {
             ),
             change: None,
             breakers: None,
+            peers: None,
         }
     }
 
@@ -85,6 +91,7 @@ impl AdminReply {
             components: None,
             change: Some(serde_json::to_value(change).unwrap_or_default()),
             breakers: None,
+            peers: None,
         }
     }
 
@@ -95,6 +102,15 @@ impl AdminReply {
             components: None,
             change: None,
             breakers: Some(list),
+            peers: None,
+        }
+    }
+
+    pub fn peers(list: Vec<serde_json::Value>) -> Self {
+        Self {
+            ok: true,
+            peers: Some(list),
+            ..Self::default()
         }
     }
 }

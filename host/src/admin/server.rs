@@ -33,7 +33,14 @@ impl Drop for AdminServer {
 }
 
 /// Listen on `path`. Fails (with what to do) if another live server owns it.
-pub async fn start(path: &Path, toolset: Arc<ToolSet>) -> Result<AdminServer, String> {
+/// What the admin socket acts on: the served tools, and the mesh once the
+/// server has joined one.
+pub struct AdminTargets {
+    pub toolset: Arc<ToolSet>,
+    pub mesh: std::sync::OnceLock<mcpplus_mesh::node::MeshHandle>,
+}
+
+pub async fn start(path: &Path, targets: Arc<AdminTargets>) -> Result<AdminServer, String> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
         && !parent.exists()
     {
@@ -59,7 +66,7 @@ pub async fn start(path: &Path, toolset: Arc<ToolSet>) -> Result<AdminServer, St
     let owner = std::fs::metadata(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?
         .uid();
-    let task = tokio::spawn(accept(listener, owner, toolset));
+    let task = tokio::spawn(accept(listener, owner, targets));
     tracing::info!(event = "admin.listening", socket = %path.display(), "admin endpoint ready");
     Ok(AdminServer {
         path: path.to_owned(),
@@ -67,16 +74,16 @@ pub async fn start(path: &Path, toolset: Arc<ToolSet>) -> Result<AdminServer, St
     })
 }
 
-async fn accept(listener: UnixListener, owner: u32, toolset: Arc<ToolSet>) {
+async fn accept(listener: UnixListener, owner: u32, targets: Arc<AdminTargets>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        tokio::spawn(serve_connection(stream, owner, toolset.clone()));
+        tokio::spawn(serve_connection(stream, owner, targets.clone()));
     }
 }
 
-async fn serve_connection(stream: UnixStream, owner: u32, toolset: Arc<ToolSet>) {
+async fn serve_connection(stream: UnixStream, owner: u32, targets: Arc<AdminTargets>) {
     let peer = stream.peer_cred().map(|c| c.uid()).ok();
     let (read, mut write) = stream.into_split();
     if peer != Some(owner) {
@@ -94,7 +101,7 @@ async fn serve_connection(stream: UnixStream, owner: u32, toolset: Arc<ToolSet>)
             Ok(_) => {}
         }
         let reply = match serde_json::from_str::<AdminRequest>(line.trim()) {
-            Ok(request) => handle(&toolset, request).await,
+            Ok(request) => handle(&targets, request).await,
             Err(e) => AdminReply::error(format!(
                 "bad request ({e}); send one JSON object per line, e.g. {{\"command\":\"list\"}}"
             )),
@@ -105,8 +112,12 @@ async fn serve_connection(stream: UnixStream, owner: u32, toolset: Arc<ToolSet>)
     }
 }
 
-async fn handle(toolset: &ToolSet, request: AdminRequest) -> AdminReply {
-    if matches!(request, AdminRequest::List | AdminRequest::Breakers) {
+async fn handle(targets: &AdminTargets, request: AdminRequest) -> AdminReply {
+    let toolset = &targets.toolset;
+    if matches!(
+        request,
+        AdminRequest::List | AdminRequest::Breakers | AdminRequest::Peers
+    ) {
         tracing::debug!(event = "admin.request", request = ?request, "admin request");
     } else {
         tracing::info!(event = "admin.request", request = ?request, "admin request");
@@ -117,12 +128,38 @@ async fn handle(toolset: &ToolSet, request: AdminRequest) -> AdminReply {
         AdminRequest::Unload { name } => toolset.unload(&name).await,
         AdminRequest::Reload { name } => toolset.reload(&name).await,
         AdminRequest::Breakers => return breakers(toolset),
+        AdminRequest::Peers => return peers(targets).await,
         AdminRequest::BreakerReset { destination } => return reset_breaker(toolset, &destination),
     };
     match change {
         Ok(change) => AdminReply::change(&change),
         Err(e) => AdminReply::error(e.to_string()),
     }
+}
+
+/// Every allowed mesh peer as `{peerId, connected, roles, …}`.
+async fn peers(targets: &AdminTargets) -> AdminReply {
+    let Some(mesh) = targets.mesh.get() else {
+        return AdminReply::error(
+            "this server is not in a mesh; start it with [mesh] in its config, --mesh-listen or --bootstrap (docs/mesh.md)",
+        );
+    };
+    let list = mesh
+        .peers()
+        .await
+        .into_iter()
+        .map(|p| {
+            serde_json::json!({
+                "peerId": p.peer_id.to_string(),
+                "connected": p.connected,
+                "roles": p.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+                "addresses": p.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                "latencyMs": p.latency.map(|l| l.as_secs_f64() * 1e3),
+                "agentVersion": p.agent_version,
+            })
+        })
+        .collect();
+    AdminReply::peers(list)
 }
 
 /// Every breaker as `{destination, state, …}`.

@@ -107,7 +107,7 @@ enum Command {
     Tools(tools::ToolsArgs),
     /// Show the outbound circuit breakers of a running server, or reset one
     Breakers(breakers::BreakersArgs),
-    /// This node's identity in a mesh of mcpplus nodes (`peers id`)
+    /// A running server's mesh peers (`peers list`), or this node's identity (`peers id`)
     Peers(peers::PeersArgs),
     /// Report, per component, what it asks for, what its policy grants, what is refused, and the risks
     Audit(audit::AuditArgs),
@@ -149,7 +149,7 @@ pub fn main() -> std::process::ExitCode {
             Command::Audit(args) => audit::run(args, &cli.common),
             Command::Tools(args) => tools::run(args).await,
             Command::Breakers(args) => breakers::run(args).await,
-            Command::Peers(args) => peers::run(args),
+            Command::Peers(args) => peers::run(args).await,
             Command::Call(args) => call::run(args, &cli.common).await,
             Command::EmbedDocs(args) => embed_docs::run(args),
         }

@@ -1,6 +1,7 @@
 //! `mcpplus peers id [--data-dir DIR]`: this node's PeerId, creating its key
 //! if needed, so an operator can write `[mesh.peers."<id>"]` allow-lists on
-//! the other nodes before the first start.
+//! the other nodes before the first start. `mcpplus peers [list]`: a running
+//! server's allowed peers and their state, through its admin socket.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,11 +9,19 @@ use std::process::ExitCode;
 #[derive(clap::Args)]
 pub struct PeersArgs {
     #[command(subcommand)]
-    command: PeersCommand,
+    command: Option<PeersCommand>,
+    /// The server's admin socket [default: $XDG_RUNTIME_DIR/mcpplus/admin.sock or ~/.cache/mcpplus/admin.sock]
+    #[arg(long, global = true, env = "MCPPLUS_ADMIN_SOCKET", value_name = "PATH")]
+    admin_socket: Option<PathBuf>,
+    /// Print the server's JSON reply instead of a table
+    #[arg(long, global = true)]
+    json: bool,
 }
 
 #[derive(clap::Subcommand)]
 enum PeersCommand {
+    /// A running server's allowed peers: connected or not, latency, roles (the default)
+    List,
     /// Print this node's PeerId (creating its key in the data directory if needed)
     Id {
         /// The node's data directory [default: $XDG_DATA_HOME/mcpplus or ~/.local/share/mcpplus]
@@ -21,8 +30,9 @@ enum PeersCommand {
     },
 }
 
-pub fn run(args: PeersArgs) -> anyhow::Result<ExitCode> {
-    match args.command {
+pub async fn run(args: PeersArgs) -> anyhow::Result<ExitCode> {
+    match args.command.unwrap_or(PeersCommand::List) {
+        PeersCommand::List => list(args.admin_socket, args.json).await,
         PeersCommand::Id { data_dir } => {
             let dir = data_dir
                 .or_else(super::serve::default_data_dir)
@@ -34,4 +44,51 @@ pub fn run(args: PeersArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn list(socket: Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {
+    let socket = socket
+        .or_else(crate::admin::default_socket)
+        .ok_or_else(|| anyhow::anyhow!("no admin socket: pass --admin-socket PATH"))?;
+    let reply = crate::admin::client::request(&socket, &crate::admin::AdminRequest::Peers).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reply)?);
+    } else if let Some(error) = &reply.error {
+        eprintln!("error: {error}");
+    } else {
+        println!(
+            "{:<54} {:<10} {:>10}  {:<16} AGENT",
+            "PEER", "STATE", "LATENCY", "ROLES"
+        );
+        for p in reply.peers.iter().flatten() {
+            let latency = p["latencyMs"]
+                .as_f64()
+                .map_or("-".to_string(), |ms| format!("{ms:.1} ms"));
+            let roles: Vec<&str> = p["roles"]
+                .as_array()
+                .map(|r| r.iter().filter_map(|v| v.as_str()).collect())
+                .unwrap_or_default();
+            println!(
+                "{:<54} {:<10} {:>10}  {:<16} {}",
+                p["peerId"].as_str().unwrap_or_default(),
+                if p["connected"] == true {
+                    "connected"
+                } else {
+                    "known"
+                },
+                latency,
+                if roles.is_empty() {
+                    "-".to_string()
+                } else {
+                    roles.join(",")
+                },
+                p["agentVersion"].as_str().unwrap_or("-"),
+            );
+        }
+    }
+    Ok(if reply.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

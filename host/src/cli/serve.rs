@@ -150,11 +150,15 @@ pub async fn run(args: ServeArgs, common: &CommonArgs) -> anyhow::Result<ExitCod
             }
         }
     };
+    let admin_targets = Arc::new(admin_server::AdminTargets {
+        toolset: toolset.clone(),
+        mesh: std::sync::OnceLock::new(),
+    });
     let _admin = match (
         args.no_admin,
         args.admin_socket.clone().or_else(default_socket),
     ) {
-        (false, Some(path)) => match admin_server::start(&path, toolset.clone()).await {
+        (false, Some(path)) => match admin_server::start(&path, admin_targets.clone()).await {
             Ok(server) => Some(server),
             Err(e) => {
                 tracing::warn!(event = "admin.unavailable", "{e}");
@@ -188,7 +192,9 @@ pub async fn run(args: ServeArgs, common: &CommonArgs) -> anyhow::Result<ExitCod
                 runtime: runtime.clone(),
                 catalog: live.clone(),
             });
-            Some(crate::mesh::join(&mesh_config, queue, runner, live.clone()).await?)
+            let node = crate::mesh::join(&mesh_config, queue, runner, live.clone()).await?;
+            let _ = admin_targets.mesh.set(node.mesh.handle.clone());
+            Some(node)
         }
     };
     let server = McpServer::new(live, runtime).with_queue(queue.clone());
