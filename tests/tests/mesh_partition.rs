@@ -99,6 +99,10 @@ impl Drop for Net {
 struct Proc(Child, std::path::PathBuf);
 
 impl Proc {
+    fn running(&mut self) -> bool {
+        matches!(self.0.try_wait(), Ok(None))
+    }
+
     fn logs(&self) -> Vec<Value> {
         std::fs::read_to_string(&self.1)
             .unwrap_or_default()
@@ -223,7 +227,7 @@ fn a_cut_worker_fences_itself_and_its_late_results_are_stale() {
             .unwrap();
         Proc(child, log)
     };
-    let a = start(
+    let mut a = start(
         &net.names[0],
         "a",
         &["--mesh-listen".into(), "/ip4/0.0.0.0/tcp/4001".into()],
@@ -240,12 +244,16 @@ fn a_cut_worker_fences_itself_and_its_late_results_are_stale() {
     // first two: one long (fenced by the cut), one short (finished during the
     // cut, so its outcome waits in B's outbox). C starts only after the cut
     // and takes over.
-    let store = loop {
-        if let Ok(s) = QueueStore::open(&dir("a", "data/queue.sqlite3")) {
-            break s;
-        }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !a.logs().iter().any(|e| e["event"] == "mesh.ready") {
+        assert!(
+            Instant::now() < deadline && a.running(),
+            "A did not join the mesh: {:?}",
+            a.logs()
+        );
         std::thread::sleep(Duration::from_millis(50));
-    };
+    }
+    let store = QueueStore::open(&dir("a", "data/queue.sqlite3")).unwrap();
     let tasks: Vec<NewTask> = (0..TASKS)
         .map(|i| NewTask {
             id: Some(format!("p{i:03}")),

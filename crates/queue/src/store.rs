@@ -112,9 +112,11 @@ impl QueueStore {
     }
 
     fn setup(db: Connection) -> Result<Self> {
+        // First, so that setting up waits for another connection (a second
+        // process reading the file) instead of failing at once.
+        db.busy_timeout(std::time::Duration::from_secs(10))?;
         db.pragma_update(None, "journal_mode", "WAL")?;
         db.pragma_update(None, "synchronous", "FULL")?;
-        db.busy_timeout(std::time::Duration::from_secs(10))?;
         db.execute_batch(SCHEMA)?;
         add_missing_columns(&db)?;
         Ok(Self {
