@@ -32,6 +32,9 @@ use crate::queue::echo_round_trips;
 
 const LEASE: Duration = Duration::from_secs(30);
 const SLOTS: usize = 4;
+/// Worker nodes in the many-nodes run (as many as this 2-core machine holds
+/// comfortably in one process).
+const SCALE_NODES: usize = 16;
 
 pub async fn run(args: &Args, scratch: &Path, cache: &Path) -> anyhow::Result<Value> {
     let dir = scratch.join("mesh");
@@ -92,7 +95,14 @@ pub async fn run(args: &Args, scratch: &Path, cache: &Path) -> anyhow::Result<Va
         );
         throughput.insert(workers.to_string(), per_s);
     }
+    let scale = many_nodes(&dir, runner.clone(), catalog.clone(), SCALE_NODES, tasks).await?;
+    eprintln!(
+        "  {SCALE_NODES} worker nodes: owner answers {:.1} requests/s idle; {tasks} tasks of 200 ms at {:.2} tasks/s",
+        scale["idle_requests_per_s"].as_f64().unwrap_or(f64::NAN),
+        scale["tasks_per_s"].as_f64().unwrap_or(f64::NAN)
+    );
     Ok(json!({
+        "scale": scale,
         "echo_tasks": n,
         "local_echo": {"p50_ms": local.0, "p99_ms": local.1},
         "remote_echo": {"p50_ms": remote.0, "p99_ms": remote.1},
@@ -128,7 +138,7 @@ async fn local_echo(
 /// An owner with no slots and worker nodes pulling from it.
 struct Mesh3 {
     owner_store: Arc<QueueStore>,
-    _owner: Mesh,
+    owner: Mesh,
     _workers: Vec<Mesh>,
     stop: CancellationToken,
 }
@@ -202,7 +212,7 @@ async fn mesh(
     wait_connected(&owner, workers).await?;
     Ok(Mesh3 {
         owner_store,
-        _owner: owner,
+        owner,
         _workers: nodes,
         stop,
     })
@@ -279,4 +289,73 @@ async fn sleeping_throughput(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(tasks as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Requests the owner has answered so far (its `mcpplus_mesh_requests_total`).
+fn owner_requests() -> f64 {
+    mcpplus_telemetry::metrics::metrics()
+        .render()
+        .lines()
+        .filter(|l| l.starts_with("mcpplus_mesh_requests_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// One owner and `nodes` workers: the owner's connections and idle request
+/// rate (claims that find nothing, held up to lease/10), then throughput.
+async fn many_nodes(
+    dir: &Path,
+    runner: Arc<CatalogRunner>,
+    catalog: Arc<LiveCatalog>,
+    nodes: usize,
+    tasks: usize,
+) -> anyhow::Result<Value> {
+    let mesh = mesh(dir, "many", runner, catalog, nodes).await?;
+    let connected = mesh
+        .owner
+        .handle
+        .peers()
+        .await
+        .iter()
+        .filter(|p| p.connected)
+        .count();
+    let idle_for = Duration::from_secs(5);
+    let before = owner_requests();
+    tokio::time::sleep(idle_for).await;
+    let idle_per_s = (owner_requests() - before) / idle_for.as_secs_f64();
+    let batch: Vec<NewTask> = (0..tasks)
+        .map(|i| {
+            NewTask::new(
+                "note_execution",
+                json!({"key": format!("many-{i}"), "work_ms": 200}),
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    mesh.owner_store.submit_batch(batch, now_ms())?;
+    loop {
+        let counts = mesh.owner_store.counts()?;
+        let done: u64 = counts
+            .iter()
+            .filter(|(s, _)| s.is_terminal())
+            .map(|(_, n)| n)
+            .sum();
+        if done as usize == tasks {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(600),
+            "too slow: {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let per_s = tasks as f64 / started.elapsed().as_secs_f64();
+    Ok(json!({
+        "worker_nodes": nodes,
+        "owner_connections": connected,
+        "idle_requests_per_s": idle_per_s,
+        "tasks": tasks,
+        "tasks_per_s": per_s,
+        "ideal_tasks_per_s": (nodes * SLOTS) as f64 / 0.2,
+    }))
 }

@@ -151,6 +151,20 @@ fn mesh(r: &Value) -> String {
             f(&by[n]) / one
         ));
     }
+    let s = &r["scale"];
+    if !s.is_null() {
+        out.push_str(&format!(
+            "\nMany nodes ({} worker nodes, one owner; docs/scaling.md): the owner holds {} connections \
+             and answers {:.1} requests/s while idle (each slot's claim waits up to lease/10 for work); \
+             {} tasks of 200 ms ran at {:.1} tasks/s (ideal {:.0}).\n",
+            s["worker_nodes"],
+            s["owner_connections"],
+            f(&s["idle_requests_per_s"]),
+            s["tasks"],
+            f(&s["tasks_per_s"]),
+            f(&s["ideal_tasks_per_s"]),
+        ));
+    }
     out
 }
 

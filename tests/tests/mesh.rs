@@ -612,3 +612,45 @@ async fn peers_list_shows_each_allowed_peer_its_state_roles_and_latency() {
         "{table}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_started_before_its_owner_connects_once_the_owner_is_up() {
+    let scratch = Scratch::new("mesh-order");
+    let (a, b) = (Node::new(&scratch, "a"), Node::new(&scratch, "b"));
+    a.host_task_queue();
+    b.host_recorder();
+    a.configure(0, &[(&b.id, r#"["claim"]"#)]);
+    b.configure(0, &[(&a.id, "[]")]);
+    let listen = format!("/ip4/127.0.0.1/tcp/{}", free_port());
+    let _server_b = b.start(&["--bootstrap", &format!("{listen}/p2p/{}", a.id)]);
+    // B's first dial fails: nobody listens yet.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let server_a = a.start(&["--mesh-listen", &listen]);
+    let client = ()
+        .serve(StreamableHttpClientTransport::from_uri(
+            server_a.url.clone(),
+        ))
+        .await
+        .expect("connect to A");
+    let ids: Vec<String> = (0..20).map(|i| format!("o{i:02}")).collect();
+    submit_recorder_tasks(&client, &ids, 5).await;
+    let store = QueueStore::open(Path::new(&a.path("data/queue.sqlite3"))).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let completed = store
+            .counts()
+            .unwrap()
+            .into_iter()
+            .find(|(s, _)| *s == TaskState::Completed)
+            .map_or(0, |(_, n)| n);
+        if completed == 20 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B did not pull after A came up: {:?}",
+            store.counts().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -276,7 +276,12 @@ fn a_cut_worker_fences_itself_and_its_late_results_are_stale() {
             .count()
     };
     while running_on_b() < 2 {
-        assert!(Instant::now() < deadline, "B never started a task");
+        assert!(
+            Instant::now() < deadline,
+            "B never started a task; B logged: {:#?}\nA logged: {:#?}",
+            b.logs().iter().rev().take(15).collect::<Vec<_>>(),
+            a.logs().iter().rev().take(15).collect::<Vec<_>>()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(100));

@@ -10,6 +10,7 @@ use futures::StreamExt as _;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
     Multiaddr, PeerId, StreamProtocol, Swarm, allow_block_list, identify, mdns, noise, ping, tcp,
@@ -23,6 +24,8 @@ use crate::protocol::{MeshRequest, MeshResponse, PROTOCOL};
 
 /// How long a request may wait for its answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often unreachable allowed peers are dialled again.
+const REDIAL_EVERY: Duration = Duration::from_secs(2);
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
@@ -241,6 +244,10 @@ async fn run(
     handle: MeshHandle,
     mut state: State,
 ) {
+    // Allowed peers with known addresses are dialled again while they are
+    // unreachable (an owner started after its workers, a restarted node).
+    let mut redial = tokio::time::interval(REDIAL_EVERY);
+    redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             command = commands.recv() => match command {
@@ -248,8 +255,29 @@ async fn run(
                 None => return,
             },
             event = swarm.select_next_some() => on_event(&mut swarm, &mut state, &handle, event),
+            _ = redial.tick() => {
+                let peers: Vec<PeerId> = state.roles.keys().copied().collect();
+                for peer in peers {
+                    dial_known(&mut swarm, &state, peer);
+                }
+            }
         }
     }
+}
+
+/// Dial `peer` at the addresses we know for it, unless connected or dialling.
+fn dial_known(swarm: &mut Swarm<Behaviour>, state: &State, peer: PeerId) {
+    let Some(seen) = state.seen.get(&peer) else {
+        return;
+    };
+    if swarm.is_connected(&peer) || seen.addresses.is_empty() {
+        return;
+    }
+    let opts = DialOpts::peer_id(peer)
+        .addresses(seen.addresses.clone())
+        .condition(PeerCondition::DisconnectedAndNotDialing)
+        .build();
+    let _ = swarm.dial(opts);
 }
 
 fn on_command(swarm: &mut Swarm<Behaviour>, state: &mut State, command: Command) {
@@ -259,6 +287,7 @@ fn on_command(swarm: &mut Swarm<Behaviour>, state: &mut State, command: Command)
             request,
             reply,
         } => {
+            dial_known(swarm, state, peer);
             let id = swarm.behaviour_mut().queue.send_request(&peer, request);
             state.pending.insert(id, reply);
         }
