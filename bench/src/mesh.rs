@@ -198,13 +198,7 @@ async fn mesh(
             poll: Duration::from_millis(1_000),
             runner: runner.clone(),
             store,
-            tools: Arc::new(move || {
-                catalog
-                    .snapshot()
-                    .tools()
-                    .map(|t| t.signature.name.clone())
-                    .collect()
-            }),
+            tools: Arc::new(move || catalog.snapshot().tool_names()),
         };
         tokio::spawn(drive(owner_id, node.handle.clone(), options, stop.clone()));
         nodes.push(node);
@@ -257,11 +251,16 @@ async fn sleeping_throughput(
     tasks: usize,
 ) -> anyhow::Result<f64> {
     let mesh = mesh(dir, &format!("sleep{workers}"), runner, catalog, workers).await?;
+    run_sleeping_tasks(&mesh, &format!("w{workers}"), tasks).await
+}
+
+/// Submit `tasks` 200 ms `recorder` tasks at the owner; tasks/s until all completed.
+async fn run_sleeping_tasks(mesh: &Mesh3, prefix: &str, tasks: usize) -> anyhow::Result<f64> {
     let batch: Vec<NewTask> = (0..tasks)
         .map(|i| {
             NewTask::new(
                 "note_execution",
-                json!({"key": format!("w{workers}-{i}"), "work_ms": 200}),
+                json!({"key": format!("{prefix}-{i}"), "work_ms": 200}),
             )
         })
         .collect();
@@ -323,33 +322,7 @@ async fn many_nodes(
     let before = owner_requests();
     tokio::time::sleep(idle_for).await;
     let idle_per_s = (owner_requests() - before) / idle_for.as_secs_f64();
-    let batch: Vec<NewTask> = (0..tasks)
-        .map(|i| {
-            NewTask::new(
-                "note_execution",
-                json!({"key": format!("many-{i}"), "work_ms": 200}),
-            )
-        })
-        .collect();
-    let started = Instant::now();
-    mesh.owner_store.submit_batch(batch, now_ms())?;
-    loop {
-        let counts = mesh.owner_store.counts()?;
-        let done: u64 = counts
-            .iter()
-            .filter(|(s, _)| s.is_terminal())
-            .map(|(_, n)| n)
-            .sum();
-        if done as usize == tasks {
-            break;
-        }
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(600),
-            "too slow: {counts:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let per_s = tasks as f64 / started.elapsed().as_secs_f64();
+    let per_s = run_sleeping_tasks(&mesh, "many", tasks).await?;
     Ok(json!({
         "worker_nodes": nodes,
         "owner_connections": connected,

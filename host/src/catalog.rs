@@ -122,6 +122,11 @@ impl Catalog {
         })
     }
 
+    /// The names of all tools, in name order.
+    pub fn tool_names(&self) -> Vec<String> {
+        self.tools.keys().cloned().collect()
+    }
+
     pub fn tool(&self, name: &str) -> Option<ToolEntry<'_>> {
         let component = &self.components[*self.tools.get(name)?];
         Some(ToolEntry {

@@ -89,12 +89,8 @@ pub async fn join(
     }
     let stop = CancellationToken::new();
     if config.slots > 0 {
-        let tools: mcpplus_mesh::driver::HostedTools = Arc::new(move || {
-            live.snapshot()
-                .tools()
-                .map(|entry| entry.signature.name.clone())
-                .collect()
-        });
+        let tools: mcpplus_mesh::driver::HostedTools =
+            Arc::new(move || live.snapshot().tool_names());
         let options = DriverOptions {
             slots: config.slots as usize,
             lease: queue_config.lease(),

@@ -27,6 +27,29 @@ pub fn dist() -> PathBuf {
         .unwrap_or_else(|| root().join("guest-tools/dist"))
 }
 
+/// Copy the `recorder` fixture into `tools`, granted to append its journal in `journal`.
+pub fn install_recorder(tools: &std::path::Path, journal: &std::path::Path) {
+    std::fs::copy(artifacts::recorder(), tools.join("recorder.wasm")).unwrap();
+    std::fs::write(
+        tools.join("recorder.policy.toml"),
+        format!(
+            "[[files]]\nhost = \"{}\"\nguest = \"/journal\"\naccess = \"read-write\"\n",
+            journal.display()
+        ),
+    )
+    .unwrap();
+}
+
+/// Copy the bundled `task_queue` component into `tools`, granted `submit`.
+pub fn install_task_queue(tools: &std::path::Path) {
+    std::fs::copy(artifacts::task_queue(), tools.join("task_queue.wasm")).unwrap();
+    std::fs::write(
+        tools.join("task_queue.policy.toml"),
+        "[queue]\nsubmit = true\n",
+    )
+    .unwrap();
+}
+
 /// Named test artifacts, so tests say what they use rather than spell paths.
 pub mod artifacts {
     use std::path::PathBuf;
@@ -225,6 +248,25 @@ pub mod mesh {
             }
         }
         recorded
+    }
+
+    /// Every task ran at least once and never more often than it was
+    /// attempted; `tasks` are (id, attempts). Returns the executions beyond
+    /// the first.
+    pub fn check_executions<'a>(
+        executions: &BTreeMap<String, u32>,
+        tasks: impl IntoIterator<Item = (&'a str, u32)>,
+    ) -> u32 {
+        let mut extra = 0;
+        for (id, attempts) in tasks {
+            let ran = executions.get(id).copied().unwrap_or(0);
+            assert!(
+                ran >= 1 && ran <= attempts,
+                "{id}: ran {ran}, attempts {attempts}"
+            );
+            extra += ran - 1;
+        }
+        extra
     }
 
     /// Executions per task key, from `recorder` journals (one line each).

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use mcpplus_queue::store::ListFilter;
 use mcpplus_queue::{QueueStore, TaskState};
-use mcpplus_tests::mesh::{journal_executions, recorded_completions};
-use mcpplus_tests::{HttpServer, Scratch, artifacts, mcpplus_bin};
+use mcpplus_tests::mesh::{check_executions, journal_executions, recorded_completions};
+use mcpplus_tests::{HttpServer, Scratch, install_recorder, install_task_queue, mcpplus_bin};
 use rmcp::ServiceExt as _;
 use rmcp::model::CallToolRequestParams;
 use rmcp::transport::StreamableHttpClientTransport;
@@ -80,32 +80,14 @@ impl Node {
     }
 
     fn host_recorder(&self) {
-        std::fs::copy(
-            artifacts::recorder(),
-            self.scratch_dir.join("tools/recorder.wasm"),
-        )
-        .unwrap();
-        std::fs::write(
-            self.scratch_dir.join("tools/recorder.policy.toml"),
-            format!(
-                "[[files]]\nhost = \"{}\"\nguest = \"/journal\"\naccess = \"read-write\"\n",
-                self.path("journal")
-            ),
-        )
-        .unwrap();
+        install_recorder(
+            &self.scratch_dir.join("tools"),
+            &self.scratch_dir.join("journal"),
+        );
     }
 
     fn host_task_queue(&self) {
-        std::fs::copy(
-            artifacts::task_queue(),
-            self.scratch_dir.join("tools/task_queue.wasm"),
-        )
-        .unwrap();
-        std::fs::write(
-            self.scratch_dir.join("tools/task_queue.policy.toml"),
-            "[queue]\nsubmit = true\n",
-        )
-        .unwrap();
+        install_task_queue(&self.scratch_dir.join("tools"));
     }
 
     /// `peers`: (peer id, roles) allowed here.
@@ -267,15 +249,10 @@ async fn three_nodes_share_the_work_of_one_owner() {
     }
     // Executions, from both journals: every task ran, never more often than it was attempted.
     let executions = journal_executions(&[&b.journal_path(), &c.journal_path()]);
-    for task in &tasks {
-        let ran = executions.get(&task.id).copied().unwrap_or(0);
-        assert!(
-            ran >= 1 && ran <= task.attempt,
-            "{}: ran {ran}, attempts {}",
-            task.id,
-            task.attempt
-        );
-    }
+    check_executions(
+        &executions,
+        tasks.iter().map(|t| (t.id.as_str(), t.attempt)),
+    );
     for (peer, n) in &by_peer {
         assert!(
             *n * 4 >= TASKS,
@@ -436,18 +413,13 @@ async fn kill_9_of_workers_and_owner_loses_nothing_and_completes_nothing_twice()
     let (tasks, total) = store.list(&ListFilter::default(), 0, 10_000).unwrap();
     assert_eq!(total as usize, CRASH_TASKS, "no accepted task is lost");
     let executions = journal_executions(&[&b.journal_path(), &c.journal_path()]);
-    let mut extra = 0;
     for task in &tasks {
         assert_eq!(task.state, TaskState::Completed, "{task:?}");
-        let ran = executions.get(&task.id).copied().unwrap_or(0);
-        assert!(
-            ran >= 1 && ran <= task.attempt,
-            "{}: ran {ran}, attempts {}",
-            task.id,
-            task.attempt
-        );
-        extra += ran - 1;
     }
+    let extra = check_executions(
+        &executions,
+        tasks.iter().map(|t| (t.id.as_str(), t.attempt)),
+    );
     for (task, n) in &completed {
         assert_eq!(*n, 1, "{task} was recorded completed {n} times");
     }

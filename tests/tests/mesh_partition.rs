@@ -16,8 +16,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mcpplus_queue::{NewTask, QueueStore, TaskState};
-use mcpplus_tests::mesh::{journal_executions, recorded_completions};
-use mcpplus_tests::{Scratch, artifacts, mcpplus_bin};
+use mcpplus_tests::mesh::{check_executions, journal_executions, recorded_completions};
+use mcpplus_tests::{Scratch, install_recorder, mcpplus_bin};
 use serde_json::{Value, json};
 
 const LEASE_MS: i64 = 3_000;
@@ -179,15 +179,7 @@ fn a_cut_worker_fences_itself_and_its_late_results_are_stale() {
         .map(|n| peer_id(&dir(n, "data")))
         .collect();
     for n in ["b", "c"] {
-        std::fs::copy(artifacts::recorder(), dir(n, "tools/recorder.wasm")).unwrap();
-        std::fs::write(
-            dir(n, "tools/recorder.policy.toml"),
-            format!(
-                "[[files]]\nhost = \"{}\"\nguest = \"/journal\"\naccess = \"read-write\"\n",
-                dir(n, "journal").display()
-            ),
-        )
-        .unwrap();
+        install_recorder(&dir(n, "tools"), &dir(n, "journal"));
     }
     let base = format!(
         "[queue]\nworkers = 0\nlease_ms = {LEASE_MS}\npoll_ms = 100\n[mesh]\nmdns = false\nslots = 2\n"
@@ -351,15 +343,7 @@ fn a_cut_worker_fences_itself_and_its_late_results_are_stale() {
         dir("c", "journal/executions.log"),
     );
     let executions = journal_executions(&[&journal_b, &journal_c]);
-    for task in &all {
-        let ran = executions.get(&task.id).copied().unwrap_or(0);
-        assert!(
-            ran >= 1 && ran <= task.attempt,
-            "{}: ran {ran}, attempts {}",
-            task.id,
-            task.attempt
-        );
-    }
+    check_executions(&executions, all.iter().map(|t| (t.id.as_str(), t.attempt)));
     // What B ran when the link went down: each attempt was either fenced
     // by B itself, in time, or finished during the cut and, delivered after
     // the heal, answered `stale` (C had run it again by then).

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use mcpplus_queue::store::ListFilter;
 use mcpplus_queue::{QueueStore, TaskState};
-use mcpplus_tests::{HttpServer, Scratch, artifacts};
+use mcpplus_tests::{HttpServer, Scratch, install_recorder, install_task_queue};
 use rmcp::ServiceExt as _;
 use rmcp::model::CallToolRequestParams;
 use rmcp::service::{RoleClient, RunningService};
@@ -114,21 +114,8 @@ async fn tasks_survive_kill_9_without_loss_or_double_completion() {
     let journal = node.scratch.join("journal");
     std::fs::create_dir_all(&tools).unwrap();
     std::fs::create_dir_all(&journal).unwrap();
-    std::fs::copy(artifacts::recorder(), tools.join("recorder.wasm")).unwrap();
-    std::fs::write(
-        tools.join("recorder.policy.toml"),
-        format!(
-            "[[files]]\nhost = \"{}\"\nguest = \"/journal\"\naccess = \"read-write\"\n",
-            journal.display()
-        ),
-    )
-    .unwrap();
-    std::fs::copy(artifacts::task_queue(), tools.join("task_queue.wasm")).unwrap();
-    std::fs::write(
-        tools.join("task_queue.policy.toml"),
-        "[queue]\nsubmit = true\n",
-    )
-    .unwrap();
+    install_recorder(&tools, &journal);
+    install_task_queue(&tools);
     std::fs::write(
         node.scratch.join("mcpplus.toml"),
         format!("[queue]\nworkers = {SLOTS}\nlease_ms = 1500\npoll_ms = 50\n"),

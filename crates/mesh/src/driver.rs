@@ -78,6 +78,7 @@ pub async fn drive(
     let (events, mut received) = mpsc::unbounded_channel();
     let mut runs: HashMap<usize, CancellationToken> = HashMap::new();
     let told_denied = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tools_read = tokio::time::Instant::now();
     // Fine enough for fencing: well under a third of any allowed lease (>= 300 ms).
     let mut ticker = tokio::time::interval(Duration::from_millis(50).min(options.poll));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -85,7 +86,12 @@ pub async fn drive(
         let mut actions = tokio::select! {
             _ = stop.cancelled() => break,
             _ = ticker.tick() => {
-                pull.set_tools((options.tools)());
+                // Hot loads change what this node hosts; a poll interval of
+                // staleness is fine and keeps the catalog off the 50 ms tick.
+                if tools_read.elapsed() >= options.poll {
+                    pull.set_tools((options.tools)());
+                    tools_read = tokio::time::Instant::now();
+                }
                 pull.tick(now_ms())
             }
             Some(event) = received.recv() => match event {

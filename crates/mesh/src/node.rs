@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt as _;
 use libp2p::multiaddr::Protocol;
@@ -496,59 +496,51 @@ fn answer(
     request: MeshRequest,
 ) -> MeshResponse {
     let MeshRequest::Queue(request) = request;
+    let peer = peer.to_string();
     if !roles.contains(&PeerRole::Claim) {
-        mcpplus_telemetry::metrics::metrics()
-            .mesh_requests
-            .get_or_create(&vec![
-                ("peer", peer.to_string()),
-                ("answer", "denied".to_string()),
-            ])
-            .inc();
+        count_request(&peer, "denied");
         return MeshResponse::Denied {
             error: format!(
                 "peer {peer} may not run this node's tasks; its operator must add roles = [\"claim\"] under [mesh.peers.\"{peer}\"]"
             ),
         };
     }
-    let peer_text = peer.to_string();
-    let response = answer_queue(owner, &peer_text, request);
+    let completing = match &request {
+        OwnerRequest::Complete { id, attempt, .. } => Some((id.clone(), *attempt)),
+        _ => None,
+    };
+    let response = owner.handle(&peer, request, mcpplus_queue::worker::now_ms());
     let answer = match &response {
         OwnerResponse::Granted { grants } if grants.is_empty() => "empty",
-        OwnerResponse::Granted { .. } => "granted",
+        OwnerResponse::Granted { grants } => {
+            for grant in grants {
+                tracing::info!(event = "queue.remote_claim", peer = %peer, task = %grant.id,
+                    tool = %grant.tool, attempt = grant.attempt, "a peer claimed a task");
+            }
+            "granted"
+        }
         OwnerResponse::Leases { .. } => "leases",
-        OwnerResponse::Settled { .. } => "settled",
+        OwnerResponse::Settled { settled } => {
+            if let Some((task, attempt)) = &completing {
+                tracing::info!(event = "queue.remote_complete", peer = %peer, task = %task,
+                    attempt, settled = ?settled, "a peer reported an outcome");
+            }
+            "settled"
+        }
         OwnerResponse::Released { .. } => "released",
         OwnerResponse::Refused { .. } => "refused",
     };
-    mcpplus_telemetry::metrics::metrics()
-        .mesh_requests
-        .get_or_create(&vec![("peer", peer_text), ("answer", answer.to_string())])
-        .inc();
+    count_request(&peer, answer);
     MeshResponse::Queue(response)
 }
 
-fn answer_queue(owner: &RemoteOwner, peer_text: &str, request: OwnerRequest) -> OwnerResponse {
-    let peer_text = peer_text.to_string();
-    let (op_task, op) = match &request {
-        OwnerRequest::Complete { id, attempt, .. } => (Some((id.clone(), *attempt)), "complete"),
-        OwnerRequest::Claim { .. } => (None, "claim"),
-        _ => (None, "other"),
-    };
-    let started = Instant::now();
-    let response = owner.handle(&peer_text, request, mcpplus_queue::worker::now_ms());
-    match (&response, op) {
-        (OwnerResponse::Granted { grants }, "claim") if !grants.is_empty() => {
-            for grant in grants {
-                tracing::info!(event = "queue.remote_claim", peer = %peer_text, task = %grant.id,
-                    tool = %grant.tool, attempt = grant.attempt, "a peer claimed a task");
-            }
-        }
-        (OwnerResponse::Settled { settled }, "complete") => {
-            let (task, attempt) = op_task.unwrap_or_default();
-            tracing::info!(event = "queue.remote_complete", peer = %peer_text, task = %task, attempt,
-                settled = ?settled, elapsed_us = started.elapsed().as_micros() as u64, "a peer reported an outcome");
-        }
-        _ => {}
-    }
-    response
+/// `mcpplus_mesh_requests_total{peer, answer}`.
+fn count_request(peer: &str, answer: &str) {
+    mcpplus_telemetry::metrics::metrics()
+        .mesh_requests
+        .get_or_create(&vec![
+            ("peer", peer.to_string()),
+            ("answer", answer.to_string()),
+        ])
+        .inc();
 }
