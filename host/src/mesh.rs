@@ -9,8 +9,10 @@ use std::sync::Arc;
 
 use libp2p::{Multiaddr, PeerId};
 use mcpplus_mesh::driver::{DriverOptions, drive};
-use mcpplus_mesh::node::{Mesh, MeshOptions};
+use mcpplus_mesh::node::{Mesh, MeshHandle, MeshOptions};
+use mcpplus_mesh::protocol::{Caps, MAX_ANNOUNCED_TOOLS, ToolCap};
 use mcpplus_policy::config::mesh::MeshConfig;
+use mcpplus_policy::hints::ToolHints;
 use mcpplus_queue::remote::RemoteOwner;
 use mcpplus_queue::service::QueueService;
 use mcpplus_queue::worker::TaskRunner;
@@ -73,6 +75,7 @@ pub async fn join(
         queue.store().clone(),
         queue_config.lease(),
     ));
+    let caps = caps_of(&live, config.slots, queue).await;
     let mesh = Mesh::start(MeshOptions {
         keypair,
         listen,
@@ -80,6 +83,7 @@ pub async fn join(
         mdns: config.mdns,
         peers: peers.clone(),
         owner,
+        caps,
     })
     .await?;
     for addr in &mesh.listening {
@@ -88,6 +92,13 @@ pub async fn join(
         eprintln!("mcpplus: mesh listening on {addr}");
     }
     let stop = CancellationToken::new();
+    tokio::spawn(announce_changes(
+        live.clone(),
+        config.slots,
+        queue.clone(),
+        mesh.handle.clone(),
+        stop.clone(),
+    ));
     if config.slots > 0 {
         let tools: mcpplus_mesh::driver::HostedTools =
             Arc::new(move || live.snapshot().tool_names());
@@ -109,4 +120,69 @@ pub async fn join(
         }
     }
     Ok(MeshNode { mesh, stop })
+}
+
+/// What this node offers its peers now: every served tool, the slots it
+/// lends, and its own backlog per tool.
+pub async fn caps_of(live: &LiveCatalog, slots: u32, queue: &Arc<QueueService>) -> Caps {
+    let catalog = live.snapshot();
+    let mut tools: Vec<ToolCap> = catalog
+        .tools()
+        .map(|entry| ToolCap {
+            name: entry.signature.name.clone(),
+            component: entry.component.name.clone(),
+            sha256: entry.component.digest.clone(),
+            description: Some(entry.signature.description.clone()).filter(|d| !d.is_empty()),
+            input_schema: entry.signature.input_schema.clone(),
+            output_schema: entry.signature.output_schema.clone(),
+            annotations: serde_json::to_value(ToolHints::from_policy(&entry.component.policy)).ok(),
+        })
+        .collect();
+    if tools.len() > MAX_ANNOUNCED_TOOLS {
+        tracing::warn!(
+            event = "mesh.caps_truncated",
+            tools = tools.len(),
+            announced = MAX_ANNOUNCED_TOOLS,
+            "this node serves more tools than one announcement carries; peers learn of the first ones only"
+        );
+        tools.truncate(MAX_ANNOUNCED_TOOLS);
+    }
+    let store = queue.store().clone();
+    let backlog = tokio::task::spawn_blocking(move || store.backlog(64))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    Caps {
+        version: 0,
+        tools,
+        slots,
+        backlog,
+    }
+}
+
+/// Tell peers after every hot load (add, replace, remove of a component).
+async fn announce_changes(
+    live: Arc<LiveCatalog>,
+    slots: u32,
+    queue: Arc<QueueService>,
+    mesh: MeshHandle,
+    stop: CancellationToken,
+) {
+    let mut changes = live.subscribe();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            change = changes.recv() => match change {
+                Ok(()) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    let caps = caps_of(&live, slots, &queue).await;
+                    tracing::info!(event = "mesh.caps_announced", tools = caps.tools.len(), "told peers what this node hosts now");
+                    mesh.announce(caps).await;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+        }
+    }
 }

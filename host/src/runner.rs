@@ -93,4 +93,7 @@ impl TaskRunner for CatalogRunner {
             }
         })
     }
+    fn hosted_tools(&self) -> Option<Vec<String>> {
+        Some(self.catalog.snapshot().tool_names())
+    }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use libp2p::PeerId;
 use mcpplus_queue::pull::{Action, OwnerPull, PullConfig, Purpose};
-use mcpplus_queue::remote::{AttemptRef, Grant, OwnerResponse};
+use mcpplus_queue::remote::{AttemptRef, Grant, OwnerRequest, OwnerResponse};
 use mcpplus_queue::worker::{ProgressSink, TaskRunner, now_ms};
 use mcpplus_queue::{AttemptOutcome, QueueStore, Task, TaskState};
 use tokio::sync::mpsc;
@@ -18,6 +18,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::node::MeshHandle;
 use crate::protocol::{MeshRequest, MeshResponse};
+
+/// The shortest gap between two progress reports sent to an owner.
+const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 
 /// The tools this node hosts now (asked before every claim: hot loads change it).
 pub type HostedTools = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
@@ -82,9 +85,14 @@ pub async fn drive(
     // Fine enough for fencing: well under a third of any allowed lease (>= 300 ms).
     let mut ticker = tokio::time::interval(Duration::from_millis(50).min(options.poll));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let hint = mesh.ready_hint(owner);
     loop {
         let mut actions = tokio::select! {
             _ = stop.cancelled() => break,
+            _ = hint.notified() => {
+                pull.poke(now_ms());
+                Vec::new()
+            }
             _ = ticker.tick() => {
                 // Hot loads change what this node hosts; a poll interval of
                 // staleness is fine and keeps the catalog off the 50 ms tick.
@@ -134,7 +142,7 @@ pub async fn drive(
                                 }
                             }
                             // Unreachable or timed out: as if lost; the pull logic retries.
-                            Err(_) => {}
+                            Ok(MeshResponse::Caps(_) | MeshResponse::Ack) | Err(_) => {}
                         }
                     });
                 }
@@ -145,13 +153,13 @@ pub async fn drive(
                         tool = %grant.tool, attempt = grant.attempt, "running a peer's task");
                     let (runner, events) = (options.runner.clone(), events.clone());
                     let owner_text = owner.to_string();
+                    let progress = relay_progress(mesh.clone(), owner, &grant);
                     tokio::spawn(async move {
                         let attempt = AttemptRef {
                             id: grant.id.clone(),
                             attempt: grant.attempt,
                         };
                         let task = task_of(&grant, &owner_text);
-                        let progress: ProgressSink = Arc::new(|_, _, _| {});
                         let run = runner.run(&task, cancel, progress);
                         let outcome = match grant.timeout_ms {
                             Some(ms) => tokio::time::timeout(Duration::from_millis(ms), run)
@@ -189,6 +197,36 @@ pub async fn drive(
     for cancel in runs.values() {
         cancel.cancel();
     }
+}
+
+/// Progress of a peer's task goes back to its owner, at most every
+/// [`PROGRESS_EVERY`] (the last report before the outcome may be skipped: the
+/// outcome supersedes it). Lost reports are not sent again.
+fn relay_progress(mesh: MeshHandle, owner: PeerId, grant: &Grant) -> ProgressSink {
+    let (id, attempt) = (grant.id.clone(), grant.attempt);
+    let last_sent = std::sync::Mutex::new(None::<tokio::time::Instant>);
+    let runtime = tokio::runtime::Handle::current();
+    Arc::new(move |progress, total, message| {
+        let now = tokio::time::Instant::now();
+        {
+            let mut last = last_sent.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|at| now - at < PROGRESS_EVERY) {
+                return;
+            }
+            *last = Some(now);
+        }
+        let request = MeshRequest::Queue(OwnerRequest::Progress {
+            id: id.clone(),
+            attempt,
+            progress,
+            total,
+            message,
+        });
+        let mesh = mesh.clone();
+        runtime.spawn(async move {
+            let _ = mesh.request(owner, request).await;
+        });
+    })
 }
 
 /// The task as a [`TaskRunner`] sees it: what the grant says.

@@ -13,3 +13,4 @@ pub mod driver;
 pub mod identity;
 pub mod node;
 pub mod protocol;
+pub mod stats;

@@ -3,7 +3,7 @@
 //! the shape of rust-libp2p's file-sharing example).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -18,14 +18,20 @@ use libp2p::{
 };
 use mcpplus_policy::config::mesh::PeerRole;
 use mcpplus_queue::remote::{OwnerRequest, OwnerResponse, RemoteOwner};
-use tokio::sync::{mpsc, oneshot};
+use mcpplus_queue::worker::now_ms;
+use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::protocol::{MeshRequest, MeshResponse, PROTOCOL};
+use crate::protocol::{Caps, MAX_READY_TOOLS, MeshRequest, MeshResponse, PROTOCOL};
+use crate::stats::{MAX_ADDRESSES, PeerStatus, Seen};
 
 /// How long a request may wait for its answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often unreachable allowed peers are dialled again.
 const REDIAL_EVERY: Duration = Duration::from_secs(2);
+/// Ready-task hints wait this long to cover a burst of submissions.
+const HINT_COALESCE: Duration = Duration::from_millis(20);
+/// Unlisted peers found by mDNS that are remembered for operators.
+const MAX_UNLISTED: usize = 64;
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
@@ -46,18 +52,8 @@ pub struct MeshOptions {
     pub peers: BTreeMap<PeerId, Vec<PeerRole>>,
     /// Answers other nodes' workers from this node's queue.
     pub owner: Arc<RemoteOwner>,
-}
-
-/// A peer as this node sees it.
-#[derive(Debug, Clone)]
-pub struct PeerStatus {
-    pub peer_id: PeerId,
-    pub connected: bool,
-    pub roles: Vec<PeerRole>,
-    pub addresses: Vec<Multiaddr>,
-    /// The last ping round trip.
-    pub latency: Option<Duration>,
-    pub agent_version: Option<String>,
+    /// What this node hosts, announced to peers on connect.
+    pub caps: Caps,
 }
 
 enum Command {
@@ -67,11 +63,25 @@ enum Command {
         reply: oneshot::Sender<Result<MeshResponse, String>>,
     },
     Respond {
+        peer: PeerId,
         channel: ResponseChannel<MeshResponse>,
         response: MeshResponse,
     },
     Peers {
         reply: oneshot::Sender<Vec<PeerStatus>>,
+    },
+    /// Announce new caps to every connected peer.
+    Announce { caps: Caps },
+    /// Tell the peers hosting these tools that tasks of them are ready.
+    Hint { tools: Vec<String> },
+    Connect {
+        peer: PeerId,
+        addresses: Vec<Multiaddr>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    Disconnect {
+        peer: PeerId,
+        reply: oneshot::Sender<bool>,
     },
 }
 
@@ -80,6 +90,10 @@ enum Command {
 pub struct MeshHandle {
     commands: mpsc::Sender<Command>,
     local: PeerId,
+    /// Per owner: woken when it hints that tasks for our tools are ready.
+    hints: Arc<Mutex<HashMap<PeerId, Arc<Notify>>>>,
+    /// Connected peers' announcements, readable without asking the task.
+    directory: Arc<RwLock<HashMap<PeerId, Caps>>>,
 }
 
 impl MeshHandle {
@@ -94,26 +108,83 @@ impl MeshHandle {
         request: MeshRequest,
     ) -> Result<MeshResponse, String> {
         let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Request {
-                peer,
-                request,
-                reply,
-            })
-            .await
-            .map_err(|_| "the mesh has stopped".to_string())?;
+        self.send(Command::Request {
+            peer,
+            request,
+            reply,
+        })
+        .await?;
         answer
             .await
             .map_err(|_| "the mesh has stopped".to_string())?
     }
 
-    /// Every allowed peer, connected or not.
+    async fn send(&self, command: Command) -> Result<(), String> {
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| "the mesh has stopped".to_string())
+    }
+
+    /// Every allowed peer, connected or not, and unlisted peers mDNS found.
     pub async fn peers(&self) -> Vec<PeerStatus> {
         let (reply, answer) = oneshot::channel();
-        if self.commands.send(Command::Peers { reply }).await.is_err() {
+        if self.send(Command::Peers { reply }).await.is_err() {
             return Vec::new();
         }
         answer.await.unwrap_or_default()
+    }
+
+    /// What this node hosts changed (a hot load): tell every connected peer.
+    pub async fn announce(&self, caps: Caps) {
+        let _ = self.send(Command::Announce { caps }).await;
+    }
+
+    /// Connect to `peer` at `addresses` (it must be listed in `[mesh.peers]`);
+    /// answers once connected or when the dial failed. Undoes a disconnect.
+    pub async fn connect(&self, peer: PeerId, addresses: Vec<Multiaddr>) -> Result<(), String> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Connect {
+            peer,
+            addresses,
+            reply,
+        })
+        .await?;
+        answer
+            .await
+            .map_err(|_| "the mesh has stopped".to_string())?
+    }
+
+    /// Close every connection to `peer` and stop dialling it until
+    /// [`Self::connect`]. `false` if it was not connected.
+    pub async fn disconnect(&self, peer: PeerId) -> bool {
+        let (reply, answer) = oneshot::channel();
+        if self
+            .send(Command::Disconnect { peer, reply })
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        answer.await.unwrap_or(false)
+    }
+
+    /// Woken when `owner` hints that tasks for this node's tools are ready.
+    pub fn ready_hint(&self, owner: PeerId) -> Arc<Notify> {
+        self.hints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(owner)
+            .or_default()
+            .clone()
+    }
+
+    /// The latest announcement of every connected peer that sent one.
+    pub fn directory(&self) -> HashMap<PeerId, Caps> {
+        self.directory
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -123,6 +194,7 @@ pub struct Mesh {
     /// The addresses it listens on, each ending in `/p2p/<this node>`.
     pub listening: Vec<Multiaddr>,
     _task: tokio::task::JoinHandle<()>,
+    _hints: tokio::task::JoinHandle<()>,
 }
 
 impl Mesh {
@@ -187,11 +259,22 @@ impl Mesh {
                 Err(_) => anyhow::bail!("the mesh listeners did not bind within 10 s"),
             }
         }
+        let (commands, receiver) = mpsc::channel(1024);
+        let handle = MeshHandle {
+            commands,
+            local,
+            hints: Arc::default(),
+            directory: Arc::default(),
+        };
         let mut state = State {
             roles: options.peers.clone(),
             owner: options.owner,
             pending: HashMap::new(),
             seen: HashMap::new(),
+            unlisted: BTreeMap::new(),
+            caps: options.caps,
+            dialling: HashMap::new(),
+            handle: handle.clone(),
         };
         for addr in &options.bootstrap {
             let Some(Protocol::P2p(peer)) = addr.iter().last() else {
@@ -202,48 +285,110 @@ impl Mesh {
                     "a bootstrap peer is not in [mesh.peers]; its connection will be refused");
             }
             swarm.add_peer_address(peer, addr.clone());
-            state
-                .seen
-                .entry(peer)
-                .or_default()
-                .addresses
-                .push(addr.clone());
+            state.seen.entry(peer).or_default().add_address(addr);
             if let Err(e) = swarm.dial(addr.clone()) {
                 tracing::warn!(event = "mesh.dial_failed", address = %addr, error = %e, "cannot dial a bootstrap node");
             }
         }
-        let (commands, receiver) = mpsc::channel(1024);
-        let handle = MeshHandle { commands, local };
-        let task = tokio::spawn(run(swarm, receiver, handle.clone(), state));
+        let hints = tokio::spawn(hint_ready_tasks(
+            state.owner.store().clone(),
+            handle.clone(),
+        ));
+        let task = tokio::spawn(run(swarm, receiver, state));
         Ok(Mesh {
             handle,
             listening,
             _task: task,
+            _hints: hints,
         })
     }
 }
 
-#[derive(Default)]
-struct Seen {
-    connected: u32,
-    addresses: Vec<Multiaddr>,
-    latency: Option<Duration>,
-    agent_version: Option<String>,
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        self._hints.abort();
+    }
+}
+
+/// Owner side of "pickup does not wait for a poll": whenever tasks may have
+/// become ready, find which tools they are for and hint the peers hosting them.
+async fn hint_ready_tasks(store: Arc<mcpplus_queue::QueueStore>, handle: MeshHandle) {
+    loop {
+        let woken = store.ready_signal().notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        woken.await;
+        // Submissions come in bursts: one hint per burst is enough.
+        tokio::time::sleep(HINT_COALESCE).await;
+        let s = store.clone();
+        let tools =
+            tokio::task::spawn_blocking(move || s.ready_tools(now_ms(), MAX_READY_TOOLS as u32))
+                .await;
+        if let Ok(Ok(tools)) = tools
+            && !tools.is_empty()
+            && handle.send(Command::Hint { tools }).await.is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// What an outbound request is for.
+enum Pending {
+    /// A caller waits for the answer.
+    Reply(oneshot::Sender<Result<MeshResponse, String>>),
+    /// Our announcement; the answer is the peer's.
+    Announce,
+    /// A hint; its acknowledgement is not needed.
+    Hint,
 }
 
 struct State {
     roles: BTreeMap<PeerId, Vec<PeerRole>>,
     owner: Arc<RemoteOwner>,
-    pending: HashMap<OutboundRequestId, oneshot::Sender<Result<MeshResponse, String>>>,
+    pending: HashMap<OutboundRequestId, (PeerId, Pending)>,
     seen: HashMap<PeerId, Seen>,
+    /// Peers mDNS found that are not listed (shown to operators, never dialled).
+    unlisted: BTreeMap<PeerId, Vec<Multiaddr>>,
+    caps: Caps,
+    /// Connect calls waiting for a dial's outcome.
+    dialling: HashMap<PeerId, Vec<oneshot::Sender<Result<(), String>>>>,
+    handle: MeshHandle,
 }
 
-async fn run(
-    mut swarm: Swarm<Behaviour>,
-    mut commands: mpsc::Receiver<Command>,
-    handle: MeshHandle,
-    mut state: State,
-) {
+impl State {
+    fn set_directory(&self, peer: PeerId, caps: Option<Caps>) {
+        let mut directory = self
+            .handle
+            .directory
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        match caps {
+            Some(caps) => directory.insert(peer, caps),
+            None => directory.remove(&peer),
+        };
+    }
+
+    /// Keep `caps` from `peer` unless an announcement already seen is newer.
+    fn received_caps(&mut self, peer: PeerId, caps: Caps, connected: bool) {
+        let seen = self.seen.entry(peer).or_default();
+        if seen.caps.as_ref().is_some_and(|c| c.version > caps.version) {
+            return;
+        }
+        seen.caps = Some(caps.clone());
+        if connected {
+            self.set_directory(peer, Some(caps));
+        }
+    }
+
+    fn finish_dials(&mut self, peer: PeerId, outcome: Result<(), String>) {
+        for reply in self.dialling.remove(&peer).unwrap_or_default() {
+            let _ = reply.send(outcome.clone());
+        }
+    }
+}
+
+async fn run(mut swarm: Swarm<Behaviour>, mut commands: mpsc::Receiver<Command>, mut state: State) {
     // Allowed peers with known addresses are dialled again while they are
     // unreachable (an owner started after its workers, a restarted node).
     let mut redial = tokio::time::interval(REDIAL_EVERY);
@@ -254,7 +399,7 @@ async fn run(
                 Some(command) => on_command(&mut swarm, &mut state, command),
                 None => return,
             },
-            event = swarm.select_next_some() => on_event(&mut swarm, &mut state, &handle, event),
+            event = swarm.select_next_some() => on_event(&mut swarm, &mut state, event),
             _ = redial.tick() => {
                 let peers: Vec<PeerId> = state.roles.keys().copied().collect();
                 for peer in peers {
@@ -265,12 +410,13 @@ async fn run(
     }
 }
 
-/// Dial `peer` at the addresses we know for it, unless connected or dialling.
+/// Dial `peer` at the addresses we know for it, unless connected, dialling
+/// or held off by an operator.
 fn dial_known(swarm: &mut Swarm<Behaviour>, state: &State, peer: PeerId) {
     let Some(seen) = state.seen.get(&peer) else {
         return;
     };
-    if swarm.is_connected(&peer) || seen.addresses.is_empty() {
+    if swarm.is_connected(&peer) || seen.addresses.is_empty() || seen.held_off {
         return;
     }
     let opts = DialOpts::peer_id(peer)
@@ -278,6 +424,21 @@ fn dial_known(swarm: &mut Swarm<Behaviour>, state: &State, peer: PeerId) {
         .condition(PeerCondition::DisconnectedAndNotDialing)
         .build();
     let _ = swarm.dial(opts);
+}
+
+/// Send a request and remember what it was for; counts it for the peer.
+fn send_request(
+    swarm: &mut Swarm<Behaviour>,
+    state: &mut State,
+    peer: PeerId,
+    request: MeshRequest,
+    pending: Pending,
+) {
+    let seen = state.seen.entry(peer).or_default();
+    seen.requests_sent += 1;
+    seen.bytes_sent += json_len(&request);
+    let id = swarm.behaviour_mut().queue.send_request(&peer, request);
+    state.pending.insert(id, (peer, pending));
 }
 
 fn on_command(swarm: &mut Swarm<Behaviour>, state: &mut State, command: Command) {
@@ -288,40 +449,136 @@ fn on_command(swarm: &mut Swarm<Behaviour>, state: &mut State, command: Command)
             reply,
         } => {
             dial_known(swarm, state, peer);
-            let id = swarm.behaviour_mut().queue.send_request(&peer, request);
-            state.pending.insert(id, reply);
+            send_request(swarm, state, peer, request, Pending::Reply(reply));
         }
-        Command::Respond { channel, response } => {
+        Command::Respond {
+            peer,
+            channel,
+            response,
+        } => {
+            state.seen.entry(peer).or_default().bytes_sent += json_len(&response);
             // Fails only when the connection closed meanwhile; the worker retries.
             let _ = swarm.behaviour_mut().queue.send_response(channel, response);
         }
         Command::Peers { reply } => {
-            let peers = state
+            let now = now_ms();
+            let mut peers: Vec<PeerStatus> = state
                 .roles
                 .iter()
                 .map(|(peer, roles)| {
-                    let seen = state.seen.get(peer);
-                    PeerStatus {
-                        peer_id: *peer,
-                        connected: swarm.is_connected(peer),
-                        roles: roles.clone(),
-                        addresses: seen.map(|s| s.addresses.clone()).unwrap_or_default(),
-                        latency: seen.and_then(|s| s.latency),
-                        agent_version: seen.and_then(|s| s.agent_version.clone()),
-                    }
+                    PeerStatus::of(
+                        *peer,
+                        Some(roles),
+                        state.seen.get(peer),
+                        swarm.is_connected(peer),
+                        now,
+                    )
                 })
                 .collect();
+            for (peer, addresses) in &state.unlisted {
+                let mut status = PeerStatus::of(*peer, None, None, false, now);
+                status.addresses = addresses.clone();
+                peers.push(status);
+            }
             let _ = reply.send(peers);
+        }
+        Command::Announce { caps } => {
+            state.caps = Caps {
+                version: state.caps.version + 1,
+                ..caps
+            };
+            let connected: Vec<PeerId> = state
+                .roles
+                .keys()
+                .filter(|p| swarm.is_connected(p))
+                .copied()
+                .collect();
+            for peer in connected {
+                let request = MeshRequest::Caps(state.caps.clone());
+                send_request(swarm, state, peer, request, Pending::Announce);
+            }
+        }
+        Command::Hint { tools } => {
+            // Only peers that may claim here and announced one of the tools.
+            let targets: Vec<(PeerId, Vec<String>)> = state
+                .roles
+                .iter()
+                .filter(|(p, roles)| roles.contains(&PeerRole::Claim) && swarm.is_connected(p))
+                .filter_map(|(p, _)| {
+                    let caps = state.seen.get(p)?.caps.as_ref()?;
+                    let hosted: Vec<String> = tools
+                        .iter()
+                        .filter(|t| caps.tools.iter().any(|c| &c.name == *t))
+                        .cloned()
+                        .collect();
+                    (!hosted.is_empty()).then_some((*p, hosted))
+                })
+                .collect();
+            for (peer, tools) in targets {
+                send_request(
+                    swarm,
+                    state,
+                    peer,
+                    MeshRequest::Ready { tools },
+                    Pending::Hint,
+                );
+            }
+        }
+        Command::Connect {
+            peer,
+            addresses,
+            reply,
+        } => {
+            if !state.roles.contains_key(&peer) {
+                let _ = reply.send(Err(format!(
+                    "peer {peer} is not in [mesh.peers]: add [mesh.peers.\"{peer}\"] to the operator config first"
+                )));
+                return;
+            }
+            let seen = state.seen.entry(peer).or_default();
+            seen.held_off = false;
+            for addr in &addresses {
+                seen.add_address(addr);
+                swarm.add_peer_address(peer, addr.clone());
+            }
+            if swarm.is_connected(&peer) {
+                let _ = reply.send(Ok(()));
+                return;
+            }
+            let addresses = if addresses.is_empty() {
+                seen.addresses.clone()
+            } else {
+                addresses
+            };
+            if addresses.is_empty() {
+                let _ = reply.send(Err(format!(
+                    "no address is known for peer {peer}: give one (…/p2p/{peer})"
+                )));
+                return;
+            }
+            let opts = DialOpts::peer_id(peer)
+                .addresses(addresses)
+                .condition(PeerCondition::Always)
+                .build();
+            match swarm.dial(opts) {
+                Ok(()) => state.dialling.entry(peer).or_default().push(reply),
+                Err(e) => {
+                    let _ = reply.send(Err(format!("cannot dial {peer}: {e}")));
+                }
+            }
+        }
+        Command::Disconnect { peer, reply } => {
+            let was_connected = swarm.is_connected(&peer);
+            if let Some(seen) = state.seen.get_mut(&peer) {
+                seen.held_off = true;
+            }
+            let _ = swarm.disconnect_peer_id(peer);
+            let _ = reply.send(was_connected);
         }
     }
 }
 
-fn on_event(
-    swarm: &mut Swarm<Behaviour>,
-    state: &mut State,
-    handle: &MeshHandle,
-    event: SwarmEvent<BehaviourEvent>,
-) {
+fn on_event(swarm: &mut Swarm<Behaviour>, state: &mut State, event: SwarmEvent<BehaviourEvent>) {
     match event {
         SwarmEvent::NewListenAddr { address, .. } => {
             tracing::info!(event = "mesh.listening", address = %address, "mesh listening");
@@ -330,13 +587,24 @@ fn on_event(
             peer_id,
             endpoint,
             established_in,
+            num_established,
             ..
         } => {
             let seen = state.seen.entry(peer_id).or_default();
-            seen.connected += 1;
+            seen.connected(now_ms());
+            let known_caps = seen.caps.clone();
             tracing::info!(event = "mesh.peer_connected", peer = %peer_id,
                 address = %endpoint.get_remote_address(), established_ms = established_in.as_millis() as u64,
                 "peer connected");
+            state.finish_dials(peer_id, Ok(()));
+            // Each side announces itself once per session; the answer is the peer's.
+            if num_established.get() == 1 {
+                if let Some(caps) = known_caps {
+                    state.set_directory(peer_id, Some(caps));
+                }
+                let request = MeshRequest::Caps(state.caps.clone());
+                send_request(swarm, state, peer_id, request, Pending::Announce);
+            }
         }
         SwarmEvent::ConnectionClosed {
             peer_id,
@@ -345,9 +613,10 @@ fn on_event(
             ..
         } => {
             if let Some(seen) = state.seen.get_mut(&peer_id) {
-                seen.connected = num_established;
+                seen.disconnected(num_established, now_ms());
             }
             if num_established == 0 {
+                state.set_directory(peer_id, None);
                 tracing::info!(event = "mesh.peer_disconnected", peer = %peer_id,
                     cause = cause.map(|c| c.to_string()).unwrap_or_default(), "peer disconnected");
             }
@@ -368,6 +637,11 @@ fn on_event(
         SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
             tracing::debug!(event = "mesh.dial_failed", peer = %peer_id.map(|p| p.to_string()).unwrap_or_default(),
                 error = %error, "could not connect");
+            if let Some(peer) = peer_id
+                && !swarm.is_connected(&peer)
+            {
+                state.finish_dials(peer, Err(format!("could not connect to {peer}: {error}")));
+            }
         }
         SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
             peer_id,
@@ -375,11 +649,9 @@ fn on_event(
             ..
         })) => {
             let seen = state.seen.entry(peer_id).or_default();
-            seen.agent_version = Some(info.agent_version);
-            for addr in info.listen_addrs {
-                if !seen.addresses.contains(&addr) && seen.addresses.len() < 16 {
-                    seen.addresses.push(addr.clone());
-                }
+            seen.agent_version = Some(info.agent_version.chars().take(128).collect());
+            for addr in info.listen_addrs.into_iter().take(MAX_ADDRESSES) {
+                seen.add_address(&addr);
                 swarm.add_peer_address(peer_id, addr);
             }
         }
@@ -388,26 +660,34 @@ fn on_event(
             result: Ok(rtt),
             ..
         })) => {
-            state.seen.entry(peer).or_default().latency = Some(rtt);
+            let seen = state.seen.entry(peer).or_default();
+            let now = now_ms();
+            seen.record_ping(now, rtt);
+            seen.last_seen_ms = Some(now);
         }
         SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
             for (peer, addr) in found {
-                if state.roles.contains_key(&peer) && !swarm.is_connected(&peer) {
-                    swarm.add_peer_address(peer, addr.clone());
-                    let _ = swarm.dial(addr);
+                if state.roles.contains_key(&peer) {
+                    state.seen.entry(peer).or_default().add_address(&addr);
+                    if !swarm.is_connected(&peer) {
+                        swarm.add_peer_address(peer, addr.clone());
+                        dial_known(swarm, state, peer);
+                    }
+                } else if state.unlisted.len() < MAX_UNLISTED || state.unlisted.contains_key(&peer)
+                {
+                    let addresses = state.unlisted.entry(peer).or_default();
+                    if !addresses.contains(&addr) && addresses.len() < MAX_ADDRESSES {
+                        addresses.push(addr);
+                    }
                 }
             }
         }
-        SwarmEvent::Behaviour(BehaviourEvent::Queue(event)) => on_queue_event(state, handle, event),
+        SwarmEvent::Behaviour(BehaviourEvent::Queue(event)) => on_queue_event(state, event),
         _ => {}
     }
 }
 
-fn on_queue_event(
-    state: &mut State,
-    handle: &MeshHandle,
-    event: request_response::Event<MeshRequest, MeshResponse>,
-) {
+fn on_queue_event(state: &mut State, event: request_response::Event<MeshRequest, MeshResponse>) {
     use request_response::{Event, Message};
     match event {
         Event::Message {
@@ -417,15 +697,46 @@ fn on_queue_event(
             },
             ..
         } => {
-            let roles = state.roles.get(&peer).cloned().unwrap_or_default();
-            let owner = state.owner.clone();
-            let commands = handle.commands.clone();
-            tokio::spawn(async move {
-                let response = answer_waiting(owner, peer, roles, request).await;
-                let _ = commands.send(Command::Respond { channel, response }).await;
-            });
+            let seen = state.seen.entry(peer).or_default();
+            seen.requests_received += 1;
+            seen.bytes_received += json_len(&request);
+            seen.last_seen_ms = Some(now_ms());
+            let commands = state.handle.commands.clone();
+            match request {
+                // Announcements and hints need no role: any listed peer may
+                // say what it hosts, and a hint only makes us ask sooner.
+                MeshRequest::Caps(caps) => {
+                    let connected = seen.connections > 0;
+                    state.received_caps(peer, caps, connected);
+                    let response = MeshResponse::Caps(state.caps.clone());
+                    count_request(&peer.to_string(), "caps");
+                    respond_later(commands, peer, channel, response);
+                }
+                MeshRequest::Ready { tools } => {
+                    if tools.len() <= MAX_READY_TOOLS {
+                        state.handle.ready_hint(peer).notify_one();
+                    }
+                    count_request(&peer.to_string(), "hint");
+                    respond_later(commands, peer, channel, MeshResponse::Ack);
+                }
+                MeshRequest::Queue(request) => {
+                    let roles = state.roles.get(&peer).cloned().unwrap_or_default();
+                    let owner = state.owner.clone();
+                    tokio::spawn(async move {
+                        let response = answer_waiting(owner, peer, roles, request).await;
+                        let _ = commands
+                            .send(Command::Respond {
+                                peer,
+                                channel,
+                                response,
+                            })
+                            .await;
+                    });
+                }
+            }
         }
         Event::Message {
+            peer,
             message:
                 Message::Response {
                     request_id,
@@ -433,8 +744,20 @@ fn on_queue_event(
                 },
             ..
         } => {
-            if let Some(reply) = state.pending.remove(&request_id) {
-                let _ = reply.send(Ok(response));
+            let seen = state.seen.entry(peer).or_default();
+            seen.bytes_received += json_len(&response);
+            seen.last_seen_ms = Some(now_ms());
+            let connected = seen.connections > 0;
+            match state.pending.remove(&request_id) {
+                Some((_, Pending::Reply(reply))) => {
+                    let _ = reply.send(Ok(response));
+                }
+                Some((_, Pending::Announce)) => {
+                    if let MeshResponse::Caps(caps) = response {
+                        state.received_caps(peer, caps, connected);
+                    }
+                }
+                Some((_, Pending::Hint)) | None => {}
             }
         }
         Event::OutboundFailure {
@@ -443,7 +766,8 @@ fn on_queue_event(
             peer,
             ..
         } => {
-            if let Some(reply) = state.pending.remove(&request_id) {
+            state.seen.entry(peer).or_default().requests_failed += 1;
+            if let Some((_, Pending::Reply(reply))) = state.pending.remove(&request_id) {
                 let _ = reply.send(Err(format!("request to {peer} failed: {error}")));
             }
         }
@@ -454,6 +778,29 @@ fn on_queue_event(
     }
 }
 
+/// Answer through the swarm task (the channel belongs to it).
+fn respond_later(
+    commands: mpsc::Sender<Command>,
+    peer: PeerId,
+    channel: ResponseChannel<MeshResponse>,
+    response: MeshResponse,
+) {
+    if let Err(mpsc::error::TrySendError::Full(command)) = commands.try_send(Command::Respond {
+        peer,
+        channel,
+        response,
+    }) {
+        tokio::spawn(async move {
+            let _ = commands.send(command).await;
+        });
+    }
+}
+
+/// The size of a message as JSON (what the codec writes).
+fn json_len<T: serde::Serialize>(message: &T) -> u64 {
+    serde_json::to_vec(message).map_or(0, |v| v.len() as u64)
+}
+
 /// Answer one request; a claim that finds nothing waits (up to the owner's
 /// claim hold) for a task to become ready, so a remote worker picks up new
 /// work at once instead of at its next poll.
@@ -461,10 +808,10 @@ async fn answer_waiting(
     owner: Arc<RemoteOwner>,
     peer: PeerId,
     roles: Vec<PeerRole>,
-    request: MeshRequest,
+    request: OwnerRequest,
 ) -> MeshResponse {
     let deadline = tokio::time::Instant::now() + owner.claim_hold();
-    let holds = matches!(&request, MeshRequest::Queue(OwnerRequest::Claim { .. }));
+    let holds = matches!(&request, OwnerRequest::Claim { .. });
     let store = owner.store().clone();
     loop {
         let woken = store.ready_signal().notified();
@@ -493,9 +840,8 @@ fn answer(
     owner: &RemoteOwner,
     peer: PeerId,
     roles: &[PeerRole],
-    request: MeshRequest,
+    request: OwnerRequest,
 ) -> MeshResponse {
-    let MeshRequest::Queue(request) = request;
     let peer = peer.to_string();
     if !roles.contains(&PeerRole::Claim) {
         count_request(&peer, "denied");
@@ -528,6 +874,7 @@ fn answer(
             "settled"
         }
         OwnerResponse::Released { .. } => "released",
+        OwnerResponse::Progressed { .. } => "progress",
         OwnerResponse::Refused { .. } => "refused",
     };
     count_request(&peer, answer);

@@ -201,6 +201,16 @@ impl OwnerPull {
         self.config.tools = tools;
     }
 
+    /// The owner hinted that work is ready: idle slots claim at the next tick
+    /// instead of waiting out their poll.
+    pub fn poke(&mut self, now: i64) {
+        for slot in &mut self.slots {
+            if let Slot::Idle { next_claim_at } = slot {
+                *next_claim_at = (*next_claim_at).min(now);
+            }
+        }
+    }
+
     /// The attempts running here now.
     pub fn running(&self) -> Vec<(usize, AttemptRef)> {
         self.slots

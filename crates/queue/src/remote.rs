@@ -24,6 +24,8 @@ pub const PROTOCOL: &str = "/mcpplus/queue/1.0.0";
 pub const MAX_CLAIM: u32 = 16;
 /// The most attempts one heartbeat may carry.
 pub const MAX_HEARTBEAT: usize = 256;
+/// The longest progress message kept, in characters.
+const MAX_PROGRESS_MESSAGE: usize = 1024;
 /// Claims remembered for retries (per owner, all peers together).
 const REMEMBERED_CLAIMS: usize = 4096;
 
@@ -51,6 +53,15 @@ pub enum OwnerRequest {
     },
     /// An attempt granted but never started (its grant came too late).
     Release { id: String, attempt: u32 },
+    /// A running attempt's progress, in the tool's units (the owner shows it
+    /// to whoever waits for the task: `tasks/get`, a federated call).
+    Progress {
+        id: String,
+        attempt: u32,
+        progress: f64,
+        total: Option<f64>,
+        message: Option<String>,
+    },
 }
 
 /// One attempt of one task.
@@ -76,6 +87,10 @@ pub enum OwnerResponse {
     },
     Released {
         released: bool,
+    },
+    /// `false` when the attempt no longer holds the task.
+    Progressed {
+        recorded: bool,
     },
     /// The request was refused; `error` says why and what to do.
     Refused {
@@ -227,6 +242,26 @@ impl RemoteOwner {
             OwnerRequest::Release { id, attempt } => OwnerResponse::Released {
                 released: self.store.release(&id, attempt)?,
             },
+            OwnerRequest::Progress {
+                id,
+                attempt,
+                progress,
+                total,
+                message,
+            } => {
+                // Bounded like a local report: a long message is cut, not stored whole.
+                let message =
+                    message.map(|m| m.chars().take(MAX_PROGRESS_MESSAGE).collect::<String>());
+                OwnerResponse::Progressed {
+                    recorded: self.store.progress(
+                        &id,
+                        attempt,
+                        progress,
+                        total,
+                        message.as_deref(),
+                    )?,
+                }
+            }
         })
     }
 

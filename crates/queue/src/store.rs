@@ -98,6 +98,9 @@ pub struct QueueStore {
     db: Mutex<Connection>,
     /// Woken whenever a task may have become ready, so idle workers need not poll.
     ready: tokio::sync::Notify,
+    /// Woken whenever a task settles, is cancelled, re-queued or reports
+    /// progress, so a caller waiting for one task's outcome need not poll.
+    changed: tokio::sync::Notify,
 }
 
 impl QueueStore {
@@ -122,6 +125,7 @@ impl QueueStore {
         Ok(Self {
             db: Mutex::new(db),
             ready: tokio::sync::Notify::new(),
+            changed: tokio::sync::Notify::new(),
         })
     }
 
@@ -139,6 +143,16 @@ impl QueueStore {
 
     fn wake(&self) {
         self.ready.notify_waiters();
+    }
+
+    /// The signal woken when a task settles, is cancelled, re-queued or
+    /// reports progress. Register (`Notified::enable`) before reading the task.
+    pub fn change_signal(&self) -> &tokio::sync::Notify {
+        &self.changed
+    }
+
+    fn changed(&self) {
+        self.changed.notify_waiters();
     }
 
     fn db(&self) -> MutexGuard<'_, Connection> {
@@ -320,6 +334,9 @@ impl QueueStore {
              WHERE id = ?1 AND attempt = ?2 AND state = 'running'",
             params![id, attempt, progress, total, message],
         )?;
+        if changed == 1 {
+            self.changed();
+        }
         Ok(changed == 1)
     }
 
@@ -423,7 +440,34 @@ impl QueueStore {
         if state == TaskState::Queued {
             self.wake();
         }
+        self.changed();
         Ok(Settled::Recorded(state))
+    }
+
+    /// The tools of tasks ready to run at `now` (queued, not waiting out a
+    /// backoff), at most `limit` names: what an owner hints to its peers.
+    pub fn ready_tools(&self, now: i64, limit: u32) -> Result<Vec<String>> {
+        let db = self.db();
+        let mut stmt = db.prepare_cached(
+            "SELECT DISTINCT tool FROM tasks WHERE state = 'queued' AND not_before <= ?1 LIMIT ?2",
+        )?;
+        let tools = stmt
+            .query_map(params![now, limit], |r| r.get(0))?
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(tools)
+    }
+
+    /// Queued tasks per tool (at most `limit` tools, the largest backlogs).
+    pub fn backlog(&self, limit: u32) -> Result<Vec<(String, u64)>> {
+        let db = self.db();
+        let mut stmt = db.prepare_cached(
+            "SELECT tool, COUNT(*) AS n FROM tasks WHERE state = 'queued'
+             GROUP BY tool ORDER BY n DESC LIMIT ?1",
+        )?;
+        let backlog = stmt
+            .query_map([limit], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(backlog)
     }
 
     /// Give back attempt `attempt` of `id` unrun (its grant never reached the
@@ -469,6 +513,8 @@ impl QueueStore {
         )?;
         let task = get(&tx, id)?;
         tx.commit()?;
+        drop(db);
+        self.changed();
         Ok(task)
     }
 
@@ -626,6 +672,7 @@ impl QueueStore {
         drop(db);
         if !running.is_empty() {
             self.wake();
+            self.changed();
         }
         Ok(running.into_iter().map(|t| t.id).collect())
     }

@@ -33,6 +33,12 @@ pub trait TaskRunner: Send + Sync + 'static {
         cancel: CancellationToken,
         progress: ProgressSink,
     ) -> Pin<Box<dyn Future<Output = AttemptOutcome> + Send + 'a>>;
+
+    /// The tools this runner can run now, when it knows (a served catalog):
+    /// a worker for "any tool" then claims only these.
+    fn hosted_tools(&self) -> Option<Vec<String>> {
+        None
+    }
 }
 
 /// One worker: `slots` tasks at once, of the tools it may run.
@@ -231,7 +237,10 @@ async fn run_slot(
 ) {
     let name = format!("{}/{slot}", worker.id);
     while !stop.is_cancelled() {
-        let (who, tools, lease) = (name.clone(), worker.tools.clone(), worker.lease);
+        // A worker for any tool claims only what this node hosts now: in a
+        // mesh, other tasks are for peers to pull.
+        let tools = worker.tools.clone().or_else(|| runner.hosted_tools());
+        let (who, lease) = (name.clone(), worker.lease);
         let claimed = blocking(&store, move |s| {
             let now = now_ms();
             s.claim(&who, tools.as_deref(), now + lease.as_millis() as i64, now)

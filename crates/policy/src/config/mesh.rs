@@ -8,6 +8,7 @@
 //! bootstrap = ["/ip4/10.0.0.2/tcp/4001/p2p/12D3KooW..."]  # dialled at start
 //! mdns = true                            # find nodes on the local network
 //! slots = 4                              # tasks this node runs for each other node at once
+//! federate = true                        # list and call tools that only peers host
 //!
 //! [mesh.peers."12D3KooW..."]             # only listed peers may connect
 //! roles = ["claim"]                      # claim: run this node's tasks
@@ -59,6 +60,12 @@ pub struct MeshConfig {
     pub mdns: bool,
     /// Tasks this node runs at once for each other node it pulls from.
     pub slots: u32,
+    /// List tools that only peers host in `tools/list`, and run calls of them
+    /// as tasks of this node that those peers pull.
+    pub federate: bool,
+    /// How long a federated call waits for a peer to run it before it fails
+    /// (and its task is cancelled).
+    pub call_timeout_ms: u64,
     /// Allowed peers by PeerId; anyone else is refused after the handshake.
     pub peers: BTreeMap<String, PeerEntry>,
 }
@@ -70,6 +77,8 @@ impl Default for MeshConfig {
             bootstrap: Vec::new(),
             mdns: true,
             slots: 4,
+            federate: false,
+            call_timeout_ms: 300_000,
             peers: BTreeMap::new(),
         }
     }
@@ -83,6 +92,12 @@ impl MeshConfig {
                 "[mesh] slots must be at most {}, got {}",
                 super::queue::MAX_SLOTS,
                 self.slots
+            ));
+        }
+        if self.call_timeout_ms < 100 {
+            return Err(format!(
+                "[mesh] call_timeout_ms must be at least 100, got {}",
+                self.call_timeout_ms
             ));
         }
         Ok(())
