@@ -23,6 +23,8 @@ use crate::catalog::LiveCatalog;
 /// A joined mesh; leaving it stops the pulling loops.
 pub struct MeshNode {
     pub mesh: Mesh,
+    /// The allowed peers and their roles here.
+    pub roles: BTreeMap<PeerId, Vec<mcpplus_policy::config::mesh::PeerRole>>,
     stop: CancellationToken,
 }
 
@@ -119,7 +121,11 @@ pub async fn join(
             ));
         }
     }
-    Ok(MeshNode { mesh, stop })
+    Ok(MeshNode {
+        mesh,
+        roles: peers,
+        stop,
+    })
 }
 
 /// What this node offers its peers now: every served tool, the slots it

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::CommonArgs;
 use crate::admin::{default_socket, server as admin_server};
 use crate::catalog::{LiveCatalog, load_dir};
+use crate::mcp::federation::Federation;
 use crate::mcp::{HttpOptions, McpServer, serve_http, serve_metrics, serve_stdio};
 use crate::runner::CatalogRunner;
 use crate::toolset::{ToolSet, watch::watch};
@@ -197,7 +198,17 @@ pub async fn run(args: ServeArgs, common: &CommonArgs) -> anyhow::Result<ExitCod
             Some(node)
         }
     };
-    let server = McpServer::new(live, runtime).with_queue(queue.clone());
+    let federation = match (&_mesh, mesh_config.federate) {
+        (Some(node), true) => Some(Arc::new(Federation::new(
+            node.mesh.handle.clone(),
+            &node.roles,
+            Duration::from_millis(mesh_config.call_timeout_ms),
+        ))),
+        _ => None,
+    };
+    let server = McpServer::new(live, runtime)
+        .with_queue(queue.clone())
+        .with_federation(federation);
     match args.http {
         None => serve_stdio(server).await?,
         Some(addr) => {

@@ -27,6 +27,7 @@ use mcpplus_policy::hints::ToolHints;
 use mcpplus_queue::service::QueueService;
 use mcpplus_runtime::invoke::{ToolOutcome, invoke};
 
+use super::federation::{self, Federation};
 use super::tasks;
 use mcpplus_runtime::Runtime;
 use mcpplus_runtime::observer::{CallObserver, GuestSignal};
@@ -44,13 +45,17 @@ pub struct McpServer {
     log_level: Arc<std::sync::Mutex<Option<LoggingLevel>>>,
     /// The task queue, which runs long calls as MCP tasks.
     queue: Option<Arc<QueueService>>,
+    /// Peers' tools, listed and called through the queue (`[mesh] federate`).
+    federation: Option<Arc<Federation>>,
 }
 
 /// Each HTTP session is served by its own clone: it shares the catalog and
 /// runtime but starts with no log level of its own.
 impl Clone for McpServer {
     fn clone(&self) -> Self {
-        Self::new(self.catalog.clone(), self.runtime.clone()).with_queue(self.queue.clone())
+        Self::new(self.catalog.clone(), self.runtime.clone())
+            .with_queue(self.queue.clone())
+            .with_federation(self.federation.clone())
     }
 }
 
@@ -61,7 +66,14 @@ impl McpServer {
             runtime,
             log_level: Arc::default(),
             queue: None,
+            federation: None,
         }
+    }
+
+    /// List and call the tools peers host (needs the queue too).
+    pub fn with_federation(mut self, federation: Option<Arc<Federation>>) -> Self {
+        self.federation = federation;
+        self
     }
 
     fn task_queue(&self) -> Result<&Arc<QueueService>, McpError> {
@@ -148,14 +160,28 @@ impl ServerHandler for McpServer {
             ));
         }
         let catalog = self.catalog.snapshot();
-        let tools = catalog.tools().map(|e| to_tool(&e)).collect();
+        let mut tools: Vec<Tool> = catalog.tools().map(|e| to_tool(&e)).collect();
+        if let Some(federation) = &self.federation {
+            let remote = federation.remote_tools(|name| catalog.tool(name).is_some());
+            tools.extend(
+                remote
+                    .iter()
+                    .filter_map(|(name, r)| federation::to_tool(name, r)),
+            );
+        }
         Ok(ListToolsResult::with_all_items(tools)
             .with_ttl_ms(TOOLS_LIST_TTL_MS)
             .with_cache_scope(CacheScope::Public))
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
-        self.catalog.snapshot().tool(name).map(|e| to_tool(&e))
+        let catalog = self.catalog.snapshot();
+        if let Some(entry) = catalog.tool(name) {
+            return Some(to_tool(&entry));
+        }
+        let federation = self.federation.as_ref()?;
+        let remote = federation.remote_tools(|n| catalog.tool(n).is_some());
+        remote.get(name).and_then(|r| federation::to_tool(name, r))
     }
 
     async fn call_tool(
@@ -164,6 +190,30 @@ impl ServerHandler for McpServer {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let catalog = self.catalog.snapshot();
+        if catalog.tool(&request.name).is_none()
+            && let (Some(federation), Some(queue)) = (&self.federation, &self.queue)
+            && federation.hosted_by_peers(&request.name)
+        {
+            let client = context.client_info().map(|i| i.name).unwrap_or_default();
+            if tasks::is_long_running(queue, &request.name)
+                && context
+                    .client_capabilities()
+                    .is_some_and(|c| c.supports_tasks())
+            {
+                return tasks::start(queue, &request.name, request.arguments.as_ref(), &client)
+                    .await;
+            }
+            let result = federation
+                .call(
+                    queue,
+                    &request.name,
+                    request.arguments.as_ref(),
+                    &context,
+                    &client,
+                )
+                .await?;
+            return Ok(CallToolResponse::from(result));
+        }
         let Some(entry) = catalog.tool(&request.name) else {
             return Err(McpError::invalid_params(
                 format!("Unknown tool: {}", request.name),

@@ -1,6 +1,7 @@
 //! The MCP protocol adapter: rmcp's `ServerHandler` over the live catalog, and the
 //! stdio and Streamable HTTP transports. rmcp types stop at this module's edge.
 
+pub mod federation;
 mod handler;
 mod tasks;
 mod transport;

@@ -1,0 +1,138 @@
+"""Federated calls across real mcpplus nodes on loopback, with the official
+client on node A: A lists the tools its peers host and runs calls of them as
+its own tasks that a hosting peer pulls. Asserted: the listing marks where a
+tool runs; a call returns the peer's result and names the peer; progress
+crosses the hop; A's own workers never take a peer's task; with the hosting
+node killed mid-call, another host finishes it; with no host left the call
+fails with a clear error once `call_timeout_ms` passes, and its task is
+cancelled."""
+
+import sqlite3
+import time
+
+import anyio
+import pytest
+from mcp import Client
+
+from mesh_nodes import Node
+
+pytestmark = pytest.mark.anyio
+
+
+async def wait_for_tool(client: Client, name: str, within: float = 30.0):
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        if name in tools:
+            return tools[name]
+        await anyio.sleep(0.2)
+    raise AssertionError(f"{name} never appeared in tools/list")
+
+
+async def wait_until(check, what: str, within: float = 30.0):
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if check():
+            return
+        await anyio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Progress:
+    def __init__(self):
+        self.seen = []
+
+    async def on_progress(self, progress, total, message):
+        self.seen.append((progress, total, message))
+
+
+async def test_a_client_of_one_node_calls_tools_another_node_hosts(tmp_path):
+    a, c = Node(tmp_path, "a"), Node(tmp_path, "c")
+    c.host("recorder.wasm", "showcase.wasm")
+    # A runs two local workers: they must leave the peers' tasks alone.
+    a.configure({c.id: ["claim"]}, extra="[queue]\nworkers = 2\nlease_ms = 3000\n", mesh="federate = true")
+    c.configure({a.id: []})
+    try:
+        a.start("--mesh-listen", "/ip4/127.0.0.1/tcp/0")
+        c.start("--bootstrap", a.address)
+        async with Client(a.server.url, mode="legacy", read_timeout_seconds=60) as client:
+            tool = await wait_for_tool(client, "note_execution")
+            assert tool.meta["mcpplus/federated"] is True
+            assert tool.meta["mcpplus/hosts"] == [c.id]
+            assert set(tool.input_schema["properties"]) == {"key", "work_ms"}
+
+            result = await client.call_tool("note_execution", {"key": "f1", "work_ms": 0})
+            assert not result.is_error, result
+            assert result.structured_content == {"result": 0}
+            assert result.meta["mcpplus/peer"] == c.id
+            assert c.journal() == ["f1"]
+
+            got = Progress()
+            result = await client.call_tool(
+                "count_to", {"to": 5, "pause_ms": 300}, progress_callback=got.on_progress
+            )
+            assert result.structured_content == {"result": 5}
+            values = [p[0] for p in got.seen]
+            assert len(values) >= 2, got.seen
+            assert values == sorted(values) and values[-1] <= 5 and got.seen[-1][1] == 5
+
+            # A tool nobody hosts is still an unknown tool.
+            with pytest.raises(Exception, match="Unknown tool"):
+                await client.call_tool("no_such_tool", {})
+        assert await a.server.wait_for_log('"mesh.federated_call"', '"tool":"count_to"')
+        # A's local workers claimed nothing: every run happened on C.
+        assert not any('"queue.task_started"' in line and '"worker":"local' in line for line in a.server.stderr_lines)
+    finally:
+        a.stop()
+        c.stop()
+
+
+async def test_a_federated_call_survives_its_host_dying_and_fails_clearly_with_none_left(tmp_path):
+    a, b, c = Node(tmp_path, "a"), Node(tmp_path, "b"), Node(tmp_path, "c")
+    for worker in (b, c):
+        worker.host("recorder.wasm")
+        worker.configure({a.id: []})
+    a.configure(
+        {b.id: ["claim"], c.id: ["claim"]},
+        extra="[queue]\nworkers = 0\nlease_ms = 3000\n",
+        mesh="federate = true\ncall_timeout_ms = 15000",
+    )
+    try:
+        a.start("--mesh-listen", "/ip4/127.0.0.1/tcp/0")
+        c.start("--bootstrap", a.address)
+        async with Client(a.server.url, mode="legacy", read_timeout_seconds=60) as client:
+            await wait_for_tool(client, "note_execution")
+            outcome = {}
+
+            async def call(key, work_ms):
+                try:
+                    outcome[key] = await client.call_tool("note_execution", {"key": key, "work_ms": work_ms})
+                except Exception as e:  # the clear error is the point of the second call
+                    outcome[key] = e
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call, "k1", 4000)
+                await wait_until(lambda: "k1" in c.journal(), "C to start k1")
+                c.kill()
+                b.start("--bootstrap", a.address)
+            result = outcome["k1"]
+            assert not isinstance(result, Exception), result
+            assert result.meta["mcpplus/peer"] == b.id
+            assert "k1" in b.journal()
+
+            started = time.monotonic()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call, "k2", 60000)
+                await wait_until(lambda: "k2" in b.journal(), "B to start k2")
+                b.kill()
+            error = outcome["k2"]
+            assert isinstance(error, Exception), error
+            assert "no peer finished it within 15 s" in str(error)
+            assert time.monotonic() - started < 40
+        # A's queue (read beside the running server): k1 completed by B, k2 cancelled.
+        with sqlite3.connect(a.dir / "data" / "queue.sqlite3") as db:
+            rows = dict(db.execute("SELECT json_extract(arguments, '$.key'), state FROM tasks").fetchall())
+        assert rows == {"k1": "completed", "k2": "cancelled"}
+    finally:
+        for node in (a, b, c):
+            node.stop()
