@@ -17,6 +17,7 @@ use mcpplus::catalog::{Catalog, LiveCatalog};
 use mcpplus::runner::CatalogRunner;
 use mcpplus_mesh::driver::{DriverOptions, drive};
 use mcpplus_mesh::node::{Mesh, MeshOptions};
+use mcpplus_mesh::protocol::{Caps, ToolCap};
 use mcpplus_policy::config::OperatorConfig;
 use mcpplus_policy::config::mesh::PeerRole;
 use mcpplus_queue::remote::RemoteOwner;
@@ -172,6 +173,7 @@ async fn mesh(
             .map(|k| (k.public().to_peer_id(), vec![PeerRole::Claim]))
             .collect(),
         owner: Arc::new(RemoteOwner::new(owner_store.clone(), LEASE)),
+        caps: Caps::default(),
     })
     .await?;
     let address = owner.listening[0].clone();
@@ -189,6 +191,7 @@ async fn mesh(
             peers: [(owner_id, Vec::new())].into_iter().collect(),
             // Nobody may claim from a worker; it only pulls.
             owner: Arc::new(RemoteOwner::new(store.clone(), LEASE)),
+            caps: hosted(&catalog),
         })
         .await?;
         let catalog = catalog.clone();
@@ -210,6 +213,28 @@ async fn mesh(
         _workers: nodes,
         stop,
     })
+}
+
+/// What a worker node announces: the tools of its catalog.
+fn hosted(catalog: &LiveCatalog) -> Caps {
+    let tools = catalog
+        .snapshot()
+        .tools()
+        .map(|e| ToolCap {
+            name: e.signature.name.clone(),
+            component: e.component.name.clone(),
+            sha256: e.component.digest.clone(),
+            description: None,
+            input_schema: e.signature.input_schema.clone(),
+            output_schema: None,
+            annotations: None,
+        })
+        .collect();
+    Caps {
+        tools,
+        slots: SLOTS as u32,
+        ..Caps::default()
+    }
 }
 
 async fn wait_connected(owner: &Mesh, workers: usize) -> anyhow::Result<()> {

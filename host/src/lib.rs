@@ -15,5 +15,6 @@ pub mod catalog;
 pub mod cli;
 pub mod mcp;
 pub mod mesh;
+pub mod peer_network;
 pub mod runner;
 pub mod toolset;

@@ -591,6 +591,11 @@ fn on_event(swarm: &mut Swarm<Behaviour>, state: &mut State, event: SwarmEvent<B
             ..
         } => {
             let seen = state.seen.entry(peer_id).or_default();
+            if seen.held_off {
+                // An operator disconnected it: its own redials are refused too.
+                let _ = swarm.disconnect_peer_id(peer_id);
+                return;
+            }
             seen.connected(now_ms());
             let known_caps = seen.caps.clone();
             tracing::info!(event = "mesh.peer_connected", peer = %peer_id,

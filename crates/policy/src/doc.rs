@@ -25,7 +25,8 @@
 //! admin = false
 //!
 //! [peers]
-//! admin = false
+//! read = true                        # list peers and their measured facts
+//! admin = false                      # connect and disconnect peers
 //!
 //! [limits]                           # same keys as the operator config's [limits]
 //! timeout_ms = 60000
@@ -116,6 +117,8 @@ pub struct QueueDoc {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeersDoc {
+    #[serde(default)]
+    pub read: bool,
     #[serde(default)]
     pub admin: bool,
 }

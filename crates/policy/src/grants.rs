@@ -279,6 +279,9 @@ pub struct QueueGrants {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct PeerGrants {
+    /// List peers and what this node measured of them.
+    pub read: bool,
+    /// Also connect and disconnect them.
     pub admin: bool,
 }
 

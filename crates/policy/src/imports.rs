@@ -48,7 +48,7 @@ impl Capability {
             Capability::Sockets => "add [sockets] connect/bind/name_lookup to the policy",
             Capability::Network => "add [network] allow = [\"https://host\"] to the policy",
             Capability::Queue => "add [queue] submit = true (or admin = true) to the policy",
-            Capability::Peers => "add [peers] admin = true to the policy",
+            Capability::Peers => "add [peers] read = true (or admin = true) to the policy",
         }
     }
 
@@ -60,7 +60,7 @@ impl Capability {
             Capability::Sockets => policy.sockets.any(),
             Capability::Network => !policy.network.is_empty(),
             Capability::Queue => policy.queue.submit || policy.queue.admin,
-            Capability::Peers => policy.peers.admin,
+            Capability::Peers => policy.peers.read || policy.peers.admin,
         }
     }
 
@@ -73,6 +73,7 @@ impl Capability {
                 | Capability::Sockets
                 | Capability::Network
                 | Capability::Queue
+                | Capability::Peers
         )
     }
 
@@ -213,12 +214,10 @@ mod tests {
         assert_eq!(import_status(queue, &policy).status, ImportStatus::Denied);
         policy.queue.submit = true;
         assert_eq!(import_status(queue, &policy).status, ImportStatus::Granted);
-        // Peers are not built yet: granted but unavailable.
-        policy.peers.admin = true;
-        assert_eq!(
-            import_status("mcpplus:host/peers@0.1.0", &policy).status,
-            ImportStatus::GrantedUnavailable
-        );
+        let peers = "mcpplus:host/peers@0.1.0";
+        assert_eq!(import_status(peers, &policy).status, ImportStatus::Denied);
+        policy.peers.read = true;
+        assert_eq!(import_status(peers, &policy).status, ImportStatus::Granted);
         assert_eq!(
             unused_grants(&[fs.to_string()], &policy),
             vec![Capability::Queue, Capability::Peers]

@@ -261,6 +261,7 @@ fn resolve(doc: &PolicyDoc, origin: &Origin<'_>) -> Result<Policy, PolicyError> 
             admin: doc.queue.admin,
         },
         peers: PeerGrants {
+            read: doc.peers.read,
             admin: doc.peers.admin,
         },
         ..Policy::default()

@@ -305,7 +305,11 @@ fn risks(policy: &Policy, imports: &[String]) -> Vec<String> {
         }
     }
     if usable(Capability::Peers) {
-        risks.push("can administer peers".into());
+        risks.push(if policy.peers.admin {
+            "can connect and disconnect this node's mesh peers".into()
+        } else {
+            "can read this node's mesh peers and their measurements".into()
+        });
     }
     if usable(Capability::Environment) {
         let names: Vec<_> = policy.env.iter().map(|e| e.name.as_str()).collect();

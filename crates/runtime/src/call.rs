@@ -15,7 +15,7 @@ use wasmtime::component::Val;
 use wasmtime::{Store, StoreLimitsBuilder, UpdateDeadline};
 
 use super::engine::Runtime;
-use super::host_state::{CapturedOutput, HostState};
+use super::host_state::{CapturedOutput, HostState, NodeServices};
 use super::loaded::LoadedComponent;
 use super::observer::CallObserver;
 use crate::capabilities::{CallContext, ImportRefused};
@@ -165,7 +165,10 @@ async fn run_call(
         call,
         observer,
         runtime.outbound().clone(),
-        runtime.queue().cloned(),
+        NodeServices {
+            queue: runtime.queue().cloned(),
+            peers: runtime.peers().cloned(),
+        },
     )
     .map_err(CallError::Grant)?;
     let mut store = Store::new(runtime.engine(), state);

@@ -13,6 +13,7 @@ use super::admission::Admission;
 use super::cache::CompileCache;
 use super::host_state::HostState;
 use super::loaded::{LoadError, LoadedComponent};
+use crate::capabilities::peers::PeerNetwork;
 use crate::capabilities::{
     self, sockets,
     stubs::{SharedResources, StubReason, stub_import},
@@ -35,6 +36,8 @@ pub struct Runtime {
     outbound: Arc<Outbound>,
     /// The task queue, once `serve` has opened it.
     queue: std::sync::OnceLock<Arc<QueueService>>,
+    /// The mesh, once `serve` has joined one.
+    peers: std::sync::OnceLock<Arc<dyn PeerNetwork>>,
     cache: Option<CompileCache>,
     /// Built-in defaults with the command-line flags applied.
     base_limits: CallLimits,
@@ -87,11 +90,12 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         capabilities::filesystem::add_to_linker(&mut linker)?;
-        use capabilities::bindings::{log, progress, queue};
+        use capabilities::bindings::{log, peers, progress, queue};
         use wasmtime::component::HasSelf;
         log::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
         progress::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
         queue::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+        peers::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
         let mut http_linker = linker.clone();
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut http_linker)?;
         let outbound = Outbound::new(options.config.outbound.clone())
@@ -103,6 +107,7 @@ impl Runtime {
             http_linker,
             outbound: Arc::new(outbound),
             queue: std::sync::OnceLock::new(),
+            peers: std::sync::OnceLock::new(),
             cache: options.cache.map(CompileCache::new),
             admission: Admission::new(&options.config.server),
             base_limits: options.base_limits,
@@ -137,6 +142,16 @@ impl Runtime {
     /// The task queue, when this process runs one.
     pub fn queue(&self) -> Option<&Arc<QueueService>> {
         self.queue.get()
+    }
+
+    /// Give tools the mesh (`mcpplus:host/peers`). Once per runtime.
+    pub fn attach_peers(&self, peers: Arc<dyn PeerNetwork>) -> bool {
+        self.peers.set(peers).is_ok()
+    }
+
+    /// The mesh, when this node is in one.
+    pub fn peers(&self) -> Option<&Arc<dyn PeerNetwork>> {
+        self.peers.get()
     }
 
     /// The limits a call of `tool` of `component` runs under.
@@ -231,6 +246,7 @@ fn provided_by_host(import: &str) -> bool {
         "mcpplus:host/log@",
         "mcpplus:host/progress@",
         "mcpplus:host/queue@",
+        "mcpplus:host/peers@",
     ]
     .iter()
     .any(|p| import.starts_with(p))

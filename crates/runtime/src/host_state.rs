@@ -12,12 +12,21 @@ use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 use super::observer::CallObserver;
 use super::output::CappedOutput;
 use crate::capabilities::logging::LogBudget;
+use crate::capabilities::peers::PeerNetwork;
 use crate::capabilities::{CallContext, sockets};
 use crate::outbound::Outbound;
 use crate::outbound::wasi::GuestHttp;
 use mcpplus_policy::config::{CallLimits, GuestLogLevel};
-use mcpplus_policy::{FileAccess, Policy, QueueGrants};
+use mcpplus_policy::{FileAccess, PeerGrants, Policy, QueueGrants};
 use mcpplus_queue::service::QueueService;
+
+/// What this node runs besides the sandbox, when it runs them: the task
+/// queue (`mcpplus serve --data-dir`) and the mesh (`[mesh]`).
+#[derive(Default)]
+pub struct NodeServices {
+    pub queue: Option<Arc<QueueService>>,
+    pub peers: Option<Arc<dyn PeerNetwork>>,
+}
 
 pub struct HostState {
     wasi: WasiParts,
@@ -25,6 +34,9 @@ pub struct HostState {
     /// The task queue (when this process runs one) and what the policy grants of it.
     queue: Option<Arc<QueueService>>,
     queue_grants: QueueGrants,
+    /// The mesh (when this node is in one) and what the policy grants of it.
+    peers: Option<Arc<dyn PeerNetwork>>,
+    peer_grants: PeerGrants,
     call: Arc<CallContext>,
     pub limits: TrackedLimits,
     guest_io: GuestIo,
@@ -123,8 +135,9 @@ impl HostState {
         call: Arc<CallContext>,
         observer: Option<CallObserver>,
         outbound: Arc<Outbound>,
-        queue: Option<Arc<QueueService>>,
+        services: NodeServices,
     ) -> Result<(Self, CapturedOutput), String> {
+        let NodeServices { queue, peers } = services;
         let output_capacity = call_limits.output_bytes;
         let output = CapturedOutput {
             stdout: CappedOutput::new(output_capacity),
@@ -165,6 +178,8 @@ impl HostState {
                 http,
                 queue,
                 queue_grants: policy.queue,
+                peers,
+                peer_grants: policy.peers,
                 call,
                 limits: TrackedLimits {
                     inner: limits,
@@ -186,6 +201,14 @@ impl HostState {
 
     pub fn queue_grants(&self) -> QueueGrants {
         self.queue_grants
+    }
+
+    pub fn peer_network(&self) -> Option<&Arc<dyn PeerNetwork>> {
+        self.peers.as_ref()
+    }
+
+    pub fn peer_grants(&self) -> PeerGrants {
+        self.peer_grants
     }
 
     /// Who is calling, for audit events.

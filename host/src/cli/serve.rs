@@ -195,6 +195,10 @@ pub async fn run(args: ServeArgs, common: &CommonArgs) -> anyhow::Result<ExitCod
             });
             let node = crate::mesh::join(&mesh_config, queue, runner, live.clone()).await?;
             let _ = admin_targets.mesh.set(node.mesh.handle.clone());
+            runtime.attach_peers(Arc::new(crate::peer_network::MeshPeers {
+                mesh: node.mesh.handle.clone(),
+                bootstrap: mesh_config.bootstrap.clone(),
+            }));
             Some(node)
         }
     };

@@ -2,8 +2,8 @@
 
 wasmtime::component::bindgen!({
     path: "../../wit",
-    world: "mcpplus:host/queue-tool",
-    imports: { "mcpplus:host/queue": async },
+    world: "mcpplus:host/host-imports",
+    imports: { "mcpplus:host/queue": async, "mcpplus:host/peers": async },
 });
 
-pub use self::mcpplus::host::{log, progress, queue};
+pub use self::mcpplus::host::{log, peers, progress, queue};

@@ -6,6 +6,7 @@
 pub mod bindings;
 pub mod filesystem;
 pub mod logging;
+pub mod peers;
 pub mod progress;
 pub mod queue;
 pub mod sockets;
