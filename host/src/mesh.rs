@@ -28,6 +28,17 @@ pub struct MeshNode {
     stop: CancellationToken,
 }
 
+impl MeshNode {
+    /// The peers that may claim (and so run) this node's tasks.
+    pub fn claimers(&self) -> Vec<PeerId> {
+        self.roles
+            .iter()
+            .filter(|(_, roles)| roles.contains(&mcpplus_policy::config::mesh::PeerRole::Claim))
+            .map(|(peer, _)| *peer)
+            .collect()
+    }
+}
+
 impl Drop for MeshNode {
     fn drop(&mut self) {
         self.stop.cancel();

@@ -18,6 +18,8 @@ const MAX_CONNECT_WAIT: Duration = Duration::from_secs(120);
 pub struct MeshPeers {
     pub mesh: MeshHandle,
     pub bootstrap: Vec<String>,
+    /// Peers that may claim this node's tasks.
+    pub claimers: Vec<PeerId>,
 }
 
 fn parse_peer(text: &str) -> Result<PeerId, PeersError> {
@@ -118,6 +120,19 @@ impl PeerNetwork for MeshPeers {
                 ))),
             }
         })
+    }
+
+    fn hosts(&self, tool: &str) -> Vec<String> {
+        let directory = self.mesh.directory();
+        self.claimers
+            .iter()
+            .filter(|p| {
+                directory
+                    .get(p)
+                    .is_some_and(|caps| caps.tools.iter().any(|t| t.name == tool))
+            })
+            .map(|p| p.to_string())
+            .collect()
     }
 
     fn disconnect(&self, peer_id: String) -> Answer<'_, bool> {

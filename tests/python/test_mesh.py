@@ -136,3 +136,28 @@ async def test_a_federated_call_survives_its_host_dying_and_fails_clearly_with_n
     finally:
         for node in (a, b, c):
             node.stop()
+
+
+async def test_a_task_for_a_tool_no_node_hosts_is_accepted_with_a_warning_and_runs_once_a_host_joins(tmp_path):
+    a, c = Node(tmp_path, "a"), Node(tmp_path, "c")
+    a.host("task_queue.wasm")
+    c.host("recorder.wasm")
+    a.configure({c.id: ["claim"]}, extra="[queue]\nworkers = 2\n")
+    c.configure({a.id: []})
+    try:
+        a.start("--mesh-listen", "/ip4/127.0.0.1/tcp/0")
+        async with Client(a.server.url, mode="legacy", read_timeout_seconds=60) as client:
+            submit = {"task_id": "early", "task_type": "note_execution", "payload": {"key": "early", "work_ms": 0}}
+            early = (await client.call_tool("task_submit", submit)).structured_content
+            assert early["success"] and early["status"] == "queued"
+            assert "no node hosts the tool `note_execution`" in early["warning"]
+            c.start("--bootstrap", a.address)
+            await wait_until(lambda: "early" in c.journal(), "C to run the early task")
+            later = (await client.call_tool("task_submit", {**submit, "task_id": "later", "payload": {"key": "later", "work_ms": 0}})).structured_content
+            assert later.get("warning") is None, later
+            status = (await client.call_tool("task_status", {"task_id": "early"})).structured_content
+            await wait_until(lambda: "later" in c.journal(), "C to run the later task")
+        assert status["status"] in ("running", "completed")
+    finally:
+        a.stop()
+        c.stop()

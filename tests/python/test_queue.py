@@ -71,6 +71,7 @@ async def test_every_queue_tool_and_its_errors(queue_server, mode):
         # task_submit: the queue order follows priority, then submission.
         a = await ok(client, "task_submit", {"task_id": "a", "task_type": "echo", "payload": {"message": "A"}})
         assert a["status"] == "queued" and a["queue_position"] == 0
+        assert a.get("warning") is None  # this node hosts `echo`
         b = await ok(client, "task_submit", {"task_id": "b", "task_type": "echo",
                                              "payload": {"message": "B"}, "priority": 5})
         assert b["queue_position"] == 0

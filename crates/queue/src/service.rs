@@ -153,6 +153,14 @@ impl QueueService {
         &self.store
     }
 
+    /// Whether this node's runner can run `tool` now (a runner that cannot
+    /// tell is taken to run everything).
+    pub fn hosts_locally(&self, tool: &str) -> bool {
+        self.runner
+            .hosted_tools()
+            .is_none_or(|tools| tools.iter().any(|t| t == tool))
+    }
+
     pub fn config(&self) -> &QueueConfig {
         &self.config
     }

@@ -167,8 +167,17 @@ impl Guest for TaskQueue {
             idempotency_key: None,
         })
         .map_err(explain)?;
+        // Accepted either way (a host may join later), but said plainly.
+        let warning = match queue::hosts(&task.tool) {
+            Ok(hosts) if hosts.is_empty() => Some(format!(
+                "no node hosts the tool `{}` now: the task waits in the queue until a node that hosts it runs (or connects)",
+                task.tool
+            )),
+            _ => None,
+        };
         Ok(Submitted {
             success: true,
+            warning,
             task_id: task.id,
             status: task.state,
             queue_position: task.queue_position,

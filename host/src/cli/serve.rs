@@ -198,6 +198,7 @@ pub async fn run(args: ServeArgs, common: &CommonArgs) -> anyhow::Result<ExitCod
             runtime.attach_peers(Arc::new(crate::peer_network::MeshPeers {
                 mesh: node.mesh.handle.clone(),
                 bootstrap: mesh_config.bootstrap.clone(),
+                claimers: node.claimers(),
             }));
             Some(node)
         }
@@ -205,7 +206,7 @@ pub async fn run(args: ServeArgs, common: &CommonArgs) -> anyhow::Result<ExitCod
     let federation = match (&_mesh, mesh_config.federate) {
         (Some(node), true) => Some(Arc::new(Federation::new(
             node.mesh.handle.clone(),
-            &node.roles,
+            node.claimers(),
             Duration::from_millis(mesh_config.call_timeout_ms),
         ))),
         _ => None,

@@ -13,7 +13,6 @@ use std::time::Duration;
 use libp2p::PeerId;
 use mcpplus_mesh::node::MeshHandle;
 use mcpplus_mesh::protocol::ToolCap;
-use mcpplus_policy::config::mesh::PeerRole;
 use mcpplus_queue::service::QueueService;
 use mcpplus_queue::worker::{blocking, now_ms};
 use mcpplus_queue::{NewTask, Task, TaskState};
@@ -42,16 +41,8 @@ pub struct RemoteTool {
 }
 
 impl Federation {
-    pub fn new(
-        mesh: MeshHandle,
-        roles: &BTreeMap<PeerId, Vec<PeerRole>>,
-        timeout: Duration,
-    ) -> Self {
-        let claimers = roles
-            .iter()
-            .filter(|(_, r)| r.contains(&PeerRole::Claim))
-            .map(|(p, _)| *p)
-            .collect();
+    /// `claimers`: the peers that may claim this node's tasks.
+    pub fn new(mesh: MeshHandle, claimers: Vec<PeerId>, timeout: Duration) -> Self {
         Self {
             mesh,
             claimers,

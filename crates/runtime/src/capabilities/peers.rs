@@ -22,6 +22,8 @@ pub trait PeerNetwork: Send + Sync + 'static {
     /// Connect to `address` (ending in `/p2p/<id>`); answers the peer id.
     fn connect(&self, address: String, timeout_ms: u64) -> Answer<'_, String>;
     fn disconnect(&self, peer_id: String) -> Answer<'_, bool>;
+    /// Connected peers that announced `tool` and may claim this node's tasks.
+    fn hosts(&self, tool: &str) -> Vec<String>;
 }
 
 #[derive(Clone, Copy, PartialEq)]

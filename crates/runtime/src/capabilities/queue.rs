@@ -221,6 +221,18 @@ impl Host for HostState {
         .await
     }
 
+    async fn hosts(&mut self, tool: String) -> Result<Vec<String>, QueueError> {
+        let queue = self.queue_for("hosts", Needs::Submit)?;
+        let mut hosts = Vec::new();
+        if queue.hosts_locally(&tool) {
+            hosts.push("local".to_string());
+        }
+        if let Some(peers) = self.peer_network() {
+            hosts.extend(peers.hosts(&tool));
+        }
+        Ok(hosts)
+    }
+
     async fn get(&mut self, id: String) -> Result<Task, QueueError> {
         let queue = self.queue_for("get", Needs::Submit)?;
         on_store(&queue, move |s| task_with_position(s, s.get(&id)?)).await
