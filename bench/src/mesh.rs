@@ -174,6 +174,7 @@ async fn mesh(
             .collect(),
         owner: Arc::new(RemoteOwner::new(owner_store.clone(), LEASE)),
         caps: Caps::default(),
+        psk: None,
     })
     .await?;
     let address = owner.listening[0].clone();
@@ -192,6 +193,7 @@ async fn mesh(
             // Nobody may claim from a worker; it only pulls.
             owner: Arc::new(RemoteOwner::new(store.clone(), LEASE)),
             caps: hosted(&catalog),
+            psk: None,
         })
         .await?;
         let catalog = catalog.clone();

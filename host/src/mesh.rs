@@ -89,6 +89,14 @@ pub async fn join(
         queue_config.lease(),
     ));
     let caps = caps_of(&live, config.slots, queue).await;
+    let psk = match &config.psk_file {
+        Some(path) => {
+            let key = mcpplus_mesh::psk::load(path)?;
+            tracing::info!(event = "mesh.pnet", fingerprint = %key.fingerprint(), "private network: only nodes with the same key can connect");
+            Some(key)
+        }
+        None => None,
+    };
     let mesh = Mesh::start(MeshOptions {
         keypair,
         listen,
@@ -97,6 +105,7 @@ pub async fn join(
         peers: peers.clone(),
         owner,
         caps,
+        psk,
     })
     .await?;
     for addr in &mesh.listening {

@@ -8,12 +8,14 @@ fails with a clear error once `call_timeout_ms` passes, and its task is
 cancelled."""
 
 import sqlite3
+import subprocess
 import time
 
 import anyio
 import pytest
 from mcp import Client
 
+from conftest import MCPPLUS
 from mesh_nodes import Node
 
 pytestmark = pytest.mark.anyio
@@ -161,3 +163,37 @@ async def test_a_task_for_a_tool_no_node_hosts_is_accepted_with_a_warning_and_ru
     finally:
         a.stop()
         c.stop()
+
+
+async def test_only_nodes_with_the_private_network_key_complete_a_handshake(tmp_path):
+    a, b, c = Node(tmp_path, "a"), Node(tmp_path, "b"), Node(tmp_path, "c")
+    keys = {}
+    for name in ("right", "wrong"):
+        keys[name] = tmp_path / f"{name}.key"
+        subprocess.run([MCPPLUS, "peers", "psk", str(keys[name])], check=True, capture_output=True)
+    for node in (b, c):
+        node.host("peer_tools.wasm")
+    a.configure({b.id: ["claim"], c.id: ["claim"]}, mesh=f'psk_file = "{keys["right"]}"')
+    b.configure({a.id: []}, mesh=f'psk_file = "{keys["right"]}"')
+    c.configure({a.id: []}, mesh=f'psk_file = "{keys["wrong"]}"')
+    try:
+        a.start("--mesh-listen", "/ip4/127.0.0.1/tcp/0")
+        b.start("--bootstrap", a.address)
+        c.start("--bootstrap", a.address)
+        assert await b.server.wait_for_log('"mesh.peer_connected"', a.id, within=20)
+        async with Client(c.server.url, mode="legacy", read_timeout_seconds=60) as client:
+            # C keeps asking A for work; with the wrong key no request ever arrives.
+            deadline = time.monotonic() + 30
+            while True:
+                report = (await client.call_tool("peer_metrics", {"peer_id": a.id})).structured_content
+                metrics = report["current_metrics"]
+                if metrics["requests_failed"] >= 3:
+                    break
+                assert time.monotonic() < deadline, report
+                await anyio.sleep(0.2)
+            assert metrics["connects"] == 0 and metrics["bytes_received"] == 0
+            assert report["connection_info"]["status"] == "disconnected"
+        assert not any(c.id in line and "mesh.peer_connected" in line for line in a.server.stderr_lines)
+    finally:
+        for node in (a, b, c):
+            node.stop()

@@ -4,8 +4,9 @@ peer ids equal each node's key (`mcpplus peers id`); capabilities are what
 each peer hosts, and the capability filter uses them; latency comes from ping
 and the history holds its samples; request and byte counters grow with use;
 disconnect holds (the peer's own redials are refused) until connect; a
-bootstrap with one unreachable address counts it as failed; a read-only grant
-lists but may not disconnect."""
+bootstrap with one unreachable address counts it as failed; two nodes given
+only a third's address find each other (kad); a read-only grant lists but may
+not disconnect."""
 
 import time
 
@@ -111,8 +112,11 @@ async def test_peer_tools_report_what_the_mesh_measured(tmp_path):
             assert set(boot["connected_peers"]) == {b.id, c.id}
 
         async with Client(b.server.url, mode="legacy", read_timeout_seconds=60) as client:
-            listing = await call(client, "peer_list", {})
-            assert a.id in {p["peer_id"] for p in listing["peers"]}
+            # B and C were only given A's address: they found each other through kad.
+            await eventually(
+                client, "peer_list", {"status_filter": "connected"},
+                lambda r: {p["peer_id"] for p in r["peers"]} == {a.id, c.id},
+            )
             refused = await client.call_tool("peer_disconnect", {"peer_id": a.id})
             assert refused.is_error and "[peers] admin = true" in refused.content[0].text
         assert await b.server.wait_for_log('"capability.denied"', "mcpplus:host/peers.disconnect")

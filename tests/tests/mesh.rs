@@ -473,10 +473,42 @@ fn audit_shows_the_node_id_its_addresses_and_every_allowed_peer_with_roles() {
     assert_eq!(mesh["peerId"], a.id.as_str());
     assert_eq!(mesh["listen"], json!(["/ip4/127.0.0.1/tcp/4001"]));
     assert_eq!(mesh["pnet"], "off");
+    assert_eq!(mesh["federate"], false);
     assert_eq!(
         mesh["peers"],
         json!([{"peerId": b.id, "roles": ["claim", "submit"]}])
     );
+
+    // A private network: the audit shows the key's fingerprint, never the key.
+    let key_file = a.path("swarm.key");
+    let made = Command::new(mcpplus_bin())
+        .args(["peers", "psk", &key_file])
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let made = String::from_utf8(made.stdout).unwrap();
+    let fingerprint = made
+        .split("fingerprint ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .expect("the fingerprint is printed")
+        .to_string();
+    let key_text = std::fs::read_to_string(&key_file).unwrap();
+    let hex = key_text.lines().last().unwrap().to_string();
+    assert_eq!(hex.len(), 64, "{key_text}");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            "[mesh]\n",
+            &format!("[mesh]\npsk_file = \"{key_file}\"\nfederate = true\n"),
+        ),
+    )
+    .unwrap();
     let text = Command::new(mcpplus_bin())
         .args(["audit", "--tools", &a.path("tools"), "--config", &config])
         .output()
@@ -487,6 +519,19 @@ fn audit_shows_the_node_id_its_addresses_and_every_allowed_peer_with_roles() {
         "{text}"
     );
     assert!(text.contains("unknown (pass --data-dir DIR)"), "{text}");
+    assert!(
+        text.contains(&format!("pnet         on (fingerprint {fingerprint})")),
+        "{text}"
+    );
+    assert!(text.contains("federate     on"), "{text}");
+    assert!(!text.contains(&hex), "the audit must not print the key");
+    // A second key never overwrites the first.
+    let again = Command::new(mcpplus_bin())
+        .args(["peers", "psk", &key_file])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap(), key_text);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,4 +13,5 @@ pub mod driver;
 pub mod identity;
 pub mod node;
 pub mod protocol;
+pub mod psk;
 pub mod stats;

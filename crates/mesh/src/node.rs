@@ -6,15 +6,20 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use either::Either;
 use futures::StreamExt as _;
+use libp2p::core::muxing::StreamMuxerBox;
+use libp2p::core::transport::{Boxed, Transport as _};
+use libp2p::core::upgrade;
 use libp2p::multiaddr::Protocol;
+use libp2p::pnet::{PnetConfig, PreSharedKey};
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, Swarm, allow_block_list, identify, mdns, noise, ping, tcp,
-    yamux,
+    Multiaddr, PeerId, StreamProtocol, Swarm, allow_block_list, identify, kad, mdns, noise, ping,
+    tcp, yamux,
 };
 use mcpplus_policy::config::mesh::PeerRole;
 use mcpplus_queue::remote::{OwnerRequest, OwnerResponse, RemoteOwner};
@@ -30,6 +35,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const REDIAL_EVERY: Duration = Duration::from_secs(2);
 /// Ready-task hints wait this long to cover a burst of submissions.
 const HINT_COALESCE: Duration = Duration::from_millis(20);
+/// Kademlia under a private name: it never meets the public IPFS DHT.
+pub const KAD_PROTOCOL: &str = "/mcpplus/kad/1.0.0";
+/// How often a node asks the mesh for peers it is not connected to.
+const LOOKUP_EVERY: Duration = Duration::from_secs(30);
 /// Unlisted peers found by mDNS that are remembered for operators.
 const MAX_UNLISTED: usize = 64;
 
@@ -39,6 +48,7 @@ struct Behaviour {
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     mdns: Toggle<mdns::tokio::Behaviour>,
+    kad: kad::Behaviour<kad::store::MemoryStore>,
     queue: request_response::json::Behaviour<MeshRequest, MeshResponse>,
 }
 
@@ -54,6 +64,8 @@ pub struct MeshOptions {
     pub owner: Arc<RemoteOwner>,
     /// What this node hosts, announced to peers on connect.
     pub caps: Caps,
+    /// A private network's pre-shared key: nodes without it fail the handshake.
+    pub psk: Option<PreSharedKey>,
 }
 
 enum Command {
@@ -202,13 +214,10 @@ impl Mesh {
     pub async fn start(options: MeshOptions) -> anyhow::Result<Mesh> {
         let local = options.keypair.public().to_peer_id();
         let use_mdns = options.mdns;
+        let psk = options.psk;
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(options.keypair.clone())
             .with_tokio()
-            .with_tcp(
-                tcp::Config::default().nodelay(true),
-                noise::Config::new,
-                yamux::Config::default,
-            )?
+            .with_other_transport(|key| transport(key, psk))?
             .with_dns()?
             .with_behaviour(|key| {
                 let mdns = if use_mdns {
@@ -227,6 +236,18 @@ impl Mesh {
                     ),
                     ping: ping::Behaviour::new(ping::Config::new()),
                     mdns: Toggle::from(mdns),
+                    kad: {
+                        let id = key.public().to_peer_id();
+                        let config = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
+                        let mut kad = kad::Behaviour::with_config(
+                            id,
+                            kad::store::MemoryStore::new(id),
+                            config,
+                        );
+                        // Every node answers: the mesh is private and allow-listed.
+                        kad.set_mode(Some(kad::Mode::Server));
+                        kad
+                    },
                     queue: request_response::json::Behaviour::new(
                         [(StreamProtocol::new(PROTOCOL), ProtocolSupport::Full)],
                         request_response::Config::default().with_request_timeout(REQUEST_TIMEOUT),
@@ -273,6 +294,7 @@ impl Mesh {
             seen: HashMap::new(),
             unlisted: BTreeMap::new(),
             caps: options.caps,
+            looked_up: false,
             dialling: HashMap::new(),
             handle: handle.clone(),
         };
@@ -308,6 +330,27 @@ impl Drop for Mesh {
     fn drop(&mut self) {
         self._hints.abort();
     }
+}
+
+/// TCP, then (with a pre-shared key) the private-network handshake, then
+/// Noise and Yamux: the stack of rust-libp2p's ipfs-private example.
+fn transport(
+    key: &libp2p::identity::Keypair,
+    psk: Option<PreSharedKey>,
+) -> Result<Boxed<(PeerId, StreamMuxerBox)>, Box<dyn std::error::Error + Send + Sync>> {
+    let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
+    let base = match psk {
+        Some(psk) => {
+            Either::Left(tcp.and_then(move |socket, _| PnetConfig::new(psk).handshake(socket)))
+        }
+        None => Either::Right(tcp),
+    };
+    Ok(base
+        .upgrade(upgrade::Version::V1Lazy)
+        .authenticate(noise::Config::new(key)?)
+        .multiplex(yamux::Config::default())
+        .timeout(Duration::from_secs(20))
+        .boxed())
 }
 
 /// Owner side of "pickup does not wait for a poll": whenever tasks may have
@@ -351,6 +394,8 @@ struct State {
     /// Peers mDNS found that are not listed (shown to operators, never dialled).
     unlisted: BTreeMap<PeerId, Vec<Multiaddr>>,
     caps: Caps,
+    /// Whether the first peer lookup ran.
+    looked_up: bool,
     /// Connect calls waiting for a dial's outcome.
     dialling: HashMap<PeerId, Vec<oneshot::Sender<Result<(), String>>>>,
     handle: MeshHandle,
@@ -393,6 +438,8 @@ async fn run(mut swarm: Swarm<Behaviour>, mut commands: mpsc::Receiver<Command>,
     // unreachable (an owner started after its workers, a restarted node).
     let mut redial = tokio::time::interval(REDIAL_EVERY);
     redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut lookup = tokio::time::interval(LOOKUP_EVERY);
+    lookup.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             command = commands.recv() => match command {
@@ -406,7 +453,18 @@ async fn run(mut swarm: Swarm<Behaviour>, mut commands: mpsc::Receiver<Command>,
                     dial_known(&mut swarm, &state, peer);
                 }
             }
+            _ = lookup.tick() => look_up_peers(&mut swarm),
+
         }
+    }
+}
+
+/// Ask the mesh (kad) for the peers closest to this node: it learns where
+/// the allowed peers it has not met are.
+fn look_up_peers(swarm: &mut Swarm<Behaviour>) {
+    if swarm.connected_peers().next().is_some() {
+        let local = *swarm.local_peer_id();
+        swarm.behaviour_mut().kad.get_closest_peers(local);
     }
 }
 
@@ -655,9 +713,21 @@ fn on_event(swarm: &mut Swarm<Behaviour>, state: &mut State, event: SwarmEvent<B
         })) => {
             let seen = state.seen.entry(peer_id).or_default();
             seen.agent_version = Some(info.agent_version.chars().take(128).collect());
+            let allowed = state.roles.contains_key(&peer_id);
             for addr in info.listen_addrs.into_iter().take(MAX_ADDRESSES) {
                 seen.add_address(&addr);
+                if allowed {
+                    swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer_id, addr.clone());
+                }
                 swarm.add_peer_address(peer_id, addr);
+            }
+            if allowed && !state.looked_up {
+                // The first peer we can route through: find the rest now.
+                state.looked_up = true;
+                look_up_peers(swarm);
             }
         }
         SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
@@ -684,6 +754,23 @@ fn on_event(swarm: &mut Swarm<Behaviour>, state: &mut State, event: SwarmEvent<B
                     if !addresses.contains(&addr) && addresses.len() < MAX_ADDRESSES {
                         addresses.push(addr);
                     }
+                }
+            }
+        }
+        SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+            result: kad::QueryResult::GetClosestPeers(Ok(found)),
+            ..
+        })) => {
+            // Allowed peers the mesh knows and we are not connected to: remember
+            // where they are; the redial loop connects. Others are ignored.
+            for info in found.peers {
+                if state.roles.contains_key(&info.peer_id) && info.peer_id != *swarm.local_peer_id()
+                {
+                    let seen = state.seen.entry(info.peer_id).or_default();
+                    for addr in info.addrs.iter().take(MAX_ADDRESSES) {
+                        seen.add_address(addr);
+                    }
+                    dial_known(swarm, state, info.peer_id);
                 }
             }
         }

@@ -37,8 +37,10 @@ pub struct MeshAudit {
     pub mdns: bool,
     /// Tasks run at once for each peer pulled from.
     pub slots: u32,
-    /// A pre-shared key for the transport: not supported yet, always "off".
-    pub pnet: &'static str,
+    /// The private-network key: `off`, or `on (fingerprint …)`; never the key.
+    pub pnet: String,
+    /// Tools only peers host are listed and called here (`[mesh] federate`).
+    pub federate: bool,
     pub peers: Vec<MeshPeerAudit>,
 }
 
@@ -51,14 +53,20 @@ pub struct MeshPeerAudit {
 
 impl MeshAudit {
     /// The `[mesh]` section as a reviewer reads it; `None` when the node runs alone.
-    pub fn of(config: &crate::config::mesh::MeshConfig, peer_id: Option<String>) -> Option<Self> {
+    /// `pnet`: how the key reads (the host computes its fingerprint).
+    pub fn of(
+        config: &crate::config::mesh::MeshConfig,
+        peer_id: Option<String>,
+        pnet: String,
+    ) -> Option<Self> {
         config.enabled().then(|| MeshAudit {
             peer_id,
             listen: config.listen.clone(),
             bootstrap: config.bootstrap.clone(),
             mdns: config.mdns,
             slots: config.slots,
-            pnet: "off",
+            pnet,
+            federate: config.federate,
             peers: config
                 .peers
                 .iter()

@@ -64,7 +64,7 @@ pub fn run(args: AuditArgs, common: &CommonArgs) -> anyhow::Result<ExitCode> {
         audit_version: AUDIT_VERSION,
         tools_dir: dir.display().to_string(),
         components,
-        mesh: MeshAudit::of(&config.mesh, peer_id),
+        mesh: MeshAudit::of(&config.mesh, peer_id, pnet_status(&config.mesh)),
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -156,6 +156,14 @@ fn print_text(report: &AuditReport) {
         println!("  bootstrap    {}", list_or_none(&mesh.bootstrap));
         println!("  mdns         {}", if mesh.mdns { "on" } else { "off" });
         println!("  pnet         {}", mesh.pnet);
+        println!(
+            "  federate     {}",
+            if mesh.federate {
+                "on: peers' tools are listed and called here"
+            } else {
+                "off"
+            }
+        );
         println!("  slots        {} per peer pulled from", mesh.slots);
         if mesh.peers.is_empty() {
             println!("  peers        none allowed: every connection is refused");
@@ -265,5 +273,16 @@ fn list_or_none(items: &[String]) -> String {
         "none".to_string()
     } else {
         items.join(", ")
+    }
+}
+
+/// `off`, `on (fingerprint …)`, or why the key cannot be used.
+fn pnet_status(mesh: &mcpplus_policy::config::mesh::MeshConfig) -> String {
+    match &mesh.psk_file {
+        None => "off".into(),
+        Some(path) => match mcpplus_mesh::psk::load(path) {
+            Ok(key) => format!("on (fingerprint {})", key.fingerprint()),
+            Err(e) => format!("UNUSABLE: {e}"),
+        },
     }
 }

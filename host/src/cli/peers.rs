@@ -28,6 +28,11 @@ enum PeersCommand {
         #[arg(long, env = "MCPPLUS_DATA_DIR", value_name = "DIR")]
         data_dir: Option<PathBuf>,
     },
+    /// Create a private-network key for `[mesh] psk_file` (mode 0600; give every node the same file)
+    Psk {
+        /// Where to write it; an existing file is never overwritten
+        file: PathBuf,
+    },
 }
 
 pub async fn run(args: PeersArgs) -> anyhow::Result<ExitCode> {
@@ -41,6 +46,15 @@ pub async fn run(args: PeersArgs) -> anyhow::Result<ExitCode> {
                 })?;
             let key = mcpplus_mesh::identity::load_or_create(&dir)?;
             println!("{}", key.public().to_peer_id());
+            Ok(ExitCode::SUCCESS)
+        }
+        PeersCommand::Psk { file } => {
+            let key = mcpplus_mesh::psk::create(&file)?;
+            println!(
+                "wrote {} (fingerprint {}); copy it to every node and set [mesh] psk_file",
+                file.display(),
+                key.fingerprint()
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -9,6 +9,7 @@
 //! mdns = true                            # find nodes on the local network
 //! slots = 4                              # tasks this node runs for each other node at once
 //! federate = true                        # list and call tools that only peers host
+//! psk_file = "/etc/mcpplus/swarm.key"    # private network: `mcpplus peers psk FILE` makes one
 //!
 //! [mesh.peers."12D3KooW..."]             # only listed peers may connect
 //! roles = ["claim"]                      # claim: run this node's tasks
@@ -66,6 +67,9 @@ pub struct MeshConfig {
     /// How long a federated call waits for a peer to run it before it fails
     /// (and its task is cancelled).
     pub call_timeout_ms: u64,
+    /// A private network's pre-shared key (go-libp2p `swarm.key` format):
+    /// nodes without the same key cannot even complete a handshake.
+    pub psk_file: Option<std::path::PathBuf>,
     /// Allowed peers by PeerId; anyone else is refused after the handshake.
     pub peers: BTreeMap<String, PeerEntry>,
 }
@@ -79,6 +83,7 @@ impl Default for MeshConfig {
             slots: 4,
             federate: false,
             call_timeout_ms: 300_000,
+            psk_file: None,
             peers: BTreeMap::new(),
         }
     }
