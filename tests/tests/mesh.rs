@@ -671,3 +671,102 @@ async fn a_worker_started_before_its_owner_connects_once_the_owner_is_up() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// `mcpplus peers submit` through `socket`: (success, stdout, stderr).
+fn peers_submit(
+    socket: &Path,
+    peer: &str,
+    tool: &str,
+    arguments: &Value,
+) -> (bool, String, String) {
+    let out = Command::new(mcpplus_bin())
+        .args(["peers", "submit", peer, tool, "--arguments"])
+        .arg(arguments.to_string())
+        .arg("--admin-socket")
+        .arg(socket)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_submits_to_another_queue_only_with_the_submit_role() {
+    let scratch = Scratch::new("mesh-submit");
+    let (a, b) = (Node::new(&scratch, "a"), Node::new(&scratch, "b"));
+    b.host_recorder();
+    // B lets A submit; A lets B claim but not submit.
+    a.configure(0, &[(&b.id, r#"["claim"]"#)]);
+    b.configure(2, &[(&a.id, r#"["submit"]"#)]);
+    let start = |node: &Node, socket: &Path, mesh: &[&str]| {
+        let (tools, data, config) = (
+            node.path("tools"),
+            node.path("data"),
+            node.path("mcpplus.toml"),
+        );
+        let mut args = vec![
+            "--tools",
+            &tools,
+            "--data-dir",
+            &data,
+            "--config",
+            &config,
+            "--no-watch",
+            "--admin-socket",
+            socket.to_str().unwrap(),
+        ];
+        args.extend_from_slice(mesh);
+        HttpServer::start(&args)
+    };
+    let (socket_a, socket_b) = (scratch.join("a.sock"), scratch.join("b.sock"));
+    let server_a = start(&a, &socket_a, &["--mesh-listen", "/ip4/127.0.0.1/tcp/0"]);
+    let address = mesh_address(&server_a);
+    let _server_b = start(&b, &socket_b, &["--bootstrap", &address]);
+
+    // A → B: accepted, owned and run by B.
+    let arguments = json!({"key": "pushed", "work_ms": 0});
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let accepted = loop {
+        let (ok, out, err) = peers_submit(&socket_a, &b.id, "note_execution", &arguments);
+        if ok {
+            break out;
+        }
+        // Until B has connected, A cannot reach it.
+        assert!(err.contains("cannot reach"), "{err}");
+        assert!(Instant::now() < deadline, "A never reached B: {err}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        accepted.contains(&format!("{} accepted task", b.id)),
+        "{accepted}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !b.journal().contains(&"pushed".to_string()) {
+        assert!(Instant::now() < deadline, "B never ran the pushed task");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let store = QueueStore::open(Path::new(&b.path("data/queue.sqlite3"))).unwrap();
+    let (tasks, _) = store.list(&ListFilter::default(), 0, 10).unwrap();
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(tasks[0].metadata["submitted_by"], a.id.as_str());
+
+    // B → A: refused, naming the role to add; nothing queued at A.
+    let (ok, _, err) = peers_submit(&socket_b, &a.id, "note_execution", &arguments);
+    assert!(!ok);
+    assert!(
+        err.contains("may not submit tasks") && err.contains("\"submit\""),
+        "{err}"
+    );
+    let store = QueueStore::open(Path::new(&a.path("data/queue.sqlite3"))).unwrap();
+    assert_eq!(store.list(&ListFilter::default(), 0, 10).unwrap().1, 0);
+    let logs = server_a.kill_and_collect_logs();
+    assert!(
+        events(&logs, "mesh.request_refused")
+            .iter()
+            .any(|e| e["peer"] == b.id.as_str()),
+        "A logs the refusal"
+    );
+}

@@ -142,7 +142,13 @@ pub async fn drive(
                                 }
                             }
                             // Unreachable or timed out: as if lost; the pull logic retries.
-                            Ok(MeshResponse::Caps(_) | MeshResponse::Ack) | Err(_) => {}
+                            Ok(
+                                MeshResponse::Caps(_)
+                                | MeshResponse::Ack
+                                | MeshResponse::Submitted { .. }
+                                | MeshResponse::Refused { .. },
+                            )
+                            | Err(_) => {}
                         }
                     });
                 }

@@ -26,7 +26,7 @@ use mcpplus_queue::remote::{OwnerRequest, OwnerResponse, RemoteOwner};
 use mcpplus_queue::worker::now_ms;
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::protocol::{Caps, MAX_READY_TOOLS, MeshRequest, MeshResponse, PROTOCOL};
+use crate::protocol::{Caps, MAX_READY_TOOLS, MeshRequest, MeshResponse, PROTOCOL, Submission};
 use crate::stats::{MAX_ADDRESSES, PeerStatus, Seen};
 
 /// How long a request may wait for its answer.
@@ -811,6 +811,26 @@ fn on_queue_event(state: &mut State, event: request_response::Event<MeshRequest,
                     count_request(&peer.to_string(), "hint");
                     respond_later(commands, peer, channel, MeshResponse::Ack);
                 }
+                MeshRequest::Submit(submission) => {
+                    let roles = state.roles.get(&peer).cloned().unwrap_or_default();
+                    let store = state.owner.store().clone();
+                    tokio::spawn(async move {
+                        let response = tokio::task::spawn_blocking(move || {
+                            accept_submission(&store, peer, &roles, submission)
+                        })
+                        .await
+                        .unwrap_or_else(|e| MeshResponse::Refused {
+                            error: format!("the submission failed: {e}"),
+                        });
+                        let _ = commands
+                            .send(Command::Respond {
+                                peer,
+                                channel,
+                                response,
+                            })
+                            .await;
+                    });
+                }
                 MeshRequest::Queue(request) => {
                     let roles = state.roles.get(&peer).cloned().unwrap_or_default();
                     let owner = state.owner.clone();
@@ -922,6 +942,60 @@ async fn answer_waiting(
         tokio::select! {
             _ = &mut woken => {}
             _ = tokio::time::sleep_until(deadline) => return response,
+        }
+    }
+}
+
+/// A peer's task for this node's queue, if its roles here include `submit`.
+fn accept_submission(
+    store: &mcpplus_queue::QueueStore,
+    peer: PeerId,
+    roles: &[PeerRole],
+    submission: Submission,
+) -> MeshResponse {
+    let peer = peer.to_string();
+    if !roles.contains(&PeerRole::Submit) {
+        count_request(&peer, "denied");
+        tracing::warn!(event = "mesh.request_refused", peer = %peer, request = "submit",
+            "a peer without the submit role tried to submit a task");
+        return MeshResponse::Denied {
+            error: format!(
+                "peer {peer} may not submit tasks to this node; its operator must add \"submit\" to roles under [mesh.peers.\"{peer}\"]"
+            ),
+        };
+    }
+    let mut new = mcpplus_queue::NewTask::new(submission.tool, submission.arguments);
+    new.priority = submission.priority;
+    new.tags = submission.tags;
+    new.timeout_ms = submission.timeout_ms;
+    new.max_attempts = submission.max_attempts;
+    // Keys are the peer's own: two peers can never collide on one.
+    new.idempotency_key = submission
+        .idempotency_key
+        .map(|key| format!("peer:{peer}:{key}"));
+    new.metadata = serde_json::json!({"origin": "peer", "submitted_by": peer});
+    match store.submit(new, now_ms()) {
+        Ok((task, new)) => {
+            count_request(&peer, "submitted");
+            if new {
+                mcpplus_telemetry::metrics::metrics()
+                    .queue_submitted
+                    .get_or_create(&vec![("origin", "peer".to_string())])
+                    .inc();
+                tracing::info!(event = "queue.task_submitted", task = %task.id, tool = %task.tool,
+                    peer = %peer, "a peer submitted a task");
+            }
+            MeshResponse::Submitted {
+                id: task.id,
+                state: task.state,
+                new,
+            }
+        }
+        Err(e) => {
+            count_request(&peer, "refused");
+            MeshResponse::Refused {
+                error: e.to_string(),
+            }
         }
     }
 }

@@ -23,6 +23,9 @@ pub enum MeshRequest {
     /// The sender (an owner) has ready tasks of these tools: a hint to claim
     /// now instead of at the next poll.
     Ready { tools: Vec<String> },
+    /// Enqueue a task in the receiver's queue (needs the `submit` role there);
+    /// the receiver owns it from then on.
+    Submit(Submission),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,6 +35,17 @@ pub enum MeshResponse {
     Caps(Caps),
     /// Received; nothing to answer.
     Ack,
+    /// The submitted task, as the receiver's queue holds it now.
+    Submitted {
+        id: String,
+        state: mcpplus_queue::TaskState,
+        /// `false`: the idempotency key matched an earlier task, returned instead.
+        new: bool,
+    },
+    /// The request was understood but refused; `error` says why.
+    Refused {
+        error: String,
+    },
     /// The sender may not do this here; `error` names the missing role.
     Denied {
         error: String,
@@ -66,4 +80,30 @@ pub struct ToolCap {
     /// The MCP annotations (what the sandbox lets it do).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<serde_json::Value>,
+}
+
+/// A task a peer asks this node to run (and own).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Submission {
+    pub tool: String,
+    pub arguments: serde_json::Value,
+    #[serde(default = "one")]
+    pub priority: f64,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    #[serde(default = "one_attempt")]
+    pub max_attempts: u32,
+    /// The same key from the same peer returns the first task.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn one_attempt() -> u32 {
+    1
 }

@@ -39,6 +39,12 @@ pub enum AdminRequest {
     BreakerReset {
         destination: String,
     },
+    /// Enqueue a task in a peer's queue (it must give this node `submit`).
+    #[serde(rename = "peer-submit")]
+    PeerSubmit {
+        peer: String,
+        submission: mcpplus_mesh::protocol::Submission,
+    },
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -55,6 +61,9 @@ pub struct AdminReply {
     pub breakers: Option<Vec<serde_json::Value>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peers: Option<Vec<serde_json::Value>>,
+    /// A task a peer accepted: `{peer, id, state, new}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitted: Option<serde_json::Value>,
 }
 
 impl AdminReply {
@@ -66,6 +75,7 @@ impl AdminReply {
             change: None,
             breakers: None,
             peers: None,
+            submitted: None,
         }
     }
 
@@ -81,6 +91,7 @@ impl AdminReply {
             change: None,
             breakers: None,
             peers: None,
+            submitted: None,
         }
     }
 
@@ -92,6 +103,7 @@ impl AdminReply {
             change: Some(serde_json::to_value(change).unwrap_or_default()),
             breakers: None,
             peers: None,
+            submitted: None,
         }
     }
 
@@ -103,6 +115,7 @@ impl AdminReply {
             change: None,
             breakers: Some(list),
             peers: None,
+            submitted: None,
         }
     }
 
@@ -110,6 +123,14 @@ impl AdminReply {
         Self {
             ok: true,
             peers: Some(list),
+            ..Self::default()
+        }
+    }
+
+    pub fn submitted(task: serde_json::Value) -> Self {
+        Self {
+            ok: true,
+            submitted: Some(task),
             ..Self::default()
         }
     }

@@ -130,10 +130,41 @@ async fn handle(targets: &AdminTargets, request: AdminRequest) -> AdminReply {
         AdminRequest::Breakers => return breakers(toolset),
         AdminRequest::Peers => return peers(targets).await,
         AdminRequest::BreakerReset { destination } => return reset_breaker(toolset, &destination),
+        AdminRequest::PeerSubmit { peer, submission } => {
+            return peer_submit(targets, &peer, submission).await;
+        }
     };
     match change {
         Ok(change) => AdminReply::change(&change),
         Err(e) => AdminReply::error(e.to_string()),
+    }
+}
+
+/// Enqueue a task in `peer`'s queue over the mesh.
+async fn peer_submit(
+    targets: &AdminTargets,
+    peer: &str,
+    submission: mcpplus_mesh::protocol::Submission,
+) -> AdminReply {
+    use mcpplus_mesh::protocol::{MeshRequest, MeshResponse};
+    let Some(mesh) = targets.mesh.get() else {
+        return AdminReply::error(
+            "this server is not in a mesh; start it with [mesh] in its config, --mesh-listen or --bootstrap (docs/mesh.md)",
+        );
+    };
+    let peer_id = match peer.parse::<libp2p::PeerId>() {
+        Ok(id) => id,
+        Err(e) => return AdminReply::error(format!("`{peer}` is not a PeerId ({e})")),
+    };
+    match mesh.request(peer_id, MeshRequest::Submit(submission)).await {
+        Ok(MeshResponse::Submitted { id, state, new }) => AdminReply::submitted(
+            serde_json::json!({"peer": peer, "id": id, "state": state, "new": new}),
+        ),
+        Ok(MeshResponse::Denied { error } | MeshResponse::Refused { error }) => {
+            AdminReply::error(format!("{peer} refused the task: {error}"))
+        }
+        Ok(other) => AdminReply::error(format!("{peer} answered unexpectedly: {other:?}")),
+        Err(e) => AdminReply::error(format!("cannot reach {peer}: {e}")),
     }
 }
 

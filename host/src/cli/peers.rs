@@ -28,6 +28,25 @@ enum PeersCommand {
         #[arg(long, env = "MCPPLUS_DATA_DIR", value_name = "DIR")]
         data_dir: Option<PathBuf>,
     },
+    /// Enqueue a task in a peer's queue; the peer must list this node with roles = ["submit"]
+    Submit {
+        /// The peer's PeerId
+        peer: String,
+        /// The tool to run there
+        tool: String,
+        /// The tool's arguments, a JSON object
+        #[arg(long, default_value = "{}", value_name = "JSON")]
+        arguments: String,
+        /// Higher runs first
+        #[arg(long, default_value_t = 1.0)]
+        priority: f64,
+        /// Attempts in all
+        #[arg(long, default_value_t = 1)]
+        max_attempts: u32,
+        /// Submitting the same key again returns the first task
+        #[arg(long, value_name = "KEY")]
+        idempotency_key: Option<String>,
+    },
     /// Create a private-network key for `[mesh] psk_file` (mode 0600; give every node the same file)
     Psk {
         /// Where to write it; an existing file is never overwritten
@@ -47,6 +66,56 @@ pub async fn run(args: PeersArgs) -> anyhow::Result<ExitCode> {
             let key = mcpplus_mesh::identity::load_or_create(&dir)?;
             println!("{}", key.public().to_peer_id());
             Ok(ExitCode::SUCCESS)
+        }
+        PeersCommand::Submit {
+            peer,
+            tool,
+            arguments,
+            priority,
+            max_attempts,
+            idempotency_key,
+        } => {
+            let arguments: serde_json::Value = serde_json::from_str(&arguments)
+                .map_err(|e| anyhow::anyhow!("--arguments is not JSON: {e}"))?;
+            anyhow::ensure!(arguments.is_object(), "--arguments must be a JSON object");
+            let request = crate::admin::AdminRequest::PeerSubmit {
+                peer,
+                submission: mcpplus_mesh::protocol::Submission {
+                    tool,
+                    arguments,
+                    priority,
+                    tags: Vec::new(),
+                    timeout_ms: None,
+                    max_attempts,
+                    idempotency_key,
+                },
+            };
+            let socket = args
+                .admin_socket
+                .or_else(crate::admin::default_socket)
+                .ok_or_else(|| anyhow::anyhow!("no admin socket: pass --admin-socket PATH"))?;
+            let reply = crate::admin::client::request(&socket, &request).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&reply)?);
+            }
+            match (&reply.error, &reply.submitted) {
+                (Some(error), _) => {
+                    eprintln!("error: {error}");
+                    Ok(ExitCode::FAILURE)
+                }
+                (None, Some(task)) => {
+                    if !args.json {
+                        println!(
+                            "{} accepted task {} ({})",
+                            task["peer"].as_str().unwrap_or(""),
+                            task["id"].as_str().unwrap_or(""),
+                            task["state"].as_str().unwrap_or("")
+                        );
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                (None, None) => anyhow::bail!("the server answered neither a task nor an error"),
+            }
         }
         PeersCommand::Psk { file } => {
             let key = mcpplus_mesh::psk::create(&file)?;
