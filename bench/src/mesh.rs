@@ -86,6 +86,12 @@ pub async fn run(args: &Args, scratch: &Path, cache: &Path) -> anyhow::Result<Va
         "  echo submit to completed: local p50 {:.2} ms p99 {:.2} ms; remote p50 {:.2} ms p99 {:.2} ms",
         local.0, local.1, remote.0, remote.1
     );
+    let calls = ((500.0 * args.scale) as usize).max(50);
+    let (direct, federated) = federated_echo(args, &dir, cache, calls).await?;
+    eprintln!(
+        "  tools/call echo over stdio: on the hosting node p50 {:.2} ms p99 {:.2} ms; federated through another node p50 {:.2} ms p99 {:.2} ms",
+        direct.0, direct.1, federated.0, federated.1
+    );
     let tasks = ((600.0 * args.scale) as usize).max(60);
     let mut throughput = BTreeMap::new();
     for workers in 1..=3 {
@@ -107,6 +113,9 @@ pub async fn run(args: &Args, scratch: &Path, cache: &Path) -> anyhow::Result<Va
         "echo_tasks": n,
         "local_echo": {"p50_ms": local.0, "p99_ms": local.1},
         "remote_echo": {"p50_ms": remote.0, "p99_ms": remote.1},
+        "federated_calls": calls,
+        "call_on_host": {"p50_ms": direct.0, "p99_ms": direct.1},
+        "call_federated": {"p50_ms": federated.0, "p99_ms": federated.1},
         "sleep_tasks": tasks,
         "slots_per_node": SLOTS,
         "tasks_per_s_by_worker_nodes": throughput,
@@ -358,4 +367,114 @@ async fn many_nodes(
         "tasks_per_s": per_s,
         "ideal_tasks_per_s": (nodes * SLOTS) as f64 / 0.2,
     }))
+}
+
+/// `tools/call echo` on the node that hosts `echo` (the baseline) against the
+/// same call on another node that federates it: two real `mcpplus serve`
+/// processes over stdio, meshed on loopback.
+async fn federated_echo(
+    args: &Args,
+    dir: &Path,
+    cache: &Path,
+    calls: usize,
+) -> anyhow::Result<((f64, f64), (f64, f64))> {
+    let node = |name: &str| -> anyhow::Result<(std::path::PathBuf, String)> {
+        let root = dir.join(format!("fed-{name}"));
+        std::fs::create_dir_all(root.join("tools"))?;
+        let out = std::process::Command::new(&args.mcpplus)
+            .args(["peers", "id", "--data-dir"])
+            .arg(root.join("data"))
+            .output()?;
+        anyhow::ensure!(out.status.success(), "mcpplus peers id failed");
+        Ok((root, String::from_utf8(out.stdout)?.trim().to_string()))
+    };
+    let (a, a_id) = node("caller")?;
+    let (c, c_id) = node("host")?;
+    std::fs::copy(
+        args.tools.join("showcase.wasm"),
+        c.join("tools/showcase.wasm"),
+    )?;
+    // A free loopback port for the caller's mesh listener.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    std::fs::write(
+        a.join("mcpplus.toml"),
+        format!(
+            "[queue]\nworkers = 0\n[mesh]\nmdns = false\nfederate = true\nlisten = [\"/ip4/127.0.0.1/tcp/{port}\"]\n[mesh.peers.\"{c_id}\"]\nroles = [\"claim\"]\n"
+        ),
+    )?;
+    std::fs::write(
+        c.join("mcpplus.toml"),
+        format!(
+            "[queue]\nworkers = 0\n[mesh]\nmdns = false\nslots = 4\nbootstrap = [\"/ip4/127.0.0.1/tcp/{port}/p2p/{a_id}\"]\n[mesh.peers.\"{a_id}\"]\nroles = []\n"
+        ),
+    )?;
+    let spawn = |root: &Path| -> anyhow::Result<crate::client::StdioServer> {
+        let (tools, data, config) = (root.join("tools"), root.join("data"), root.join("mcpplus.toml"));
+        crate::client::StdioServer::spawn(
+            &args.mcpplus,
+            &[
+                "serve", "--tools", tools.to_str().unwrap_or_default(),
+                "--data-dir", data.to_str().unwrap_or_default(),
+                "--config", config.to_str().unwrap_or_default(),
+                "--cache-dir", cache.to_str().unwrap_or_default(),
+                "--no-admin", "--no-watch", "--log", "warn",
+            ],
+        )
+    };
+    let mut caller = spawn(&a)?;
+    caller.initialize().await?;
+    let mut host = spawn(&c)?;
+    host.initialize().await?;
+    // Wait until the caller lists the host's `echo`.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut id = 1;
+    loop {
+        id += 1;
+        let list = caller.request(id, "tools/list", json!({})).await?;
+        let listed = list["result"]["tools"]
+            .as_array()
+            .is_some_and(|tools| tools.iter().any(|t| t["name"] == "echo"));
+        if listed {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the caller never listed the host's echo");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut direct = Vec::with_capacity(calls);
+    let mut federated = Vec::with_capacity(calls);
+    // Alternate, after a warm-up, so both see the same machine.
+    for i in 0..calls + calls / 10 {
+        id += 2;
+        let d = time_echo(&mut host, id).await?;
+        let f = time_echo(&mut caller, id + 1).await?;
+        if i >= calls / 10 {
+            direct.push(d);
+            federated.push(f);
+        }
+    }
+    let stats = |mut v: Vec<Duration>| {
+        v.sort();
+        (
+            crate::client::percentile(&v, 0.5).as_secs_f64() * 1e3,
+            crate::client::percentile(&v, 0.99).as_secs_f64() * 1e3,
+        )
+    };
+    Ok((stats(direct), stats(federated)))
+}
+
+/// One `tools/call echo`, timed.
+async fn time_echo(server: &mut crate::client::StdioServer, id: u64) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let answer = server
+        .request(
+            id,
+            "tools/call",
+            json!({"name": "echo", "arguments": {"message": "hi"}}),
+        )
+        .await?;
+    anyhow::ensure!(
+        answer["result"]["isError"] != true && answer.get("error").is_none(),
+        "echo failed: {answer}"
+    );
+    Ok(started.elapsed())
 }

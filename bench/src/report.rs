@@ -151,6 +151,23 @@ fn mesh(r: &Value) -> String {
             f(&by[n]) / one
         ));
     }
+    if !r["call_federated"].is_null() {
+        let (host, fed) = (f(&r["call_on_host"]["p50_ms"]), f(&r["call_federated"]["p50_ms"]));
+        out.push_str(&format!(
+            "\n`tools/call echo` over stdio, {} calls each, alternating (two `mcpplus serve` processes meshed on loopback):\n\n\
+             | called on | p50 ms | p99 ms |\n|---|---|---|\n\
+             | the node hosting `echo` (baseline) | {:.2} | {:.2} |\n\
+             | another node, federated (`[mesh] federate`) | {:.2} | {:.2} |\n\n\
+             A federated call costs {:.1}× a direct one at p50: it is a durable task at the caller, \
+             claimed, run and reported back by the host.\n",
+            r["federated_calls"],
+            host,
+            f(&r["call_on_host"]["p99_ms"]),
+            fed,
+            f(&r["call_federated"]["p99_ms"]),
+            fed / host,
+        ));
+    }
     let s = &r["scale"];
     if !s.is_null() {
         out.push_str(&format!(
