@@ -395,7 +395,9 @@ async fn federated_echo(
         c.join("tools/showcase.wasm"),
     )?;
     // A free loopback port for the caller's mesh listener.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     std::fs::write(
         a.join("mcpplus.toml"),
         format!(
@@ -409,15 +411,27 @@ async fn federated_echo(
         ),
     )?;
     let spawn = |root: &Path| -> anyhow::Result<crate::client::StdioServer> {
-        let (tools, data, config) = (root.join("tools"), root.join("data"), root.join("mcpplus.toml"));
+        let (tools, data, config) = (
+            root.join("tools"),
+            root.join("data"),
+            root.join("mcpplus.toml"),
+        );
         crate::client::StdioServer::spawn(
             &args.mcpplus,
             &[
-                "serve", "--tools", tools.to_str().unwrap_or_default(),
-                "--data-dir", data.to_str().unwrap_or_default(),
-                "--config", config.to_str().unwrap_or_default(),
-                "--cache-dir", cache.to_str().unwrap_or_default(),
-                "--no-admin", "--no-watch", "--log", "warn",
+                "serve",
+                "--tools",
+                tools.to_str().unwrap_or_default(),
+                "--data-dir",
+                data.to_str().unwrap_or_default(),
+                "--config",
+                config.to_str().unwrap_or_default(),
+                "--cache-dir",
+                cache.to_str().unwrap_or_default(),
+                "--no-admin",
+                "--no-watch",
+                "--log",
+                "warn",
             ],
         )
     };
@@ -437,7 +451,10 @@ async fn federated_echo(
         if listed {
             break;
         }
-        anyhow::ensure!(Instant::now() < deadline, "the caller never listed the host's echo");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the caller never listed the host's echo"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mut direct = Vec::with_capacity(calls);

@@ -152,7 +152,10 @@ fn mesh(r: &Value) -> String {
         ));
     }
     if !r["call_federated"].is_null() {
-        let (host, fed) = (f(&r["call_on_host"]["p50_ms"]), f(&r["call_federated"]["p50_ms"]));
+        let (host, fed) = (
+            f(&r["call_on_host"]["p50_ms"]),
+            f(&r["call_federated"]["p50_ms"]),
+        );
         out.push_str(&format!(
             "\n`tools/call echo` over stdio, {} calls each, alternating (two `mcpplus serve` processes meshed on loopback):\n\n\
              | called on | p50 ms | p99 ms |\n|---|---|---|\n\

@@ -25,7 +25,7 @@ use rmcp::model::CallToolRequestParams;
 use rmcp::transport::StreamableHttpClientTransport;
 use serde_json::{Value, json};
 
-const TASKS: usize = 300;
+const TASKS: usize = 2_000;
 const LEASE_MS: u64 = 3_000;
 
 fn peer_id(data_dir: &Path) -> String {
