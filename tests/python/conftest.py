@@ -33,14 +33,16 @@ def anyio_backend():
 
 
 class HttpServer:
-    """`mcpplus serve --http 127.0.0.1:0`, stopped when the test ends."""
+    """`mcpplus serve --http 127.0.0.1:0 --no-auth` (loopback; the authentication
+    tests start their own servers with tokens), stopped when the test ends."""
 
-    def __init__(self, *args: str):
+    def __init__(self, *args: str, auth: bool = False, env: dict | None = None):
         self.proc = subprocess.Popen(
-            [MCPPLUS, "serve", "--http", "127.0.0.1:0", *args],
+            [MCPPLUS, "serve", "--http", "127.0.0.1:0", *(() if auth else ("--no-auth",)), *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            env={**os.environ, **(env or {})},
         )
         self.stderr_lines: list[str] = []
         self.url = None

@@ -50,11 +50,25 @@ async def wait_for_state(client, task_id, state, within=30.0):
             await anyio.sleep(0.05)
 
 
+def tools_with_queue_admin(tmp_path):
+    """The bundled tools, with the task tools granted queue admin (shipped without)."""
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    for wasm in DIST.glob("*.wasm"):
+        shutil.copy(wasm, tools / wasm.name)
+    (tools / "task_queue.policy.toml").write_text("[queue]\nsubmit = true\nadmin = true\n\n[limits]\ntimeout_ms = 330000\n")
+    for policy in DIST.glob("*.policy.toml"):
+        if policy.name != "task_queue.policy.toml":
+            shutil.copy(policy, tools / policy.name)
+    return tools
+
+
 @pytest.fixture
 def queue_server(tmp_path):
     config = tmp_path / "mcpplus.toml"
     config.write_text("[queue]\nworkers = 1\nlease_ms = 3000\npoll_ms = 100\n")
-    server = HttpServer("--data-dir", str(tmp_path / "data"), "--config", str(config), "--no-admin")
+    server = HttpServer("--tools", str(tools_with_queue_admin(tmp_path)), "--data-dir", str(tmp_path / "data"),
+                        "--config", str(config), "--no-admin")
     yield server
     server.stop()
 
@@ -226,7 +240,8 @@ async def test_grants_decide_what_the_tools_may_do(tmp_path):
     tools = tmp_path / "tools"
     tools.mkdir()
     shutil.copy(DIST / "task_queue.wasm", tools / "task_queue.wasm")
-    (tools / "task_queue.policy.toml").write_text("[queue]\nsubmit = true\n")
+    # As shipped: submit, not admin.
+    shutil.copy(DIST / "task_queue.policy.toml", tools / "task_queue.policy.toml")
     server = HttpServer("--tools", str(tools), "--data-dir", str(tmp_path / "data"), "--no-admin")
     try:
         async with connect("http", "auto", server) as client:

@@ -77,7 +77,8 @@ pub mod artifacts {
     }
 }
 
-/// `mcpplus serve --http 127.0.0.1:0 ARGS…`, killed on drop.
+/// `mcpplus serve --http 127.0.0.1:0 --no-auth ARGS…` (loopback, so no token
+/// is needed; tests of authentication start their own), killed on drop.
 pub struct HttpServer {
     child: Child,
     pub url: String,
@@ -89,7 +90,7 @@ pub struct HttpServer {
 impl HttpServer {
     pub fn start(args: &[&str]) -> Self {
         let mut child = Command::new(mcpplus_bin())
-            .args(["serve", "--http", "127.0.0.1:0"])
+            .args(["serve", "--http", "127.0.0.1:0", "--no-auth"])
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -388,6 +388,7 @@ fn a_data_directory_serves_one_server_at_a_time() {
         "serve",
         "--http",
         "127.0.0.1:0",
+        "--no-auth",
         "--data-dir",
         data.to_str().unwrap(),
         "--no-admin",

@@ -207,7 +207,14 @@ fn a_cut_worker_fences_itself_and_its_late_results_are_stale() {
         let child = Command::new("ip")
             .args(["netns", "exec", ns])
             .arg(mcpplus_bin())
-            .args(["serve", "--http", "127.0.0.1:0", "--no-admin", "--no-watch"])
+            .args([
+                "serve",
+                "--http",
+                "127.0.0.1:0",
+                "--no-auth",
+                "--no-admin",
+                "--no-watch",
+            ])
             .args(["--tools", dir(n, "tools").to_str().unwrap()])
             .args(["--data-dir", dir(n, "data").to_str().unwrap()])
             .args(["--config", dir(n, "mcpplus.toml").to_str().unwrap()])

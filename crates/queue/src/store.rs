@@ -979,13 +979,22 @@ pub struct Timings {
 
 /// `task-<n>`, n the sequence number the task will get (never reused, even
 /// after tasks are cleared).
+/// A fresh id: 128 random bits (SQLite's ChaCha20 generator, seeded by the
+/// OS), so nobody can guess another client's task, and a client that chose an
+/// id of the same shape can never make generated ids fail: a taken one is
+/// simply drawn again.
 fn generated_id(db: &Connection) -> Result<String> {
-    let next: i64 = db.query_row(
-        "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'tasks'), 0) + 1",
-        [],
-        |r| r.get(0),
-    )?;
-    Ok(format!("task-{next}"))
+    loop {
+        let (id, taken): (String, bool) = db.query_row(
+            "WITH candidate(id) AS (SELECT 'task-' || lower(hex(randomblob(16))))
+             SELECT id, EXISTS(SELECT 1 FROM tasks WHERE tasks.id = candidate.id) FROM candidate",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        if !taken {
+            return Ok(id);
+        }
+    }
 }
 
 fn check_priority(priority: f64) -> Result<()> {

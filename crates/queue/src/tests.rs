@@ -164,9 +164,9 @@ impl Model {
         self.tasks.iter_mut().find(|t| t.id == id)
     }
 
-    fn submit(&mut self, priority: f64, max_attempts: u32, backoff_ms: i64) -> String {
+    /// A task the store accepted as `id` (generated or chosen by the client).
+    fn submit(&mut self, id: String, priority: f64, max_attempts: u32, backoff_ms: i64) -> String {
         self.next_seq += 1;
-        let id = format!("task-{}", self.next_seq);
         self.tasks.push(ModelTask {
             id: id.clone(),
             seq: self.next_seq,
@@ -216,6 +216,7 @@ impl Model {
 #[derive(Debug, Clone)]
 enum Op {
     Submit { priority: f64, max_attempts: u32 },
+    SubmitNamed(u8),
     Claim,
     Heartbeat(usize),
     Complete(usize),
@@ -245,6 +246,7 @@ fn op() -> impl Strategy<Value = Op> {
     );
     prop_oneof![
         4 => (priority(), 1..4u32).prop_map(|(priority, max_attempts)| Op::Submit { priority, max_attempts }),
+        1 => (0..8u8).prop_map(Op::SubmitNamed),
         4 => Just(Op::Claim),
         2 => any::<usize>().prop_map(Op::Heartbeat),
         3 => any::<usize>().prop_map(Op::Complete),
@@ -276,9 +278,25 @@ proptest! {
             match op {
                 Op::Submit { priority, max_attempts } => {
                     let new = NewTask { priority, max_attempts, backoff_ms: 10, ..task("t") };
+                    // Generated ids never collide, whatever ids clients chose.
                     let (t, fresh) = q.submit(new, now).unwrap();
                     prop_assert!(fresh);
-                    prop_assert_eq!(t.id, model.submit(priority, max_attempts, 10));
+                    prop_assert!(t.id.starts_with("task-") && t.id.len() == 5 + 32, "{}", t.id);
+                    model.submit(t.id, priority, max_attempts, 10);
+                }
+                Op::SubmitNamed(n) => {
+                    // A client-chosen id in the shape generated ids have.
+                    let id = format!("task-{n}");
+                    let new = NewTask { id: Some(id.clone()), backoff_ms: 10, ..task("t") };
+                    let (p, m) = (new.priority, new.max_attempts);
+                    let taken = model.tasks.iter().any(|t| t.id == id);
+                    match q.submit(new, now) {
+                        Ok((t, fresh)) => {
+                            prop_assert!(!taken && fresh);
+                            model.submit(t.id, p, m, 10);
+                        }
+                        Err(e) => prop_assert!(taken, "{e}"),
+                    }
                 }
                 Op::Claim => {
                     let got = q.claim("w", None, now + LEASE_MS, now).unwrap();

@@ -39,6 +39,7 @@ pub struct Metrics {
     /// Mesh requests this node answered, by peer (allowed peers only: the
     /// allow-list bounds the label set), operation and answer.
     pub mesh_requests: Family<Labels, Counter>,
+    pub http_unauthorized: Counter,
     pub compile_cache: Family<Labels, Counter>,
     pub guest_log_lines: Family<Labels, Counter>,
     pub guest_log_dropped: Family<Labels, Counter>,
@@ -130,6 +131,12 @@ impl Metrics {
             "Mesh requests answered, by peer, operation and answer",
             mesh_requests.clone(),
         );
+        let http_unauthorized = Counter::default();
+        registry.register(
+            "http_unauthorized_requests",
+            "HTTP requests refused for missing or invalid credentials",
+            http_unauthorized.clone(),
+        );
         let queue_attempts = Family::<Labels, Counter>::default();
         registry.register(
             "queue_attempts",
@@ -204,6 +211,7 @@ impl Metrics {
             queue_submitted,
             queue_attempts,
             mesh_requests,
+            http_unauthorized,
             compile_cache,
             guest_log_lines,
             guest_log_dropped,

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::CommonArgs;
 use crate::admin::{default_socket, server as admin_server};
 use crate::catalog::{LiveCatalog, load_dir};
+use crate::mcp::auth::HttpAuth;
 use crate::mcp::federation::Federation;
 use crate::mcp::{HttpOptions, McpServer, serve_http, serve_metrics, serve_stdio};
 use crate::runner::CatalogRunner;
@@ -32,6 +33,15 @@ pub struct ServeArgs {
     /// Accept this browser Origin on HTTP besides loopback origins (repeatable)
     #[arg(long = "allow-origin", value_name = "ORIGIN")]
     allow_origins: Vec<String>,
+    /// The HTTP access token's file [default: [http] token_file, else DATA_DIR/http.token, created on first start]; MCPPLUS_HTTP_TOKEN overrides it
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Serve HTTP without authentication: anyone who can reach the port runs every tool. Loopback addresses only
+    #[arg(long)]
+    no_auth: bool,
+    /// At most this many HTTP sessions (2025-11-25 clients) at once
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    max_sessions: usize,
     /// Exit with an error if any component fails to load, instead of serving the rest
     #[arg(long)]
     strict: bool,
@@ -87,6 +97,17 @@ pub async fn run(args: ServeArgs, common: &CommonArgs) -> anyhow::Result<ExitCod
     }
     let runtime = Arc::new(common.runtime()?);
     tracing::info!(event = "runtime.ready", allocator = ?runtime.allocator(), "engine ready");
+    // Decided before anything is served, so a bad setup fails at once.
+    let http_config = &runtime.config().http;
+    let metrics_token = http_config
+        .metrics_token_file
+        .as_deref()
+        .map(crate::mcp::auth::read_token_file)
+        .transpose()?;
+    let http_auth = match args.http {
+        Some(addr) => http_credentials(&args, addr, http_config)?,
+        None => None,
+    };
     let started = std::time::Instant::now();
     let (catalog, errors) = {
         let runtime = runtime.clone();
@@ -171,7 +192,7 @@ pub async fn run(args: ServeArgs, common: &CommonArgs) -> anyhow::Result<ExitCod
 
     let _metrics = match args.metrics {
         Some(addr) => Some(
-            serve_metrics(addr, |bound| {
+            serve_metrics(addr, &args.allow_hosts, metrics_token.clone(), |bound| {
                 tracing::info!(event = "metrics.listening", url = %format!("http://{bound}/metrics"), "serving metrics");
                 eprintln!("mcpplus: metrics on http://{bound}/metrics");
             })
@@ -227,6 +248,9 @@ pub async fn run(args: ServeArgs, common: &CommonArgs) -> anyhow::Result<ExitCod
                 addr,
                 allowed_hosts: args.allow_hosts,
                 allowed_origins: args.allow_origins,
+                auth: http_auth,
+                metrics_token,
+                max_sessions: args.max_sessions,
             };
             serve_http(server, options, shutdown, |bound| {
                 tracing::info!(event = "server.listening", url = %format!("http://{bound}/mcp"), "serving Streamable HTTP");
@@ -290,4 +314,30 @@ fn open_queue(
         }
         Err(e) => Err(e),
     }
+}
+
+/// What HTTP requires: refuses to serve a non-loopback address without
+/// authentication, and loads (or makes) the token.
+fn http_credentials(
+    args: &ServeArgs,
+    addr: SocketAddr,
+    config: &mcpplus_policy::config::http::HttpConfig,
+) -> anyhow::Result<Option<HttpAuth>> {
+    if args.no_auth {
+        anyhow::ensure!(
+            addr.ip().is_loopback(),
+            "refusing to serve http://{addr}/mcp without authentication: anyone who can reach that address could run every tool with this server's grants. Drop --no-auth (a token is then created in the data directory, or pass --token-file), or bind a loopback address such as 127.0.0.1"
+        );
+        tracing::warn!(event = "http.no_auth", address = %addr,
+            "serving HTTP without authentication: any local user or process that can reach the port runs every tool");
+        eprintln!(
+            "mcpplus: warning: --no-auth: any local user or process that can reach {addr} can call every tool"
+        );
+        return Ok(None);
+    }
+    let data_dir = args.data_dir.clone().or_else(default_data_dir);
+    let token_file = args.token_file.as_deref().or(config.token_file.as_deref());
+    let token = crate::mcp::auth::load_token(token_file, data_dir.as_deref())?;
+    let auth = HttpAuth::new(Some(token), config.oauth.as_ref())?;
+    Ok(Some(auth))
 }

@@ -1,8 +1,10 @@
 //! The MCP protocol adapter: rmcp's `ServerHandler` over the live catalog, and the
 //! stdio and Streamable HTTP transports. rmcp types stop at this module's edge.
 
+pub mod auth;
 pub mod federation;
 mod handler;
+mod sessions;
 mod tasks;
 mod transport;
 

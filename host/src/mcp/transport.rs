@@ -7,11 +7,15 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use axum::serve::ListenerExt as _;
 use rmcp::ServiceExt as _;
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio_util::sync::CancellationToken;
 
+use super::auth::{self, AuthState, HttpAuth};
 use super::handler::McpServer;
+use super::sessions::BoundedSessions;
+
+/// A legacy-era session unused for this long is closed.
+const SESSION_IDLE: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Serve one client over stdin/stdout until it closes stdin.
 pub async fn serve_stdio(server: McpServer) -> anyhow::Result<()> {
@@ -33,13 +37,18 @@ pub async fn serve_stdio(server: McpServer) -> anyhow::Result<()> {
 }
 
 /// Who may talk to the HTTP endpoint.
-#[derive(Debug, Clone)]
 pub struct HttpOptions {
     pub addr: SocketAddr,
     /// Extra `Host` values accepted besides loopback names (e.g. a public hostname).
     pub allowed_hosts: Vec<String>,
     /// Extra browser origins accepted besides loopback ones.
     pub allowed_origins: Vec<String>,
+    /// Credentials `/mcp` requires; `None` only with `--no-auth` on loopback.
+    pub auth: Option<HttpAuth>,
+    /// A token `/metrics` requires, when set.
+    pub metrics_token: Option<String>,
+    /// At most this many legacy-era sessions at once.
+    pub max_sessions: usize,
 }
 
 /// Serve Streamable HTTP on `options.addr` at `/mcp` until `shutdown` fires.
@@ -55,12 +64,7 @@ pub async fn serve_http(
         .with_context(|| format!("cannot listen on {}; is the port free?", options.addr))?;
     let addr = listener.local_addr()?;
 
-    let mut hosts: Vec<String> = vec![
-        "localhost".into(),
-        "127.0.0.1".into(),
-        "::1".into(),
-        "[::1]".into(),
-    ];
+    let mut hosts = loopback_hosts();
     if !addr.ip().is_unspecified() {
         hosts.push(addr.ip().to_string());
     }
@@ -73,18 +77,41 @@ pub async fn serve_http(
     origins.extend(options.allowed_origins.iter().cloned());
 
     let config = StreamableHttpServerConfig::default()
-        .with_allowed_hosts(hosts)
+        .with_allowed_hosts(hosts.clone())
         .with_allowed_origins(origins)
         .enforce_origin_validation()
         .with_cancellation_token(shutdown.child_token());
-    let service: StreamableHttpService<McpServer, LocalSessionManager> = StreamableHttpService::new(
+    let service: StreamableHttpService<McpServer, BoundedSessions> = StreamableHttpService::new(
         move || Ok(server.clone()),
-        Arc::new(LocalSessionManager::default()),
+        Arc::new(BoundedSessions::new(options.max_sessions, SESSION_IDLE)),
         config,
     );
-    let router = axum::Router::new()
-        .nest_service("/mcp", service)
-        .route("/metrics", axum::routing::get(metrics_endpoint));
+    let fallback_base = format!("http://{addr}");
+    let mut mcp = axum::Router::new().nest_service("/mcp", service);
+    let mut open = axum::Router::new();
+    if let Some(auth) = options.auth {
+        let state = Arc::new(AuthState {
+            auth,
+            fallback_base: fallback_base.clone(),
+            allowed_hosts: hosts.clone(),
+        });
+        mcp = mcp.layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_auth,
+        ));
+        open = open.route(
+            auth::METADATA_PATH,
+            axum::routing::get(auth::metadata_endpoint).with_state(state),
+        );
+    }
+    let guard = Arc::new(MetricsGuard {
+        allowed_hosts: hosts,
+        token: options.metrics_token.map(String::into_bytes),
+    });
+    let metrics = axum::Router::new()
+        .route("/metrics", axum::routing::get(metrics_endpoint))
+        .layer(axum::middleware::from_fn_with_state(guard, guard_metrics));
+    let router = mcp.merge(open).merge(metrics);
 
     on_ready(addr);
     // Small JSON-RPC responses and SSE events must not wait for Nagle's algorithm.
@@ -95,6 +122,70 @@ pub async fn serve_http(
         .with_graceful_shutdown(async move { shutdown.cancelled_owned().await })
         .await
         .context("serving HTTP")
+}
+
+/// Host names that always reach this machine's loopback.
+fn loopback_hosts() -> Vec<String> {
+    ["localhost", "127.0.0.1", "::1", "[::1]"]
+        .map(String::from)
+        .to_vec()
+}
+
+/// Who may read `/metrics` on the MCP port: the same Host check as `/mcp`
+/// (against DNS rebinding), and a token when one is configured.
+struct MetricsGuard {
+    allowed_hosts: Vec<String>,
+    token: Option<Vec<u8>>,
+}
+
+async fn guard_metrics(
+    axum::extract::State(guard): axum::extract::State<Arc<MetricsGuard>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse as _;
+    use subtle::ConstantTimeEq as _;
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let name = if host.starts_with('[') {
+        host.split_once(']')
+            .map_or(host, |(n, _)| n)
+            .trim_start_matches('[')
+    } else {
+        host.rsplit_once(':').map_or(host, |(n, _)| n)
+    };
+    let host_ok = guard
+        .allowed_hosts
+        .iter()
+        .any(|a| a == name || a == host || a.trim_matches(['[', ']']) == name);
+    if !host_ok {
+        return (
+            StatusCode::FORBIDDEN,
+            "this Host is not served; add it with --allow-host\n",
+        )
+            .into_response();
+    }
+    if let Some(token) = &guard.token {
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if presented.len() != token.len() || !bool::from(presented.as_bytes().ct_eq(token)) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "/metrics needs the metrics token ([http] metrics_token_file)\n",
+            )
+                .into_response();
+        }
+    }
+    next.run(request).await
 }
 
 /// `GET /metrics`: the Prometheus (OpenMetrics) exposition.
@@ -112,13 +203,27 @@ async fn metrics_endpoint() -> impl axum::response::IntoResponse {
 /// MCP port). Calls `on_ready` with the bound address.
 pub async fn serve_metrics(
     addr: SocketAddr,
+    extra_hosts: &[String],
+    token: Option<String>,
     on_ready: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen for metrics on {addr}"))?;
-    on_ready(listener.local_addr()?);
-    let router = axum::Router::new().route("/metrics", axum::routing::get(metrics_endpoint));
+    let bound = listener.local_addr()?;
+    on_ready(bound);
+    let mut allowed_hosts = loopback_hosts();
+    if !bound.ip().is_unspecified() {
+        allowed_hosts.push(bound.ip().to_string());
+    }
+    allowed_hosts.extend(extra_hosts.iter().cloned());
+    let guard = Arc::new(MetricsGuard {
+        allowed_hosts,
+        token: token.map(String::into_bytes),
+    });
+    let router = axum::Router::new()
+        .route("/metrics", axum::routing::get(metrics_endpoint))
+        .layer(axum::middleware::from_fn_with_state(guard, guard_metrics));
     Ok(tokio::spawn(async move {
         let _ = axum::serve(listener, router).await;
     }))

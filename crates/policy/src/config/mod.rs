@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub mod http;
 pub mod mesh;
 pub mod outbound;
 pub mod queue;
@@ -59,6 +60,9 @@ pub struct OperatorConfig {
     /// The mesh of nodes sharing their queues (docs/mesh.md).
     #[serde(default)]
     pub mesh: crate::config::mesh::MeshConfig,
+    /// Who may use the HTTP endpoint (tokens, OAuth).
+    #[serde(default)]
+    pub http: crate::config::http::HttpConfig,
     /// Where the config came from, so a policy error can name the file and line.
     #[serde(skip)]
     pub origin: Option<ConfigOrigin>,
