@@ -130,11 +130,7 @@ async fn end_to_end(args: &Args, scratch: &Path, cache: &Path) -> anyhow::Result
 
     // The host's outbound layer alone (allow-list, breaker, guard, send), no guest.
     let grants = vec![Destination::parse(&destination).map_err(anyhow::Error::msg)?];
-    let call = CallContext {
-        component: "bench".into(),
-        tool: "bench".into(),
-        call_id: 1,
-    };
+    let call = CallContext::new("bench".into(), "bench".into(), 1);
     let outbound = runtime.outbound().clone();
     let host_layer = sample(iterations, || async {
         let scope = Scope {

@@ -364,6 +364,16 @@ async def test_admin_socket_lists_loads_and_drains_unloads(tmp_path):
         second.stop()
         first.stop()
 
+    # A path that is not a socket is never deleted to make room for one.
+    planted = tmp_path / "not-a-socket"
+    planted.write_text("keep me")
+    third = HttpServer("--tools", str(tools), "--admin-socket", str(planted), "--no-watch")
+    try:
+        assert await third.wait_for_log("exists and is not a socket")
+        assert planted.read_text() == "keep me"
+    finally:
+        third.stop()
+
 
 async def test_a_draining_unload_does_not_hold_up_other_changes(tmp_path):
     tools = tmp_path / "tools"

@@ -3,6 +3,7 @@
 success and its errors, the queue order, workers running tasks, and grants."""
 
 import shutil
+import sqlite3
 import urllib.request
 
 import anyio
@@ -260,3 +261,35 @@ async def test_grants_decide_what_the_tools_may_do(tmp_path):
             await refused(client, "queue_stats", {}, "[queue] submit = true")
     finally:
         server.stop()
+
+
+async def test_sigterm_drains_and_hands_running_tasks_back(tmp_path):
+    tools = tools_with_queue_admin(tmp_path)
+    socket = tmp_path / "admin.sock"
+    config = tmp_path / "mcpplus.toml"
+    config.write_text("[queue]\nworkers = 1\nlease_ms = 3000\npoll_ms = 100\n")
+    args = ("--tools", str(tools), "--data-dir", str(tmp_path / "data"), "--config", str(config),
+            "--admin-socket", str(socket), "--log-format", "json")
+    server = HttpServer(*args)
+    try:
+        async with connect("http", "legacy", server) as client:
+            await ok(client, "task_submit", {"task_id": "long", "task_type": "count_to",
+                                             "payload": {"to": 40, "pause_ms": 100}})
+            await wait_for_state(client, "long", "running")
+        assert socket.exists()
+        server.proc.terminate()  # SIGTERM
+        assert server.proc.wait(15) == 0
+        assert not socket.exists(), "the admin socket is removed"
+        assert await server.wait_for_log('"server.stopping"', "SIGTERM")
+    finally:
+        server.stop()
+    # Handed back: queued again, saying why (read beside the stopped server).
+    with sqlite3.connect(tmp_path / "data" / "queue.sqlite3") as db:
+        state, error = db.execute("SELECT state, error FROM tasks WHERE id = 'long'").fetchone()
+    assert state == "queued" and "shut down" in error, (state, error)
+    again = HttpServer(*args)
+    try:
+        async with connect("http", "legacy", again) as client:
+            await wait_for_state(client, "long", "completed", within=60)
+    finally:
+        again.stop()

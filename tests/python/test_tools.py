@@ -21,7 +21,9 @@ FETCH = {"fetch"}
 TASK_QUEUE = {"task_submit", "task_status", "task_cancel", "task_list", "task_priority", "task_result",
               "queue_stats", "queue_pause", "queue_resume", "queue_clear", "task_retry",
               "worker_register", "worker_unregister", "worker_status"}
-ALL_TOOLS = SHOWCASE | TEXT_UTILS | PY_STATS | FETCH | TASK_QUEUE
+PEER_TOOLS = {"peer_discover", "peer_connect", "peer_disconnect", "peer_list", "peer_metrics",
+              "bootstrap_network"}
+ALL_TOOLS = SHOWCASE | TEXT_UTILS | PY_STATS | FETCH | TASK_QUEUE | PEER_TOOLS
 
 
 @pytest.fixture(params=[(t, m) for t in TRANSPORTS for m in ERAS], ids=lambda p: f"{p[0]}-{p[1]}")

@@ -90,7 +90,8 @@ pub struct QueueService {
     runner: Arc<dyn TaskRunner>,
     config: QueueConfig,
     path: PathBuf,
-    workers: Mutex<BTreeMap<String, Registered>>,
+    /// Shared with unregistering tasks, which finish even when their caller is gone.
+    workers: Arc<Mutex<BTreeMap<String, Registered>>>,
     _sweeper: WorkerPool,
     /// Held for the server's life: one server per data directory.
     _lock: std::fs::File,
@@ -133,7 +134,7 @@ impl QueueService {
             store,
             runner,
             path,
-            workers: Mutex::default(),
+            workers: Arc::default(),
             _sweeper: sweeper,
             _lock: lock,
             config,
@@ -249,14 +250,27 @@ impl QueueService {
             (pool, registered.stats.clone())
         };
         let grace = if graceful { timeout } else { Duration::ZERO };
-        let abandoned = pool
-            .stop_within(
-                grace,
-                &format!("worker `{id}` was unregistered while the attempt ran"),
-            )
-            .await;
-        self.registry().remove(id);
-        tracing::info!(event = "queue.worker_unregistered", worker = %id, abandoned, "worker unregistered");
+        // The stop runs on its own task: a caller that gives up (a cancelled
+        // call, a tool's time limit) cannot leave a half-unregistered worker.
+        let workers = self.workers.clone();
+        let name = id.to_string();
+        let stopping = tokio::spawn(async move {
+            let abandoned = pool
+                .stop_within(
+                    grace,
+                    &format!("worker `{name}` was unregistered while the attempt ran"),
+                )
+                .await;
+            workers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&name);
+            tracing::info!(event = "queue.worker_unregistered", worker = %name, abandoned, "worker unregistered");
+            abandoned
+        });
+        let abandoned = stopping
+            .await
+            .map_err(|e| QueueError::Unavailable(format!("stopping worker `{id}` failed: {e}")))?;
         Ok(WorkerRemoved {
             id: id.to_string(),
             completed: stats.completed.load(Ordering::Relaxed),
@@ -345,5 +359,102 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
         Err(std::fs::TryLockError::Error(e)) => {
             anyhow::bail!("cannot lock {}: {e}", path.display())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::Pin;
+
+    use super::*;
+    use crate::worker::{ProgressSink, TaskRunner};
+    use crate::{AttemptOutcome, NewTask, Task};
+
+    /// Runs every task until it is stopped.
+    struct Endless;
+
+    impl TaskRunner for Endless {
+        fn run<'a>(
+            &'a self,
+            _task: &'a Task,
+            cancel: tokio_util::sync::CancellationToken,
+            _progress: ProgressSink,
+        ) -> Pin<Box<dyn Future<Output = AttemptOutcome> + Send + 'a>> {
+            Box::pin(async move {
+                cancel.cancelled().await;
+                AttemptOutcome::Failed {
+                    error: "stopped".into(),
+                    retryable: true,
+                    result: None,
+                }
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unregister_whose_caller_gives_up_still_removes_the_worker() {
+        let dir = std::env::temp_dir().join(format!("mcpplus-unregister-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = QueueConfig {
+            workers: 0,
+            ..QueueConfig::default()
+        };
+        let queue = Arc::new(QueueService::open(&dir, config, Arc::new(Endless)).unwrap());
+        queue
+            .register(WorkerSpec {
+                id: "w".into(),
+                tools: Vec::new(),
+                slots: 1,
+                metadata: Value::Null,
+            })
+            .unwrap();
+        queue
+            .store()
+            .submit(NewTask::new("t", serde_json::json!({})), now_ms())
+            .unwrap();
+        // Wait until the worker runs the task.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while queue.worker("w").unwrap().running_tasks.is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the worker never started"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // A graceful unregister waiting up to 1 s, whose caller leaves after 50 ms.
+        let gave_up = tokio::time::timeout(
+            Duration::from_millis(50),
+            queue.unregister("w", true, Duration::from_secs(1)),
+        )
+        .await;
+        assert!(
+            gave_up.is_err(),
+            "the caller gave up before the grace ended"
+        );
+        // The stop carries on: the worker goes away and its task is queued again.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while queue.worker("w").is_ok() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a zombie worker stayed registered"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (tasks, _) = queue
+            .store()
+            .list(&crate::store::ListFilter::default(), 0, 10)
+            .unwrap();
+        assert_eq!(tasks[0].state, crate::TaskState::Queued, "{tasks:?}");
+        // And the id can be registered again.
+        queue
+            .register(WorkerSpec {
+                id: "w".into(),
+                tools: vec!["none".into()],
+                slots: 1,
+                metadata: Value::Null,
+            })
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -23,6 +23,9 @@ pub fn now_ms() -> i64 {
 }
 
 /// Progress reported by a running task: (progress, total, message).
+/// The shortest gap between two progress writes of one attempt.
+const PROGRESS_WRITE_EVERY: Duration = Duration::from_millis(250);
+
 pub type ProgressSink = Arc<dyn Fn(f64, Option<f64>, Option<String>) + Send + Sync>;
 
 /// Runs one attempt of a task.
@@ -293,7 +296,19 @@ async fn run_claim(
     )));
     let progress: ProgressSink = {
         let (store, id) = (store.clone(), task.id.clone());
+        let last_write = std::sync::Mutex::new(None::<std::time::Instant>);
         Arc::new(move |done, total, message| {
+            // Each write is a commit: at most one per PROGRESS_WRITE_EVERY,
+            // and the final report always.
+            let finished = total.is_some_and(|t| done >= t);
+            {
+                let mut last = last_write.lock().unwrap_or_else(|e| e.into_inner());
+                let now = std::time::Instant::now();
+                if !finished && last.is_some_and(|at| now - at < PROGRESS_WRITE_EVERY) {
+                    return;
+                }
+                *last = Some(now);
+            }
             let (store, id) = (store.clone(), id.clone());
             // Best effort and in order enough: progress is advisory.
             tokio::task::spawn_blocking(move || {

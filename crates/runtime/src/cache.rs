@@ -28,6 +28,38 @@ impl CompileCache {
         Self { dir }
     }
 
+    /// The cache in `dir`, created private (0700). Its entries are native code
+    /// this process runs, so a folder another user owns or may write to is
+    /// refused: the error says why and what to do.
+    pub fn open(dir: PathBuf) -> Result<Self, String> {
+        use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .map_err(|e| format!("cannot create the compile cache {}: {e}", dir.display()))?;
+        }
+        let meta = std::fs::metadata(&dir)
+            .map_err(|e| format!("cannot read the compile cache {}: {e}", dir.display()))?;
+        let uid = effective_uid();
+        if meta.uid() != uid {
+            return Err(format!(
+                "the compile cache {} belongs to another user (uid {}); it holds native code this server would run, so it is not used. Pass --cache-dir with a folder of your own",
+                dir.display(),
+                meta.uid()
+            ));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Err(format!(
+                "the compile cache {} is writable by other users (mode {:o}); it holds native code this server would run, so it is not used. `chmod 700` it",
+                dir.display(),
+                meta.mode() & 0o777
+            ));
+        }
+        Ok(Self { dir })
+    }
+
     /// The default location: `$MCPPLUS_CACHE_DIR`, else `$XDG_CACHE_HOME/mcpplus`,
     /// else `~/.cache/mcpplus`.
     pub fn default_dir() -> Option<PathBuf> {
@@ -191,4 +223,12 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     ));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
+}
+
+/// This process's effective user id: the owner of `/proc/self` (no libc call).
+fn effective_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX)
 }

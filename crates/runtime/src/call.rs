@@ -153,11 +153,11 @@ async fn run_call(
         .tables(MAX_INSTANCES)
         .trap_on_grow_failure(true)
         .build();
-    let call = Arc::new(CallContext {
-        component: component.name.as_str().into(),
-        tool: tool.into(),
+    let call = Arc::new(CallContext::new(
+        component.name.as_str().into(),
+        tool.into(),
         call_id,
-    });
+    ));
     let (state, output) = HostState::new(
         store_limits,
         limits,
@@ -231,6 +231,17 @@ async fn run_call(
             dropped_lines = dropped,
             lines_per_second = limits.log_lines_per_second,
             "guest log lines over the rate limit were dropped"
+        );
+    }
+    let suppressed = store.data().call().suppressed_denials();
+    if suppressed > 0 {
+        tracing::warn!(
+            event = "capability.denied_suppressed",
+            component = %component.name,
+            tool,
+            call_id,
+            suppressed,
+            "more capability refusals in this call than one call may log; they were refused and counted"
         );
     }
     log_guest_output(&component.name, tool, &output);

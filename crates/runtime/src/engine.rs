@@ -108,7 +108,13 @@ impl Runtime {
             outbound: Arc::new(outbound),
             queue: std::sync::OnceLock::new(),
             peers: std::sync::OnceLock::new(),
-            cache: options.cache.map(CompileCache::new),
+            cache: options.cache.and_then(|dir| match CompileCache::open(dir) {
+                Ok(cache) => Some(cache),
+                Err(e) => {
+                    tracing::warn!(event = "cache.refused", "{e}");
+                    None
+                }
+            }),
             admission: Admission::new(&options.config.server),
             base_limits: options.base_limits,
             config: options.config,

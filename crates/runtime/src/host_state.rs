@@ -48,6 +48,7 @@ pub struct GuestIo {
     pub min_level: GuestLogLevel,
     pub budget: LogBudget,
     pub observer: Option<CallObserver>,
+    pub progress: crate::capabilities::progress::ProgressGate,
 }
 
 /// The store's limits, remembering the largest memory the guest grew to.
@@ -189,6 +190,7 @@ impl HostState {
                     min_level: call_limits.log_level,
                     budget: LogBudget::new(call_limits.log_lines_per_second),
                     observer,
+                    progress: Default::default(),
                 },
             },
             output,

@@ -85,6 +85,7 @@ impl LoadedComponent {
             }
             .map(|(component, cache)| (component, cache, started.elapsed()))
         };
+        let from_facts = facts.is_some();
         let (description, digest, compiled) = match facts {
             Some(facts) => (Ok(facts.description), facts.sha256, load_code()),
             None => std::thread::scope(|scope| {
@@ -115,7 +116,23 @@ impl LoadedComponent {
             .compile_cache
             .get_or_create(&vec![("result", result.to_string())])
             .inc();
-        let policy = runtime.policy_for(name, path, &digest)?;
+        let mut digest = digest;
+        let mut policy = runtime.policy_for(name, path, &digest);
+        // A pinned build is checked against the bytes themselves, never only
+        // against a sha256 read from the cache (whoever can write the cache
+        // could otherwise make another build pass the pin).
+        let pinned = matches!(&policy, Ok(p) if p.sha256.is_some())
+            || matches!(&policy, Err(PolicyError::DigestMismatch { .. }));
+        if from_facts && pinned {
+            let actual = super::cache::digest(bytes);
+            if actual != digest {
+                tracing::warn!(event = "cache.facts_mismatch", component = %name,
+                    "the compile cache's facts do not match the component; its sha256 was recomputed");
+                digest = actual;
+            }
+            policy = runtime.policy_for(name, path, &digest);
+        }
+        let policy = policy?;
         // Granted environment values are secrets: mask them in every log line.
         mcpplus_telemetry::redact::register_secrets(
             policy.env.iter().filter_map(|e| e.value.as_deref()),

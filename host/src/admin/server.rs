@@ -48,7 +48,16 @@ pub async fn start(path: &Path, targets: Arc<AdminTargets>) -> Result<AdminServe
             .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
         let _ = std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700));
     }
-    if path.exists() {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt as _;
+        // Never delete something that is not a socket (a mistyped path, a file
+        // someone planted): say so instead.
+        if !meta.file_type().is_socket() {
+            return Err(format!(
+                "{} exists and is not a socket; remove it yourself or choose another path with --admin-socket PATH",
+                path.display()
+            ));
+        }
         if UnixStream::connect(path).await.is_ok() {
             return Err(format!(
                 "another mcpplus server is using the admin socket {}; give this one its own with --admin-socket PATH, or pass --no-admin",
@@ -75,11 +84,20 @@ pub async fn start(path: &Path, targets: Arc<AdminTargets>) -> Result<AdminServe
 }
 
 async fn accept(listener: UnixListener, owner: u32, targets: Arc<AdminTargets>) {
+    let mut backoff = std::time::Duration::from_millis(10);
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        tokio::spawn(serve_connection(stream, owner, targets.clone()));
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                backoff = std::time::Duration::from_millis(10);
+                tokio::spawn(serve_connection(stream, owner, targets.clone()));
+            }
+            // Out of file descriptors and the like: wait instead of spinning.
+            Err(e) => {
+                tracing::warn!(event = "admin.accept_failed", error = %e, "cannot accept an admin connection");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
+            }
+        }
     }
 }
 

@@ -236,12 +236,24 @@ pub async fn run(args: ServeArgs, common: &CommonArgs) -> anyhow::Result<ExitCod
         .with_queue(queue.clone())
         .with_federation(federation);
     match args.http {
-        None => serve_stdio(server).await?,
+        None => {
+            tokio::select! {
+                served = serve_stdio(server) => served?,
+                signal = shutdown_signal() => {
+                    tracing::info!(event = "server.stopping", signal, "stopping on a signal");
+                }
+            }
+        }
         Some(addr) => {
             let shutdown = CancellationToken::new();
             let on_signal = shutdown.clone();
             tokio::spawn(async move {
-                let _ = tokio::signal::ctrl_c().await;
+                let signal = shutdown_signal().await;
+                tracing::info!(
+                    event = "server.stopping",
+                    signal,
+                    "stopping on a signal: draining HTTP"
+                );
                 on_signal.cancel();
             });
             let options = HttpOptions {
@@ -340,4 +352,23 @@ fn http_credentials(
     let token = crate::mcp::auth::load_token(token_file, data_dir.as_deref())?;
     let auth = HttpAuth::new(Some(token), config.oauth.as_ref())?;
     Ok(Some(auth))
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM (what service managers send), with
+/// the signal's name. Either way the server stops the same way: HTTP drains,
+/// running queue attempts go back to the queue, the admin socket is removed,
+/// and the log is flushed.
+async fn shutdown_signal() -> &'static str {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(stream) => stream,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return "SIGINT";
+            }
+        };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = terminate.recv() => "SIGTERM",
+    }
 }

@@ -132,9 +132,23 @@ fn classify_v6(ip: Ipv6Addr) -> AddressClass {
         return classify_v4(v4);
     }
     let segments = ip.segments();
+    let low_v4 = |hi: u16, lo: u16| Ipv4Addr::from(((hi as u32) << 16) | lo as u32);
     if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
         let [.., hi, lo] = segments;
-        return classify_v4(Ipv4Addr::from(((hi as u32) << 16) | lo as u32));
+        return classify_v4(low_v4(hi, lo));
+    }
+    // IPv4-compatible ::a.b.c.d (deprecated, still routed by some stacks).
+    if segments[..6] == [0; 6] && !ip.is_loopback() && !ip.is_unspecified() {
+        let [.., hi, lo] = segments;
+        return classify_v4(low_v4(hi, lo));
+    }
+    // 6to4: 2002:AABB:CCDD::/48 reaches the IPv4 address AA.BB.CC.DD.
+    if segments[0] == 0x2002 {
+        return classify_v4(low_v4(segments[1], segments[2]));
+    }
+    // Local-use NAT64 (RFC 8215): translates into the operator's own networks.
+    if segments[..3] == [0x64, 0xff9b, 0x1] {
+        return AddressClass::Private;
     }
     if ip == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254) {
         AddressClass::CloudMetadata
@@ -142,7 +156,8 @@ fn classify_v6(ip: Ipv6Addr) -> AddressClass {
         AddressClass::Loopback
     } else if ip.is_unspecified() {
         AddressClass::Unspecified
-    } else if (segments[0] & 0xfe00) == 0xfc00 {
+    } else if (segments[0] & 0xfe00) == 0xfc00 || (segments[0] & 0xffc0) == 0xfec0 {
+        // Unique local, and the deprecated site-local fec0::/10.
         AddressClass::Private
     } else if (segments[0] & 0xffc0) == 0xfe80 {
         AddressClass::LinkLocal
@@ -223,6 +238,13 @@ mod tests {
             ("::ffff:169.254.169.254", AddressClass::CloudMetadata),
             ("::ffff:10.0.0.1", AddressClass::Private),
             ("64:ff9b::7f00:1", AddressClass::Loopback),
+            ("64:ff9b:1::a00:1", AddressClass::Private),
+            ("2002:7f00:1::1", AddressClass::Loopback),
+            ("2002:a9fe:a9fe::1", AddressClass::CloudMetadata),
+            ("2002:0808:0808::1", AddressClass::Public),
+            ("::127.0.0.1", AddressClass::Loopback),
+            ("::10.0.0.1", AddressClass::Private),
+            ("fec0::1", AddressClass::Private),
             ("2606:4700::1111", AddressClass::Public),
         ];
         for (ip, class) in cases {
