@@ -44,6 +44,9 @@ async def test_a_token_is_made_once_and_only_its_holder_gets_in(tmp_path):
         token = token_file.read_text().strip()
         assert len(token) == 64
         assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        # The data directory and the queue in it are private too.
+        assert stat.S_IMODE(data.stat().st_mode) == 0o700
+        assert stat.S_IMODE((data / "queue.sqlite3").stat().st_mode) == 0o600
         assert any(token in line for line in server.stderr_lines), "printed once on creation"
 
         bare = post_initialize(server.url)

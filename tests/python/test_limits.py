@@ -117,3 +117,35 @@ async def test_bad_guests_do_not_stop_a_good_neighbour(server):
         assert [r.structured_content for r, _ in answered] == [{"result": f"ping {i}"} for i in range(20)]
         # Not a benchmark (see docs/benchmarks.md): only that nobody starved it.
         assert max(t for _, t in answered) < 5, answered
+
+
+def test_a_request_over_max_request_bytes_is_refused_on_both_transports(tmp_path):
+    import json
+    import subprocess
+
+    import httpx2 as httpx
+
+    from conftest import DIST, MCPPLUS
+
+    config = tmp_path / "mcpplus.toml"
+    config.write_text("[server]\nmax_request_bytes = 100000\n")
+    big = {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+           "params": {"name": "echo", "arguments": {"message": "x" * 200_000}}}
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
+    # stdio: the oversized line ends the session, with the limit named in the log.
+    proc = subprocess.run(
+        [MCPPLUS, "serve", "--tools", str(DIST), "--config", str(config), "--no-admin", "--no-watch"],
+        input=json.dumps(init) + "\n" + json.dumps(big) + "\n", capture_output=True, text=True, timeout=120,
+    )
+    answers = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    assert [a.get("id") for a in answers] == [1], "the initialize is answered, the oversized call never runs"
+    assert "max_request_bytes" in proc.stderr
+    # HTTP: 413, and the server keeps serving.
+    server = HttpServer("--tools", str(DIST), "--config", str(config), "--no-admin")
+    try:
+        headers = {"Accept": "application/json, text/event-stream"}
+        assert httpx.post(server.url, json=big, headers=headers).status_code == 413
+        assert httpx.post(server.url, json=init, headers=headers).status_code == 200
+    finally:
+        server.stop()

@@ -99,6 +99,10 @@ async fn long_calls_become_tasks_for_clients_that_declare_the_extension() {
     let id = created.task.task_id.clone();
     assert_eq!(created.task.status, TaskStatus::Working);
     assert!(created.task.poll_interval_ms.is_some());
+    // Kept for [queue] retention_ms after it ends (7 days by default).
+    assert_eq!(created.task.ttl_ms, Some(7 * 24 * 3_600_000));
+    // Generated ids are 128 random bits.
+    assert!(id.starts_with("task-") && id.len() == 37, "{id}");
     let progressing = poll_until(&client, &id, |t| {
         t.task
             .task

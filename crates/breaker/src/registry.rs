@@ -6,6 +6,10 @@ use std::time::Instant;
 
 use super::{Breaker, BreakerConfig, Snapshot, Transition};
 
+/// Breakers kept at most: a wildcard grant (`https://*.example.com`) lets a
+/// guest name endless destinations, and each would otherwise get one for ever.
+pub const MAX_BREAKERS: usize = 1024;
+
 /// Called after every state change with the breaker's name.
 pub type TransitionListener = Arc<dyn Fn(&str, &Transition) + Send + Sync>;
 
@@ -38,6 +42,29 @@ impl BreakerRegistry {
             return (b.clone(), false);
         }
         let mut breakers = self.breakers.write().unwrap_or_else(|e| e.into_inner());
+        if breakers.len() >= MAX_BREAKERS && !breakers.contains_key(name) {
+            // Forget a healthy one nobody is using (it starts closed again if
+            // needed); open ones are kept, they protect a failing destination.
+            let now = Instant::now();
+            let idle = breakers
+                .iter()
+                .find(|(_, b)| {
+                    let s = b.snapshot(now);
+                    s.state == super::State::Closed && s.in_flight == 0
+                })
+                .map(|(n, _)| n.clone());
+            match idle {
+                Some(evicted) => {
+                    breakers.remove(&evicted);
+                }
+                // Every breaker is open or busy: this destination gets one
+                // of its own for this request, not kept.
+                None => {
+                    let config = self.overrides.get(name).unwrap_or(&self.defaults).clone();
+                    return (Breaker::new(name, config, self.listener.clone()), false);
+                }
+            }
+        }
         let mut created = false;
         let breaker = breakers
             .entry(name.to_string())
@@ -69,5 +96,19 @@ impl BreakerRegistry {
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Breaker>>> {
         self.breakers.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_registry_never_holds_more_than_its_bound() {
+        let registry = BreakerRegistry::new(BreakerConfig::default(), BTreeMap::new(), None);
+        for i in 0..MAX_BREAKERS + 100 {
+            registry.get_new(&format!("https://h{i}.example.com:443"));
+        }
+        assert_eq!(registry.list(Instant::now()).len(), MAX_BREAKERS);
     }
 }

@@ -93,6 +93,8 @@ pub struct QueueService {
     /// Shared with unregistering tasks, which finish even when their caller is gone.
     workers: Arc<Mutex<BTreeMap<String, Registered>>>,
     _sweeper: WorkerPool,
+    /// Deletes finished tasks past `[queue] retention_ms`.
+    _retention: Option<super::worker::AbortOnDrop>,
     /// Held for the server's life: one server per data directory.
     _lock: std::fs::File,
 }
@@ -106,14 +108,31 @@ impl QueueService {
         config: QueueConfig,
         runner: Arc<dyn TaskRunner>,
     ) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(data_dir).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot create the data directory {}: {e}; pass --data-dir DIR with a writable folder",
-                data_dir.display()
-            )
-        })?;
+        if !data_dir.exists() {
+            use std::os::unix::fs::DirBuilderExt as _;
+            // Private from the start: it holds the queue, the node key and the HTTP token.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(data_dir)
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot create the data directory {}: {e}; pass --data-dir DIR with a writable folder",
+                        data_dir.display()
+                    )
+                })?;
+        }
         let lock = lock_data_dir(data_dir)?;
         let path = data_dir.join(QUEUE_FILE);
+        if !path.exists() {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            // Created 0600 before SQLite opens it (its -wal and -shm files copy the mode).
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path);
+        }
         let store =
             Arc::new(QueueStore::open(&path).map_err(|e| {
                 anyhow::anyhow!("cannot open the task queue {}: {e}", path.display())
@@ -130,12 +149,20 @@ impl QueueService {
                 "tasks held by other nodes' workers get one lease to report back");
         }
         let sweeper = WorkerPool::sweeper(store.clone(), config.lease() / 2);
+        store.set_quotas(config.quotas());
+        let retention = (config.retention_ms > 0).then(|| {
+            super::worker::AbortOnDrop(tokio::spawn(purge_finished(
+                store.clone(),
+                Duration::from_millis(config.retention_ms),
+            )))
+        });
         let service = Self {
             store,
             runner,
             path,
             workers: Arc::default(),
             _sweeper: sweeper,
+            _retention: retention,
             _lock: lock,
             config,
         };
@@ -301,6 +328,30 @@ impl QueueService {
             pool.stop_within(grace, "the server shut down while the attempt ran")
                 .await;
         }
+    }
+}
+
+/// Every so often (a tenth of the retention, between 1 s and 1 h), delete the
+/// tasks that finished more than `retention` ago.
+async fn purge_finished(store: Arc<QueueStore>, retention: Duration) {
+    let every = (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(3600));
+    loop {
+        let before = now_ms() - retention.as_millis() as i64;
+        match super::worker::blocking(&store, move |s| s.purge_finished(before)).await {
+            Some(Ok(0)) | None => {}
+            Some(Ok(n)) => {
+                tracing::info!(
+                    event = "queue.purged",
+                    tasks = n,
+                    retention_ms = retention.as_millis() as u64,
+                    "deleted finished tasks past their retention"
+                )
+            }
+            Some(Err(e)) => {
+                tracing::error!(event = "queue.error", error = %e, "deleting old finished tasks failed")
+            }
+        }
+        tokio::time::sleep(every).await;
     }
 }
 

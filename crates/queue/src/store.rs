@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use super::remote::AttemptRef;
 use super::{AttemptOutcome, Claim, Lease, NewTask, Settled, Task, TaskState};
+use mcpplus_policy::config::queue::Quotas;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -101,6 +102,7 @@ pub struct QueueStore {
     /// Woken whenever a task settles, is cancelled, re-queued or reports
     /// progress, so a caller waiting for one task's outcome need not poll.
     changed: tokio::sync::Notify,
+    quotas: Mutex<Quotas>,
 }
 
 impl QueueStore {
@@ -126,6 +128,7 @@ impl QueueStore {
             db: Mutex::new(db),
             ready: tokio::sync::Notify::new(),
             changed: tokio::sync::Notify::new(),
+            quotas: Mutex::new(Quotas::default()),
         })
     }
 
@@ -143,6 +146,26 @@ impl QueueStore {
 
     fn wake(&self) {
         self.ready.notify_waiters();
+    }
+
+    /// Enforce `quotas` from now on (the defaults apply until then).
+    pub fn set_quotas(&self, quotas: Quotas) {
+        *self.quotas.lock().unwrap_or_else(|e| e.into_inner()) = quotas;
+    }
+
+    fn quotas(&self) -> Quotas {
+        *self.quotas.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Delete tasks that finished before `before` (completed, failed,
+    /// cancelled); returns how many.
+    pub fn purge_finished(&self, before: i64) -> Result<u64> {
+        let n = self.db().execute(
+            "DELETE FROM tasks WHERE state IN ('completed', 'failed', 'cancelled')
+               AND finished_at IS NOT NULL AND finished_at < ?1",
+            [before],
+        )?;
+        Ok(n as u64)
     }
 
     /// The signal woken when a task settles, is cancelled, re-queued or
@@ -164,7 +187,8 @@ impl QueueStore {
     pub fn submit(&self, new: NewTask, now: i64) -> Result<(Task, bool)> {
         let mut db = self.db();
         let tx = db.transaction()?;
-        let submitted = insert(&tx, new, now)?;
+        let mut room = Room::of(&tx, self.quotas())?;
+        let submitted = insert(&tx, new, now, &mut room)?;
         tx.commit()?;
         drop(db);
         self.wake();
@@ -175,9 +199,10 @@ impl QueueStore {
     pub fn submit_batch(&self, tasks: Vec<NewTask>, now: i64) -> Result<Vec<(Task, bool)>> {
         let mut db = self.db();
         let tx = db.transaction()?;
+        let mut room = Room::of(&tx, self.quotas())?;
         let submitted = tasks
             .into_iter()
-            .map(|t| insert(&tx, t, now))
+            .map(|t| insert(&tx, t, now, &mut room))
             .collect::<Result<Vec<_>>>()?;
         tx.commit()?;
         drop(db);
@@ -191,8 +216,36 @@ impl QueueStore {
 }
 
 /// Insert one task inside `tx` (see [`QueueStore::submit`]).
-fn insert(tx: &Connection, new: NewTask, now: i64) -> Result<(Task, bool)> {
+/// What one transaction may still add, counted once per transaction.
+struct Room {
+    /// More tasks that fit under `max_queued`.
+    tasks: u64,
+    quotas: Quotas,
+}
+
+impl Room {
+    fn of(tx: &Connection, quotas: Quotas) -> Result<Self> {
+        let live: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM tasks WHERE state IN ('queued', 'running')",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(Self {
+            tasks: quotas.max_queued.saturating_sub(live as u64),
+            quotas,
+        })
+    }
+}
+
+fn insert(tx: &Connection, new: NewTask, now: i64, room: &mut Room) -> Result<(Task, bool)> {
     validate(&new)?;
+    let payload = new.arguments.to_string().len() + new.metadata.to_string().len();
+    if payload as u64 > room.quotas.max_payload_bytes {
+        return Err(StoreError::Invalid(format!(
+            "the task's arguments and metadata are {payload} bytes of JSON, over this queue's limit of {} ([queue] max_payload_bytes); pass a reference (a path, a URL) instead of the data",
+            room.quotas.max_payload_bytes
+        )));
+    }
     if let Some(key) = &new.idempotency_key
         && let Some(existing) = tx
             .query_row(
@@ -209,6 +262,12 @@ fn insert(tx: &Connection, new: NewTask, now: i64) -> Result<(Task, bool)> {
             });
         }
         return Ok((existing, false));
+    }
+    if room.tasks == 0 {
+        return Err(StoreError::Invalid(format!(
+            "the queue already holds {} queued or running tasks, its limit ([queue] max_queued); wait for some to finish, or cancel or clear some",
+            room.quotas.max_queued
+        )));
     }
     let id = match &new.id {
         Some(id) => id.clone(),
@@ -238,6 +297,7 @@ fn insert(tx: &Connection, new: NewTask, now: i64) -> Result<(Task, bool)> {
             "a task with id `{id}` already exists; choose another id, or leave it out to get a generated one"
         )));
     }
+    room.tasks -= 1;
     Ok((get(tx, &id)?, true))
 }
 
@@ -415,6 +475,8 @@ impl QueueStore {
                 Settled::Stale
             });
         }
+        let oversized = outcome_too_large(outcome, self.quotas().max_result_bytes);
+        let outcome = oversized.as_ref().unwrap_or(outcome);
         let state = match outcome {
             AttemptOutcome::Completed(result) => {
                 tx.execute(
@@ -1065,5 +1127,26 @@ fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
         finished_ms: row.get(22)?,
         retries: row.get(23)?,
         remote_peer: row.get(24)?,
+    })
+}
+
+/// An outcome whose result is over `max` bytes of JSON becomes a failure
+/// naming the limit (not retried: the tool would answer the same again).
+fn outcome_too_large(outcome: &AttemptOutcome, max: u64) -> Option<AttemptOutcome> {
+    let result = match outcome {
+        AttemptOutcome::Completed(result) => result,
+        AttemptOutcome::Failed {
+            result: Some(result),
+            ..
+        } => result,
+        AttemptOutcome::Failed { result: None, .. } => return None,
+    };
+    let size = result.to_string().len() as u64;
+    (size > max).then(|| AttemptOutcome::Failed {
+        error: format!(
+            "the result is {size} bytes of JSON, over this queue's limit of {max} ([queue] max_result_bytes); have the tool return less, or write the data somewhere and return a reference"
+        ),
+        retryable: false,
+        result: None,
     })
 }

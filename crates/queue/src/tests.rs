@@ -16,6 +16,64 @@ fn task(tool: &str) -> NewTask {
 }
 
 #[test]
+fn quotas_bound_what_submitters_and_tools_can_make_the_queue_hold() {
+    use mcpplus_policy::config::queue::Quotas;
+    let q = QueueStore::in_memory().unwrap();
+    q.set_quotas(Quotas {
+        max_queued: 2,
+        max_payload_bytes: 64,
+        max_result_bytes: 32,
+    });
+    let big = NewTask::new("t", json!({"data": "x".repeat(100)}));
+    let e = q.submit(big, 0).unwrap_err().to_string();
+    assert!(e.contains("max_payload_bytes") && e.contains("64"), "{e}");
+    let first = q.submit(task("t"), 0).unwrap().0;
+    q.submit(task("t"), 0).unwrap();
+    let e = q.submit(task("t"), 0).unwrap_err().to_string();
+    assert!(e.contains("max_queued") && e.contains('2'), "{e}");
+    // A batch cannot slip past the limit either.
+    assert!(q.submit_batch(vec![task("t")], 0).is_err());
+
+    // A result over the limit fails the attempt, naming the limit; a small one is kept.
+    let claim = q.claim("w", None, 1_000, 0).unwrap().unwrap();
+    assert_eq!(claim.task.id, first.id);
+    let settled = q
+        .settle(
+            &first.id,
+            claim.attempt,
+            &AttemptOutcome::Completed(json!({"r": "y".repeat(64)})),
+            1,
+        )
+        .unwrap();
+    assert_eq!(settled, Settled::Recorded(TaskState::Failed));
+    let failed = q.get(&first.id).unwrap();
+    assert!(failed.error.unwrap().contains("max_result_bytes"));
+    assert_eq!(failed.result, None);
+    let claim = q.claim("w", None, 1_000, 2).unwrap().unwrap();
+    q.settle(
+        &claim.task.id,
+        claim.attempt,
+        &AttemptOutcome::Completed(json!({"ok": 1})),
+        3,
+    )
+    .unwrap();
+    assert_eq!(
+        q.get(&claim.task.id).unwrap().result,
+        Some(json!({"ok": 1}))
+    );
+
+    // Room again now that both finished; retention deletes finished tasks only.
+    let waiting = q.submit(task("t"), 4).unwrap().0;
+    assert_eq!(
+        q.purge_finished(3).unwrap(),
+        1,
+        "only the task finished at 1"
+    );
+    assert_eq!(q.purge_finished(10).unwrap(), 1);
+    assert_eq!(q.get(&waiting.id).unwrap().state, TaskState::Queued);
+}
+
+#[test]
 fn validation_says_what_to_fix() {
     let q = QueueStore::in_memory().unwrap();
     let err = |t: NewTask| q.submit(t, 0).unwrap_err().to_string();

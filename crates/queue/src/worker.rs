@@ -384,7 +384,8 @@ impl Drop for Finished<'_> {
     }
 }
 
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+/// A background task that ends with its owner.
+pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

@@ -171,6 +171,7 @@ mod tests {
         let admission = Admission::new(&ServerLimits {
             max_concurrency: 1,
             max_queued: 0,
+            ..ServerLimits::default()
         });
         let _held = admission.enter("a", &limits(4, 4)).await.unwrap();
         let refused = admission.enter("b", &limits(4, 4)).await.err().unwrap();

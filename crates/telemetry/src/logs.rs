@@ -64,9 +64,12 @@ pub fn init(
     });
     let (sink, terminal): (Sink, bool) = match file {
         Some(path) => {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            // Logs can name paths, tools and clients: readable by the operator only.
             let f = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
+                .mode(0o600)
                 .open(path)?;
             (
                 Arc::new(Mutex::new(Box::new(std::io::BufWriter::with_capacity(
@@ -290,26 +293,46 @@ fn mask_value(v: &mut Value) {
     }
 }
 
+/// One text line. Values a guest or client chose can hold newlines, escape
+/// sequences and other control characters: they are escaped (`\n`, `\u{1b}`),
+/// so one event is always one line and cannot forge another or drive a terminal.
 fn text_line(line: &Map<String, Value>) -> String {
     let get = |k: &str| line.get(k).and_then(Value::as_str).unwrap_or("");
     let mut out = format!(
         "{} {:>5} {} {}",
         get("ts"),
         get("level").to_uppercase(),
-        get("event"),
-        get("message")
+        escape_controls(get("event")),
+        escape_controls(get("message"))
     );
     for (k, v) in line {
         if matches!(k.as_str(), "ts" | "level" | "event" | "message") {
             continue;
         }
         match v {
-            Value::String(s) => out.push_str(&format!(" {k}={s}")),
-            other => out.push_str(&format!(" {k}={other}")),
+            Value::String(s) => out.push_str(&format!(" {k}={}", escape_controls(s))),
+            other => out.push_str(&format!(" {k}={}", escape_controls(&other.to_string()))),
         }
     }
     out.push('\n');
     out
+}
+
+fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    std::borrow::Cow::Owned(
+        text.chars()
+            .map(|c| match c {
+                '\n' => "\\n".to_string(),
+                '\r' => "\\r".to_string(),
+                '\t' => "\\t".to_string(),
+                c if c.is_control() => c.escape_unicode().to_string(),
+                c => c.to_string(),
+            })
+            .collect(),
+    )
 }
 
 fn level_name(level: Level) -> &'static str {
@@ -399,6 +422,27 @@ fn date_time(secs: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn text_lines_escape_control_characters() {
+        let mut line = Map::new();
+        line.insert("ts".into(), Value::from("t"));
+        line.insert("level".into(), Value::from("info"));
+        line.insert("event".into(), Value::from("guest.log"));
+        line.insert(
+            "message".into(),
+            Value::from("a\nFAKE  INFO forged\u{1b}[31m"),
+        );
+        line.insert("field".into(), Value::from("x\ry"));
+        let text = text_line(&line);
+        assert_eq!(text.matches('\n').count(), 1, "{text}");
+        assert!(text.ends_with('\n'));
+        assert!(
+            text.contains("a\\nFAKE") && text.contains("\\u{1b}[31m") && text.contains("x\\ry"),
+            "{text}"
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -286,3 +286,27 @@ mod tests {
         assert!(text.trim_end().ends_with("# EOF"));
     }
 }
+
+/// Distinct values one label may take before further ones are reported as
+/// `other`, for labels whose values a guest or client can choose.
+pub const MAX_LABEL_VALUES: usize = 256;
+
+/// `value` if `label` has room for it (or already has it), else `"other"`.
+pub fn bounded_label(label: &'static str, value: &str) -> String {
+    static SEEN: std::sync::LazyLock<
+        std::sync::Mutex<
+            std::collections::HashMap<&'static str, std::collections::HashSet<String>>,
+        >,
+    > = std::sync::LazyLock::new(Default::default);
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    let values = seen.entry(label).or_default();
+    if values.contains(value) {
+        return value.to_string();
+    }
+    if values.len() < MAX_LABEL_VALUES {
+        values.insert(value.to_string());
+        value.to_string()
+    } else {
+        "other".to_string()
+    }
+}

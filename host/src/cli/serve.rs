@@ -232,13 +232,14 @@ pub async fn run(args: ServeArgs, common: &CommonArgs) -> anyhow::Result<ExitCod
         ))),
         _ => None,
     };
+    let max_request_bytes = runtime.config().server.max_request_bytes;
     let server = McpServer::new(live, runtime)
         .with_queue(queue.clone())
         .with_federation(federation);
     match args.http {
         None => {
             tokio::select! {
-                served = serve_stdio(server) => served?,
+                served = serve_stdio(server, max_request_bytes) => served?,
                 signal = shutdown_signal() => {
                     tracing::info!(event = "server.stopping", signal, "stopping on a signal");
                 }
@@ -263,6 +264,7 @@ pub async fn run(args: ServeArgs, common: &CommonArgs) -> anyhow::Result<ExitCod
                 auth: http_auth,
                 metrics_token,
                 max_sessions: args.max_sessions,
+                max_request_bytes,
             };
             serve_http(server, options, shutdown, |bound| {
                 tracing::info!(event = "server.listening", url = %format!("http://{bound}/mcp"), "serving Streamable HTTP");

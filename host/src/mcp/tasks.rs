@@ -68,7 +68,9 @@ pub async fn start(
         .inc();
     tracing::info!(event = "queue.task_submitted", task = %task.id, tool = %task.tool, client, "tool call runs as an MCP task");
     Ok(CallToolResponse::Task(CreateTaskResult::new(base(
-        &task, None,
+        &task,
+        None,
+        queue.config().retention_ms,
     ))))
 }
 
@@ -80,7 +82,11 @@ pub async fn get(queue: &Arc<QueueService>, id: String) -> Result<GetTaskResult,
         Ok((task, position))
     })
     .await?;
-    Ok(GetTaskResult::new(detailed(&task, position)))
+    Ok(GetTaskResult::new(detailed(
+        &task,
+        position,
+        queue.config().retention_ms,
+    )))
 }
 
 /// `tasks/cancel`: an empty acknowledgement, also for a task already finished.
@@ -98,7 +104,9 @@ pub async fn cancel(queue: &Arc<QueueService>, id: String) -> Result<(), McpErro
     .await
 }
 
-fn base(task: &Task, position: Option<u64>) -> McpTask {
+/// `retention_ms`: how long the finished task is kept (0: for ever), the
+/// extension's `ttlMs`.
+fn base(task: &Task, position: Option<u64>, retention_ms: u64) -> McpTask {
     let updated = [task.finished_ms, task.started_ms]
         .into_iter()
         .flatten()
@@ -110,6 +118,9 @@ fn base(task: &Task, position: Option<u64>) -> McpTask {
         rfc3339_ms(updated),
     )
     .with_poll_interval_ms(POLL_INTERVAL_MS);
+    if retention_ms > 0 {
+        mcp = mcp.with_ttl_ms(retention_ms);
+    }
     if let Some(message) = status_message(task, position) {
         mcp = mcp.with_status_message(message);
     }
@@ -141,7 +152,7 @@ fn status_message(task: &Task, position: Option<u64>) -> Option<String> {
     }
 }
 
-fn detailed(task: &Task, position: Option<u64>) -> DetailedTask {
+fn detailed(task: &Task, position: Option<u64>, retention_ms: u64) -> DetailedTask {
     let result_object = || match &task.result {
         Some(Value::Object(map)) => Some(map.clone()),
         _ => None,
@@ -167,5 +178,5 @@ fn detailed(task: &Task, position: Option<u64>) -> DetailedTask {
         },
         TaskState::Cancelled => TaskPayload::Cancelled,
     };
-    DetailedTask::new(base(task, position), payload)
+    DetailedTask::new(base(task, position, retention_ms), payload)
 }

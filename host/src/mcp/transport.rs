@@ -17,9 +17,13 @@ use super::sessions::BoundedSessions;
 /// A legacy-era session unused for this long is closed.
 const SESSION_IDLE: std::time::Duration = std::time::Duration::from_secs(300);
 
-/// Serve one client over stdin/stdout until it closes stdin.
-pub async fn serve_stdio(server: McpServer) -> anyhow::Result<()> {
-    let running = match server.serve(rmcp::transport::stdio_pipes()).await {
+/// Serve one client over stdin/stdout until it closes stdin. A request line
+/// longer than `max_request_bytes` ends the session (it would otherwise be
+/// held in memory whole).
+pub async fn serve_stdio(server: McpServer, max_request_bytes: usize) -> anyhow::Result<()> {
+    let (stdin, stdout) = rmcp::transport::stdio_pipes();
+    let stdin = LineCapped::new(stdin, max_request_bytes);
+    let running = match server.serve((stdin, stdout)).await {
         Ok(running) => running,
         // A client that closes stdin before the handshake (a probe, a cancelled
         // launch) is a normal end, not a server failure.
@@ -36,6 +40,58 @@ pub async fn serve_stdio(server: McpServer) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A reader that fails once a line (one JSON-RPC message on stdio) grows
+/// past `cap` bytes, before the transport has buffered more of it.
+struct LineCapped<R> {
+    inner: R,
+    cap: usize,
+    since_newline: usize,
+}
+
+impl<R> LineCapped<R> {
+    fn new(inner: R, cap: usize) -> Self {
+        Self {
+            inner,
+            cap,
+            since_newline: 0,
+        }
+    }
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for LineCapped<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let std::task::Poll::Ready(Ok(())) = &polled {
+            let fresh = &buf.filled()[before..];
+            match fresh.iter().rposition(|b| *b == b'\n') {
+                Some(last) => self.since_newline = fresh.len() - last - 1,
+                None => self.since_newline += fresh.len(),
+            }
+            if self.since_newline > self.cap {
+                tracing::warn!(
+                    event = "limit.exceeded",
+                    limit = "max_request_bytes",
+                    cap = self.cap,
+                    "a stdio request is larger than [server] max_request_bytes; ending the session"
+                );
+                return std::task::Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "a request line over {} bytes ([server] max_request_bytes)",
+                        self.cap
+                    ),
+                )));
+            }
+        }
+        polled
+    }
+}
+
 /// Who may talk to the HTTP endpoint.
 pub struct HttpOptions {
     pub addr: SocketAddr,
@@ -49,6 +105,8 @@ pub struct HttpOptions {
     pub metrics_token: Option<String>,
     /// At most this many legacy-era sessions at once.
     pub max_sessions: usize,
+    /// The largest request body accepted (413 above it).
+    pub max_request_bytes: usize,
 }
 
 /// Serve Streamable HTTP on `options.addr` at `/mcp` until `shutdown` fires.
@@ -80,6 +138,7 @@ pub async fn serve_http(
         .with_allowed_hosts(hosts.clone())
         .with_allowed_origins(origins)
         .enforce_origin_validation()
+        .with_max_request_body_bytes(options.max_request_bytes)
         .with_cancellation_token(shutdown.child_token());
     let service: StreamableHttpService<McpServer, BoundedSessions> = StreamableHttpService::new(
         move || Ok(server.clone()),

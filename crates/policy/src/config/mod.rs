@@ -89,6 +89,9 @@ pub struct LimitOverrides {
     pub log_level: Option<GuestLogLevel>,
     /// Guest log lines kept per second per call (bursts up to the same number).
     pub log_lines_per_second: Option<u32>,
+    /// Only as `[limits.max]` in the operator config: ceilings that a policy
+    /// beside a component cannot exceed (its values are lowered to them).
+    pub max: Option<Box<LimitOverrides>>,
 }
 
 /// The level of a guest log line (the `mcpplus:host/log` levels).
@@ -110,6 +113,14 @@ pub struct ServerLimits {
     pub max_concurrency: u32,
     #[serde(default = "default_global_queue")]
     pub max_queued: u32,
+    /// The largest request a client may send (an HTTP body, a stdio line), in
+    /// bytes: it bounds what one call's arguments can make the host hold.
+    #[serde(default = "default_max_request_bytes")]
+    pub max_request_bytes: usize,
+}
+
+fn default_max_request_bytes() -> usize {
+    4 << 20
 }
 
 fn default_global_concurrency() -> u32 {
@@ -124,6 +135,7 @@ impl Default for ServerLimits {
         Self {
             max_concurrency: default_global_concurrency(),
             max_queued: default_global_queue(),
+            max_request_bytes: default_max_request_bytes(),
         }
     }
 }
@@ -181,7 +193,40 @@ impl LimitOverrides {
                 "[{section}] memory_mib must be at most 65536 (64 GiB)"
             ));
         }
+        if let Some(max) = &self.max {
+            if section != "limits" {
+                return Err(format!(
+                    "[{section}.max] is not allowed: ceilings belong in the operator config's [limits.max]"
+                ));
+            }
+            if max.max.is_some() {
+                return Err("[limits.max.max] is not allowed".into());
+            }
+            max.check("limits.max")?;
+        }
         Ok(())
+    }
+
+    /// These settings lowered to the ceilings in `max` (a setting above its
+    /// ceiling becomes the ceiling; one left out stays inherited).
+    pub fn capped(&self, max: &LimitOverrides) -> LimitOverrides {
+        fn cap<T: Ord + Copy>(value: Option<T>, ceiling: Option<T>) -> Option<T> {
+            match (value, ceiling) {
+                (Some(v), Some(c)) => Some(v.min(c)),
+                (v, _) => v,
+            }
+        }
+        LimitOverrides {
+            timeout_ms: cap(self.timeout_ms, max.timeout_ms),
+            memory_mib: cap(self.memory_mib, max.memory_mib),
+            max_concurrency: cap(self.max_concurrency, max.max_concurrency),
+            max_queued: cap(self.max_queued, max.max_queued),
+            output_kib: cap(self.output_kib, max.output_kib),
+            result_kib: cap(self.result_kib, max.result_kib),
+            log_level: self.log_level,
+            log_lines_per_second: cap(self.log_lines_per_second, max.log_lines_per_second),
+            max: None,
+        }
     }
 }
 
@@ -284,6 +329,14 @@ impl OperatorConfig {
         policy: &LimitOverrides,
         tool: &str,
     ) -> CallLimits {
+        let capped;
+        let policy = match &self.limits.max {
+            Some(max) => {
+                capped = policy.capped(max);
+                &capped
+            }
+            None => policy,
+        };
         let mut limits = base.with(&self.limits).with(policy);
         if let Some(o) = self.components.get(component) {
             limits = limits.with(o);
@@ -309,6 +362,37 @@ impl OperatorConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_policy_cannot_exceed_the_operator_ceiling() {
+        let config = OperatorConfig::parse(
+            "[limits]\ntimeout_ms = 2000\n[limits.max]\ntimeout_ms = 10000\nmemory_mib = 64\n",
+        )
+        .unwrap();
+        let base = CallLimits::default();
+        let greedy = LimitOverrides {
+            timeout_ms: Some(600_000),
+            memory_mib: Some(4096),
+            ..LimitOverrides::default()
+        };
+        let limits = config.limits_for(&base, "c", &greedy, "t");
+        assert_eq!(limits.timeout, Duration::from_secs(10));
+        assert_eq!(limits.memory_bytes, 64 << 20);
+        // Below the ceiling, the policy's own value stands.
+        let modest = LimitOverrides {
+            timeout_ms: Some(5_000),
+            ..LimitOverrides::default()
+        };
+        assert_eq!(
+            config.limits_for(&base, "c", &modest, "t").timeout,
+            Duration::from_secs(5)
+        );
+        let e = OperatorConfig::parse(
+            "[components.x]\ntimeout_ms = 1\n[components.x.max]\ntimeout_ms = 2\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("[limits.max]"), "{e}");
+    }
 
     #[test]
     fn overrides_apply_in_order() {

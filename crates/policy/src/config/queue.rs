@@ -7,6 +7,10 @@
 //! lease_ms = 30000             # a claim lasts this long without a heartbeat
 //! poll_ms = 1000               # idle slots look for work at least this often
 //! long_running = ["count_to"]  # tools served as MCP tasks to clients that support them
+//! max_queued = 100000          # tasks waiting or running at once; more are refused
+//! max_payload_bytes = 1048576  # a task's arguments plus metadata, as JSON
+//! max_result_bytes = 10485760  # a task's result, as JSON (larger: the attempt fails)
+//! retention_ms = 604800000     # finished tasks are deleted this long after they end (7 days)
 //! ```
 
 use std::time::Duration;
@@ -24,6 +28,14 @@ pub struct QueueConfig {
     /// Tools whose calls become MCP tasks for clients that declare the
     /// `io.modelcontextprotocol/tasks` extension.
     pub long_running: Vec<String>,
+    /// Tasks queued or running at once; a submit beyond it is refused.
+    pub max_queued: u64,
+    /// A task's arguments plus metadata, as JSON bytes.
+    pub max_payload_bytes: u64,
+    /// A task's result, as JSON bytes; a larger one fails the attempt.
+    pub max_result_bytes: u64,
+    /// Finished tasks are deleted this long after they end (0: kept for ever).
+    pub retention_ms: u64,
 }
 
 impl Default for QueueConfig {
@@ -33,6 +45,10 @@ impl Default for QueueConfig {
             lease_ms: 30_000,
             poll_ms: 1_000,
             long_running: Vec::new(),
+            max_queued: 100_000,
+            max_payload_bytes: 1 << 20,
+            max_result_bytes: 10 << 20,
+            retention_ms: 7 * 24 * 3_600_000,
         }
     }
 }
@@ -55,6 +71,15 @@ impl QueueConfig {
         if self.poll_ms == 0 {
             return Err("[queue] poll_ms must be greater than 0".into());
         }
+        for (key, value) in [
+            ("max_queued", self.max_queued),
+            ("max_payload_bytes", self.max_payload_bytes),
+            ("max_result_bytes", self.max_result_bytes),
+        ] {
+            if value == 0 {
+                return Err(format!("[queue] {key} must be greater than 0"));
+            }
+        }
         Ok(())
     }
 
@@ -64,6 +89,29 @@ impl QueueConfig {
 
     pub fn poll(&self) -> Duration {
         Duration::from_millis(self.poll_ms)
+    }
+
+    /// What the store enforces on every submit and outcome.
+    pub fn quotas(&self) -> Quotas {
+        Quotas {
+            max_queued: self.max_queued,
+            max_payload_bytes: self.max_payload_bytes,
+            max_result_bytes: self.max_result_bytes,
+        }
+    }
+}
+
+/// Bounds on what submitters and tools can make the queue hold.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Quotas {
+    pub max_queued: u64,
+    pub max_payload_bytes: u64,
+    pub max_result_bytes: u64,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        QueueConfig::default().quotas()
     }
 }
 

@@ -350,8 +350,10 @@ impl Outbound {
 /// Record a refusal (audit event, metric) and make the guest's error.
 fn deny(scope: &Scope<'_>, url: &str, destination: Option<&str>, reason: &str) -> OutboundError {
     scope.call.deny(Capability::Network, url, reason);
-    if let Some(destination) = destination {
-        count(destination, "denied");
+    // The guest chose this destination and was refused: one label for all of
+    // them, so refusals cannot grow the metric.
+    if destination.is_some() {
+        count("not_granted", "denied");
     }
     OutboundError::Denied(reason.to_string())
 }
@@ -384,7 +386,10 @@ fn count(destination: &str, outcome: &str) {
     metrics()
         .outbound_requests
         .get_or_create(&vec![
-            ("destination", destination.to_string()),
+            (
+                "destination",
+                mcpplus_telemetry::metrics::bounded_label("destination", destination),
+            ),
             ("outcome", outcome.to_string()),
         ])
         .inc();
@@ -398,7 +403,10 @@ fn set_state_gauge(destination: &str, state: State) {
     };
     metrics()
         .breaker_state
-        .get_or_create(&vec![("destination", destination.to_string())])
+        .get_or_create(&vec![(
+            "destination",
+            mcpplus_telemetry::metrics::bounded_label("destination", destination),
+        )])
         .set(value);
 }
 
