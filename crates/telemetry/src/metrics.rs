@@ -252,8 +252,51 @@ impl Drop for GaugeGuard {
     }
 }
 
+/// Distinct values one label may take before further ones are reported as
+/// `other`, for labels whose values a guest or client can choose.
+pub const MAX_LABEL_VALUES: usize = 256;
+
+/// `value` if `label` has room for it (or already has it), else `"other"`.
+pub fn bounded_label(label: &'static str, value: &str) -> String {
+    static SEEN: std::sync::LazyLock<
+        std::sync::Mutex<
+            std::collections::HashMap<&'static str, std::collections::HashSet<String>>,
+        >,
+    > = std::sync::LazyLock::new(Default::default);
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    let values = seen.entry(label).or_default();
+    if values.contains(value) {
+        return value.to_string();
+    }
+    if values.len() < MAX_LABEL_VALUES {
+        values.insert(value.to_string());
+        value.to_string()
+    } else {
+        "other".to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_label_takes_a_bounded_number_of_values() {
+        for i in 0..MAX_LABEL_VALUES + 50 {
+            let value = format!("v{i}");
+            let got = super::bounded_label("test_label", &value);
+            if i < MAX_LABEL_VALUES {
+                assert_eq!(got, value);
+            } else {
+                assert_eq!(got, "other");
+            }
+        }
+        assert_eq!(
+            super::bounded_label("test_label", "v0"),
+            "v0",
+            "known values stay"
+        );
+    }
+
     use super::*;
 
     #[test]
@@ -284,29 +327,5 @@ mod tests {
             "{text}"
         );
         assert!(text.trim_end().ends_with("# EOF"));
-    }
-}
-
-/// Distinct values one label may take before further ones are reported as
-/// `other`, for labels whose values a guest or client can choose.
-pub const MAX_LABEL_VALUES: usize = 256;
-
-/// `value` if `label` has room for it (or already has it), else `"other"`.
-pub fn bounded_label(label: &'static str, value: &str) -> String {
-    static SEEN: std::sync::LazyLock<
-        std::sync::Mutex<
-            std::collections::HashMap<&'static str, std::collections::HashSet<String>>,
-        >,
-    > = std::sync::LazyLock::new(Default::default);
-    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
-    let values = seen.entry(label).or_default();
-    if values.contains(value) {
-        return value.to_string();
-    }
-    if values.len() < MAX_LABEL_VALUES {
-        values.insert(value.to_string());
-        value.to_string()
-    } else {
-        "other".to_string()
     }
 }
