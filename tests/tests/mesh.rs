@@ -102,11 +102,17 @@ impl Node {
     }
 
     fn start(&self, mesh: &[&str]) -> HttpServer {
+        self.start_with_admin(None, mesh)
+    }
+
+    /// Started with its admin socket at `socket` (none: `--no-admin`).
+    fn start_with_admin(&self, socket: Option<&Path>, mesh: &[&str]) -> HttpServer {
         let (tools, data, config) = (
             self.path("tools"),
             self.path("data"),
             self.path("mcpplus.toml"),
         );
+        let socket = socket.map(|s| s.to_str().unwrap().to_string());
         let mut args = vec![
             "--tools",
             &tools,
@@ -114,9 +120,12 @@ impl Node {
             &data,
             "--config",
             &config,
-            "--no-admin",
             "--no-watch",
         ];
+        match &socket {
+            Some(path) => args.extend(["--admin-socket", path.as_str()]),
+            None => args.push("--no-admin"),
+        }
         args.extend_from_slice(mesh);
         HttpServer::start(&args)
     }
@@ -701,30 +710,10 @@ async fn a_peer_submits_to_another_queue_only_with_the_submit_role() {
     // B lets A submit; A lets B claim but not submit.
     a.configure(0, &[(&b.id, r#"["claim"]"#)]);
     b.configure(2, &[(&a.id, r#"["submit"]"#)]);
-    let start = |node: &Node, socket: &Path, mesh: &[&str]| {
-        let (tools, data, config) = (
-            node.path("tools"),
-            node.path("data"),
-            node.path("mcpplus.toml"),
-        );
-        let mut args = vec![
-            "--tools",
-            &tools,
-            "--data-dir",
-            &data,
-            "--config",
-            &config,
-            "--no-watch",
-            "--admin-socket",
-            socket.to_str().unwrap(),
-        ];
-        args.extend_from_slice(mesh);
-        HttpServer::start(&args)
-    };
     let (socket_a, socket_b) = (scratch.join("a.sock"), scratch.join("b.sock"));
-    let server_a = start(&a, &socket_a, &["--mesh-listen", "/ip4/127.0.0.1/tcp/0"]);
+    let server_a = a.start_with_admin(Some(&socket_a), &["--mesh-listen", "/ip4/127.0.0.1/tcp/0"]);
     let address = mesh_address(&server_a);
-    let _server_b = start(&b, &socket_b, &["--bootstrap", &address]);
+    let _server_b = b.start_with_admin(Some(&socket_b), &["--bootstrap", &address]);
 
     // A → B: accepted, owned and run by B.
     let arguments = json!({"key": "pushed", "work_ms": 0});

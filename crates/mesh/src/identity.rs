@@ -12,18 +12,27 @@ use libp2p::identity::Keypair;
 /// The key's file inside the data directory.
 pub const IDENTITY_FILE: &str = "identity.key";
 
+/// Refuse a secret file (`what`) that other users could read, saying how to fix it.
+pub fn ensure_private(path: &Path, what: &str) -> anyhow::Result<()> {
+    let mode = std::fs::metadata(path)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        .permissions()
+        .mode();
+    anyhow::ensure!(
+        mode & 0o077 == 0,
+        "{} is readable by other users (mode {:o}); `chmod 600` it: {what}",
+        path.display(),
+        mode & 0o777
+    );
+    Ok(())
+}
+
 /// Read this node's key from `data_dir`, creating it (0600) if missing.
 pub fn load_or_create(data_dir: &Path) -> anyhow::Result<Keypair> {
     let path = data_dir.join(IDENTITY_FILE);
     match std::fs::read(&path) {
         Ok(bytes) => {
-            let mode = std::fs::metadata(&path)?.permissions().mode();
-            anyhow::ensure!(
-                mode & 0o077 == 0,
-                "{} is readable by other users (mode {:o}); `chmod 600` it: it is this node's private key",
-                path.display(),
-                mode & 0o777
-            );
+            ensure_private(&path, "it is this node's private key")?;
             Keypair::from_protobuf_encoding(&bytes).map_err(|e| {
                 anyhow::anyhow!(
                     "{} is not a libp2p key ({e}); move it away to create a new identity (the PeerId changes)",

@@ -119,66 +119,54 @@ impl MeshHandle {
         peer: PeerId,
         request: MeshRequest,
     ) -> Result<MeshResponse, String> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Command::Request {
+        self.ask(|reply| Command::Request {
             peer,
             request,
             reply,
         })
-        .await?;
-        answer
-            .await
-            .map_err(|_| "the mesh has stopped".to_string())?
+        .await?
     }
 
-    async fn send(&self, command: Command) -> Result<(), String> {
+    /// Send the command `make` builds around a reply channel; its answer.
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, String> {
+        let stopped = || "the mesh has stopped".to_string();
+        let (reply, answer) = oneshot::channel();
         self.commands
-            .send(command)
+            .send(make(reply))
             .await
-            .map_err(|_| "the mesh has stopped".to_string())
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())
     }
 
     /// Every allowed peer, connected or not, and unlisted peers mDNS found.
     pub async fn peers(&self) -> Vec<PeerStatus> {
-        let (reply, answer) = oneshot::channel();
-        if self.send(Command::Peers { reply }).await.is_err() {
-            return Vec::new();
-        }
-        answer.await.unwrap_or_default()
+        self.ask(|reply| Command::Peers { reply })
+            .await
+            .unwrap_or_default()
     }
 
     /// What this node hosts changed (a hot load): tell every connected peer.
     pub async fn announce(&self, caps: Caps) {
-        let _ = self.send(Command::Announce { caps }).await;
+        let _ = self.commands.send(Command::Announce { caps }).await;
     }
 
     /// Connect to `peer` at `addresses` (it must be listed in `[mesh.peers]`);
     /// answers once connected or when the dial failed. Undoes a disconnect.
     pub async fn connect(&self, peer: PeerId, addresses: Vec<Multiaddr>) -> Result<(), String> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Command::Connect {
+        self.ask(|reply| Command::Connect {
             peer,
             addresses,
             reply,
         })
-        .await?;
-        answer
-            .await
-            .map_err(|_| "the mesh has stopped".to_string())?
+        .await?
     }
 
     /// Close every connection to `peer` and stop dialling it until
     /// [`Self::connect`]. `false` if it was not connected.
     pub async fn disconnect(&self, peer: PeerId) -> bool {
-        let (reply, answer) = oneshot::channel();
-        if self
-            .send(Command::Disconnect { peer, reply })
+        self.ask(|reply| Command::Disconnect { peer, reply })
             .await
-            .is_err()
-        {
-            return false;
-        }
-        answer.await.unwrap_or(false)
+            .unwrap_or(false)
     }
 
     /// Woken when `owner` hints that tasks for this node's tools are ready.
@@ -369,7 +357,7 @@ async fn hint_ready_tasks(store: Arc<mcpplus_queue::QueueStore>, handle: MeshHan
                 .await;
         if let Ok(Ok(tools)) = tools
             && !tools.is_empty()
-            && handle.send(Command::Hint { tools }).await.is_err()
+            && handle.commands.send(Command::Hint { tools }).await.is_err()
         {
             return;
         }

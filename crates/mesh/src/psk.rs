@@ -5,7 +5,7 @@
 //! `mcpplus peers psk FILE` creates one. Audits show only its fingerprint.
 
 use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 use std::str::FromStr as _;
 
@@ -20,13 +20,10 @@ pub fn load(path: &Path) -> anyhow::Result<PreSharedKey> {
             path.display()
         )
     })?;
-    let mode = std::fs::metadata(path)?.permissions().mode();
-    anyhow::ensure!(
-        mode & 0o077 == 0,
-        "[mesh] psk_file {} is readable by other users (mode {:o}); `chmod 600` it: anyone with it can join the mesh's transport",
-        path.display(),
-        mode & 0o777
-    );
+    crate::identity::ensure_private(
+        path,
+        "it is the mesh's [mesh] psk_file, and anyone with it can join the mesh's transport",
+    )?;
     PreSharedKey::from_str(&text).map_err(|e| {
         anyhow::anyhow!(
             "[mesh] psk_file {} is not a swarm key ({e}); it must be three lines: /key/swarm/psk/1.0.0/, /base16/, then 64 hex digits",
@@ -54,6 +51,8 @@ pub fn create(path: &Path) -> anyhow::Result<PreSharedKey> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
     use super::*;
 
     #[test]

@@ -266,17 +266,7 @@ fn checked(token: String, from: &str) -> anyhow::Result<String> {
 }
 
 pub fn read_token_file(path: &Path) -> anyhow::Result<String> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let mode = std::fs::metadata(path)
-        .map_err(|e| anyhow::anyhow!("token file {}: {e}", path.display()))?
-        .permissions()
-        .mode();
-    anyhow::ensure!(
-        mode & 0o077 == 0,
-        "token file {} is readable by other users (mode {:o}); `chmod 600` it",
-        path.display(),
-        mode & 0o777
-    );
+    mcpplus_mesh::identity::ensure_private(path, "it is an access token")?;
     let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("token file {}: {e}", path.display()))?;
     checked(text.trim().to_string(), &path.display().to_string())

@@ -55,6 +55,25 @@ impl CallContext {
             .saturating_sub(DENIAL_EVENTS_PER_CALL)
     }
 
+    /// Refuse a call of `interface`.`function` that the policy's grants do not
+    /// cover: records the refusal and returns what to tell the guest, naming
+    /// the `grant` to add.
+    pub fn refuse_function(
+        &self,
+        capability: Capability,
+        interface: &str,
+        function: &str,
+        grant: &str,
+    ) -> String {
+        let target = format!("{interface}.{function}");
+        let reason = format!(
+            "component `{}` may not call {target}: add {grant} to its policy",
+            self.component
+        );
+        self.deny(capability, &target, &reason);
+        reason
+    }
+
     /// Record a refusal. `target` is what was asked for (a path, an address, an
     /// interface function); `reason` says why it was refused.
     pub fn deny(&self, capability: Capability, target: &str, reason: &str) {

@@ -45,17 +45,12 @@ impl HostState {
                 Needs::Read => "[peers] read = true (or admin = true)",
                 Needs::Admin => "[peers] admin = true",
             };
-            let call = self.call();
-            let reason = format!(
-                "component `{}` may not call mcpplus:host/peers.{function}: add {grant} to its policy",
-                call.component
-            );
-            call.deny(
+            return Err(PeersError::Denied(self.call().refuse_function(
                 Capability::Peers,
-                &format!("mcpplus:host/peers.{function}"),
-                &reason,
-            );
-            return Err(PeersError::Denied(reason));
+                "mcpplus:host/peers",
+                function,
+                grant,
+            )));
         }
         self.peer_network().cloned().ok_or_else(|| {
             PeersError::Unavailable(

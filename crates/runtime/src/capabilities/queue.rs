@@ -42,17 +42,12 @@ impl HostState {
                 Needs::Submit => "[queue] submit = true (or admin = true)",
                 Needs::Admin => "[queue] admin = true",
             };
-            let call = self.call();
-            let reason = format!(
-                "component `{}` may not call mcpplus:host/queue.{function}: add {grant} to its policy",
-                call.component
-            );
-            call.deny(
+            return Err(QueueError::Denied(self.call().refuse_function(
                 Capability::Queue,
-                &format!("mcpplus:host/queue.{function}"),
-                &reason,
-            );
-            return Err(QueueError::Denied(reason));
+                "mcpplus:host/queue",
+                function,
+                grant,
+            )));
         }
         self.queue_service().cloned().ok_or_else(|| {
             QueueError::Unavailable(
