@@ -197,3 +197,52 @@ async fn long_calls_become_tasks_for_clients_that_declare_the_extension() {
     assert_eq!(direct.structured_content, Some(json!({"result": 3})));
     plain.cancel().await.ok();
 }
+
+/// A 2025-11-25 client over HTTP: it gets a session of its own.
+async fn legacy_client_with_tasks(url: &str) -> RunningService<RoleClient, ClientConfig> {
+    let info = ClientConfig::new(
+        ClientCapabilities::builder().enable_tasks().build(),
+        Implementation::new("tasks-test-legacy", "0"),
+    );
+    info.serve_with_lifecycle(
+        StreamableHttpClientTransport::from_uri(url),
+        ClientLifecycleMode::Initialize,
+    )
+    .await
+    .expect("connect")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_belongs_to_the_session_that_created_it() {
+    let scratch = Scratch::new("mcp-tasks-owner");
+    let server = server(&scratch);
+    let (owner, other) = (
+        legacy_client_with_tasks(&server.url).await,
+        legacy_client_with_tasks(&server.url).await,
+    );
+    let response = owner
+        .call_tool_once(call("count_to", json!({"to": 50, "pause_ms": 100})))
+        .await
+        .expect("tools/call");
+    let CallToolResponse::Task(created) = response else {
+        panic!("expected a task handle, got {response:?}");
+    };
+    let id = created.task.task_id.clone();
+    assert!(owner.get_task(GetTaskParams::new(id.clone())).await.is_ok());
+    // Another session is told there is no such task, and cannot cancel it.
+    let seen = other.get_task(GetTaskParams::new(id.clone())).await;
+    assert!(
+        format!("{seen:?}").contains(&format!("there is no task `{id}`")),
+        "{seen:?}"
+    );
+    assert!(other.cancel_task(CancelTaskParams::new(id.clone())).await.is_err());
+    let still = owner
+        .get_task(GetTaskParams::new(id.clone()))
+        .await
+        .expect("tasks/get");
+    assert_ne!(still.task.status(), TaskStatus::Cancelled);
+    owner
+        .cancel_task(CancelTaskParams::new(id.clone()))
+        .await
+        .expect("the owner may cancel");
+}

@@ -39,6 +39,12 @@ struct OAuth {
     authorization_servers: Vec<String>,
 }
 
+/// Who an authenticated request came from: `token` for the static token
+/// (everyone holding it is one identity), `oauth:<iss>:<sub>` for an access
+/// token. Put in the request's extensions for the MCP handler.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Principal(pub String);
+
 /// Why a request was refused (what the client is told, nothing more).
 #[derive(Debug, PartialEq)]
 pub enum Refusal {
@@ -63,7 +69,7 @@ impl HttpAuth {
     }
 
     /// Check an `Authorization` header.
-    pub fn check(&self, authorization: Option<&str>) -> Result<(), Refusal> {
+    pub fn check(&self, authorization: Option<&str>) -> Result<Principal, Refusal> {
         let Some(value) = authorization else {
             return Err(Refusal::Missing);
         };
@@ -78,12 +84,12 @@ impl HttpAuth {
             && presented.len() == token.len()
             && bool::from(presented.as_bytes().ct_eq(token))
         {
-            return Ok(());
+            return Ok(Principal("token".into()));
         }
-        match &self.oauth {
-            Some(oauth) if oauth.accepts(presented) => Ok(()),
-            _ => Err(Refusal::Invalid),
-        }
+        self.oauth
+            .as_ref()
+            .and_then(|oauth| oauth.accepts(presented))
+            .ok_or(Refusal::Invalid)
     }
 
     /// The protected resource metadata for a server reached at `base`.
@@ -133,26 +139,27 @@ impl OAuth {
         })
     }
 
-    /// A JWT signed by one of the keys (by `kid`), unexpired, for our audience.
-    fn accepts(&self, token: &str) -> bool {
+    /// A JWT signed by one of the keys (by `kid`), unexpired, for our
+    /// audience: whose it is.
+    fn accepts(&self, token: &str) -> Option<Principal> {
         let Ok(header) = decode_header(token) else {
-            return false;
+            return None;
         };
         let jwk = match &header.kid {
             Some(kid) => self.keys.find(kid),
             None if self.keys.keys.len() == 1 => self.keys.keys.first(),
             None => None,
         };
-        let Some(jwk) = jwk else { return false };
+        let Some(jwk) = jwk else { return None };
         // A key that names its algorithm is only ever used with it (no
         // algorithm confusion between key families).
         if let Some(alg) = jwk.common.key_algorithm
             && format!("{alg:?}") != format!("{:?}", header.alg)
         {
-            return false;
+            return None;
         }
         let Ok(key) = DecodingKey::from_jwk(jwk) else {
-            return false;
+            return None;
         };
         let mut validation = Validation::new(header.alg);
         validation.set_audience(&[&self.audience]);
@@ -160,7 +167,11 @@ impl OAuth {
         if let Some(issuer) = &self.issuer {
             validation.set_issuer(&[issuer]);
         }
-        decode::<serde_json::Value>(token, &key, &validation).is_ok()
+        let claims = decode::<serde_json::Value>(token, &key, &validation)
+            .ok()?
+            .claims;
+        let field = |k: &str| claims.get(k).and_then(|v| v.as_str()).unwrap_or("");
+        Some(Principal(format!("oauth:{}:{}", field("iss"), field("sub"))))
     }
 }
 
@@ -192,7 +203,7 @@ impl AuthState {
 /// Refuse requests without valid credentials (401, as the MCP spec says).
 pub async fn require_auth(
     State(state): State<Arc<AuthState>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let authorization = request
@@ -200,7 +211,10 @@ pub async fn require_auth(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     match state.auth.check(authorization) {
-        Ok(()) => next.run(request).await,
+        Ok(principal) => {
+            request.extensions_mut().insert(principal);
+            next.run(request).await
+        }
         Err(refusal) => {
             let base = state.base_for(request.headers());
             let mut challenge = format!("Bearer resource_metadata=\"{base}{METADATA_PATH}\"");
@@ -312,7 +326,10 @@ mod tests {
     fn the_token_must_match_exactly() {
         let auth = HttpAuth::new(Some("0123456789abcdef0123".into()), None).unwrap();
         assert_eq!(auth.check(None), Err(Refusal::Missing));
-        assert_eq!(auth.check(Some("Bearer 0123456789abcdef0123")), Ok(()));
+        assert_eq!(
+            auth.check(Some("Bearer 0123456789abcdef0123")),
+            Ok(Principal("token".into()))
+        );
         assert_eq!(
             auth.check(Some("Bearer 0123456789abcdef012")),
             Err(Refusal::Invalid)

@@ -200,8 +200,14 @@ impl ServerHandler for McpServer {
                     .client_capabilities()
                     .is_some_and(|c| c.supports_tasks())
             {
-                return tasks::start(queue, &request.name, request.arguments.as_ref(), &client)
-                    .await;
+                return tasks::start(
+                    queue,
+                    &request.name,
+                    request.arguments.as_ref(),
+                    &client,
+                    &requester(&context),
+                )
+                .await;
             }
             let result = federation
                 .call(
@@ -229,7 +235,14 @@ impl ServerHandler for McpServer {
                 .is_some_and(|c| c.supports_tasks())
         {
             let client = context.client_info().map(|i| i.name).unwrap_or_default();
-            return tasks::start(queue, &request.name, request.arguments.as_ref(), &client).await;
+            return tasks::start(
+                queue,
+                &request.name,
+                request.arguments.as_ref(),
+                &client,
+                &requester(&context),
+            )
+            .await;
         }
         let trace = TraceContext::for_call(context.meta.get_traceparent());
         #[cfg(feature = "otlp")]
@@ -313,17 +326,17 @@ impl ServerHandler for McpServer {
     async fn get_task(
         &self,
         request: GetTaskParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<GetTaskResult, McpError> {
-        tasks::get(self.task_queue()?, request.task_id).await
+        tasks::get(self.task_queue()?, request.task_id, &requester(&context)).await
     }
 
     async fn cancel_task(
         &self,
         request: CancelTaskParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
-        tasks::cancel(self.task_queue()?, request.task_id).await
+        tasks::cancel(self.task_queue()?, request.task_id, &requester(&context)).await
     }
 
     async fn set_level(
@@ -379,6 +392,29 @@ impl ServerHandler for McpServer {
                 },
             }
         }
+    }
+}
+
+/// Who is asking, for binding MCP tasks to their creator: the authenticated
+/// principal (an OAuth subject, or the static token's holders as one), else
+/// the legacy session, else the transport (stdio has one client; an
+/// unauthenticated stateless HTTP client has no identity of its own).
+fn requester(context: &RequestContext<RoleServer>) -> String {
+    let Some(parts) = context.extensions.get::<http::request::Parts>() else {
+        return "stdio".into();
+    };
+    if let Some(principal) = parts.extensions.get::<super::auth::Principal>()
+        && principal.0 != "token"
+    {
+        return principal.0.clone();
+    }
+    match parts
+        .headers
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(session) => format!("session:{session}"),
+        None => "http".into(),
     }
 }
 

@@ -56,11 +56,12 @@ pub async fn start(
     tool: &str,
     arguments: Option<&JsonObject>,
     client: &str,
+    owner: &str,
 ) -> Result<CallToolResponse, McpError> {
     let mut new = NewTask::new(tool, Value::Object(arguments.cloned().unwrap_or_default()));
     // A direct call is not retried either: one attempt, its outcome is the answer.
     new.max_attempts = 1;
-    new.metadata = json!({"origin": "mcp-task", "client": client});
+    new.metadata = json!({"origin": "mcp-task", "client": client, "owner": owner});
     let task = on_store(queue, move |s| s.submit(new, now_ms()).map(|(t, _)| t)).await?;
     mcpplus_telemetry::metrics::metrics()
         .queue_submitted
@@ -75,9 +76,14 @@ pub async fn start(
 }
 
 /// `tasks/get`.
-pub async fn get(queue: &Arc<QueueService>, id: String) -> Result<GetTaskResult, McpError> {
+pub async fn get(
+    queue: &Arc<QueueService>,
+    id: String,
+    requester: &str,
+) -> Result<GetTaskResult, McpError> {
+    let requester = requester.to_string();
     let (task, position) = on_store(queue, move |s| {
-        let task = s.get(&id)?;
+        let task = owned(s.get(&id)?, &requester)?;
         let position = s.position(&id)?;
         Ok((task, position))
     })
@@ -90,8 +96,10 @@ pub async fn get(queue: &Arc<QueueService>, id: String) -> Result<GetTaskResult,
 }
 
 /// `tasks/cancel`: an empty acknowledgement, also for a task already finished.
-pub async fn cancel(queue: &Arc<QueueService>, id: String) -> Result<(), McpError> {
+pub async fn cancel(queue: &Arc<QueueService>, id: String, requester: &str) -> Result<(), McpError> {
+    let requester = requester.to_string();
     on_store(queue, move |s| {
+        owned(s.get(&id)?, &requester)?;
         match s.cancel(
             &id,
             Some("cancelled by the client (tasks/cancel)"),
@@ -106,6 +114,15 @@ pub async fn cancel(queue: &Arc<QueueService>, id: String) -> Result<(), McpErro
 
 /// `retention_ms`: how long the finished task is kept (0: for ever), the
 /// extension's `ttlMs`.
+/// `task` if `requester` may see it: MCP tasks belong to who created them;
+/// anyone else is told there is no such task (its existence is not revealed).
+fn owned(task: Task, requester: &str) -> Result<Task, StoreError> {
+    match task.metadata.get("owner").and_then(Value::as_str) {
+        Some(owner) if owner != requester => Err(StoreError::NotFound(task.id)),
+        _ => Ok(task),
+    }
+}
+
 fn base(task: &Task, position: Option<u64>, retention_ms: u64) -> McpTask {
     let updated = [task.finished_ms, task.started_ms]
         .into_iter()
