@@ -235,7 +235,12 @@ async fn a_task_belongs_to_the_session_that_created_it() {
         format!("{seen:?}").contains(&format!("there is no task `{id}`")),
         "{seen:?}"
     );
-    assert!(other.cancel_task(CancelTaskParams::new(id.clone())).await.is_err());
+    assert!(
+        other
+            .cancel_task(CancelTaskParams::new(id.clone()))
+            .await
+            .is_err()
+    );
     let still = owner
         .get_task(GetTaskParams::new(id.clone()))
         .await

@@ -16,16 +16,28 @@ use tokio_util::sync::CancellationToken;
 use super::{AttemptOutcome, Claim, Lease, QueueStore, Task};
 
 /// Milliseconds since the Unix epoch: the queue's clock.
+///
+/// Read from the monotonic clock, anchored once to the wall clock when the
+/// process starts: leases, backoffs and heartbeats measured within one
+/// process cannot be cut short or stretched by a wall-clock step (NTP, an
+/// operator). Times written to the store stay comparable across restarts,
+/// since each process anchors to the wall clock again.
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    static ANCHOR: std::sync::LazyLock<(std::time::Instant, i64)> =
+        std::sync::LazyLock::new(|| {
+            let wall = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            (std::time::Instant::now(), wall)
+        });
+    let (started, wall) = *ANCHOR;
+    wall + started.elapsed().as_millis() as i64
 }
 
-/// Progress reported by a running task: (progress, total, message).
 /// The shortest gap between two progress writes of one attempt.
 const PROGRESS_WRITE_EVERY: Duration = Duration::from_millis(250);
 
+/// Progress reported by a running task: (progress, total, message).
 pub type ProgressSink = Arc<dyn Fn(f64, Option<f64>, Option<String>) + Send + Sync>;
 
 /// Runs one attempt of a task.
@@ -414,6 +426,24 @@ async fn keep_lease(
                 return;
             }
             _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod clock_tests {
+    #[test]
+    fn the_queue_clock_never_goes_back_and_starts_at_the_wall_clock() {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let mut last = super::now_ms();
+        assert!((last - wall).abs() < 60_000, "anchored to the wall clock");
+        for _ in 0..100_000 {
+            let now = super::now_ms();
+            assert!(now >= last);
+            last = now;
         }
     }
 }

@@ -171,7 +171,11 @@ impl OAuth {
             .ok()?
             .claims;
         let field = |k: &str| claims.get(k).and_then(|v| v.as_str()).unwrap_or("");
-        Some(Principal(format!("oauth:{}:{}", field("iss"), field("sub"))))
+        Some(Principal(format!(
+            "oauth:{}:{}",
+            field("iss"),
+            field("sub")
+        )))
     }
 }
 

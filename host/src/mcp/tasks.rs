@@ -96,7 +96,11 @@ pub async fn get(
 }
 
 /// `tasks/cancel`: an empty acknowledgement, also for a task already finished.
-pub async fn cancel(queue: &Arc<QueueService>, id: String, requester: &str) -> Result<(), McpError> {
+pub async fn cancel(
+    queue: &Arc<QueueService>,
+    id: String,
+    requester: &str,
+) -> Result<(), McpError> {
     let requester = requester.to_string();
     on_store(queue, move |s| {
         owned(s.get(&id)?, &requester)?;
