@@ -142,15 +142,13 @@ impl OAuth {
     /// A JWT signed by one of the keys (by `kid`), unexpired, for our
     /// audience: whose it is.
     fn accepts(&self, token: &str) -> Option<Principal> {
-        let Ok(header) = decode_header(token) else {
-            return None;
-        };
+        let header = decode_header(token).ok()?;
         let jwk = match &header.kid {
             Some(kid) => self.keys.find(kid),
             None if self.keys.keys.len() == 1 => self.keys.keys.first(),
             None => None,
         };
-        let Some(jwk) = jwk else { return None };
+        let jwk = jwk?;
         // A key that names its algorithm is only ever used with it (no
         // algorithm confusion between key families).
         if let Some(alg) = jwk.common.key_algorithm
@@ -158,9 +156,7 @@ impl OAuth {
         {
             return None;
         }
-        let Ok(key) = DecodingKey::from_jwk(jwk) else {
-            return None;
-        };
+        let key = DecodingKey::from_jwk(jwk).ok()?;
         let mut validation = Validation::new(header.alg);
         validation.set_audience(&[&self.audience]);
         validation.set_required_spec_claims(&["exp", "aud"]);
