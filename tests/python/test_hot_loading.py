@@ -127,7 +127,7 @@ async def test_twenty_swaps_under_load_fail_no_call(tmp_path):
             async with anyio.create_task_group() as tg:
                 for r in recorders:
                     tg.start_soon(r.run)
-                await anyio.sleep(0.5)
+                await wait_for(lambda: all(r.calls for r in recorders), 30, "every client calling")
                 for n in range(1, 21):
                     swapped_at = time.monotonic()
                     install(target, builds[n])
@@ -226,6 +226,14 @@ async def test_every_client_is_told_about_each_change(tmp_path):
             assert (await c4.call_tool("version", {})).content[0].text == "2"
     finally:
         server.stop()
+
+
+async def wait_for_calls_in_flight(socket, component, n, within=15.0):
+    """Until the server reports `n` calls of `component` running (admin socket)."""
+    def running():
+        listing = json.loads(tools_cli(socket, "list", "--json").stdout)
+        return any(c["name"] == component and c["callsInFlight"] >= n for c in listing["components"])
+    await wait_for(running, within, f"{n} call(s) of {component} in flight")
 
 
 def tools_cli(socket, *args):
@@ -330,7 +338,7 @@ async def test_admin_socket_lists_loads_and_drains_unloads(tmp_path):
                     results[key] = await client.call_tool("slow_version", {"ms": ms})
 
                 tg.start_soon(slow, 200, "short")
-                await anyio.sleep(0.1)
+                await wait_for_calls_in_flight(socket, "versioned", 1)
                 run = tools_cli(socket, "unload", "versioned", "--json")
             change = json.loads(run.stdout)["change"]
             assert change["action"] == "removed" and change["cancelledCalls"] == 0
@@ -340,7 +348,7 @@ async def test_admin_socket_lists_loads_and_drains_unloads(tmp_path):
             tools_cli(socket, "load", str(tools / "versioned.wasm"))
             async with anyio.create_task_group() as tg:
                 tg.start_soon(slow, 5000, "long")
-                await anyio.sleep(0.3)
+                await wait_for_calls_in_flight(socket, "versioned", 1)
                 run = tools_cli(socket, "unload", "versioned", "--json")
             assert json.loads(run.stdout)["change"]["cancelledCalls"] == 1
             assert results["long"].is_error
@@ -390,13 +398,17 @@ async def test_a_draining_unload_does_not_hold_up_other_changes(tmp_path):
                     results["slow"] = await client.call_tool("slow_version", {"ms": 3000})
 
                 tg.start_soon(slow)
-                await anyio.sleep(0.3)
+                await wait_for_calls_in_flight(socket, "versioned", 1)
                 unload = subprocess.Popen(
                     [MCPPLUS, "tools", "--admin-socket", str(socket), "unload", "versioned"],
                     stdout=subprocess.PIPE,
                     text=True,
                 )
-                await anyio.sleep(0.3)
+                # Draining: the component has left the catalog, its call still runs.
+                await wait_for(
+                    lambda: all(c["name"] != "versioned"
+                                for c in json.loads(tools_cli(socket, "list", "--json").stdout)["components"]),
+                    15, "the unload to start draining")
                 started = time.monotonic()
                 run = tools_cli(socket, "load", str(DIST / "text_utils.wasm"))
                 assert run.returncode == 0, run.stderr

@@ -82,10 +82,24 @@ async def test_concurrency_cap_queues_fairly_then_refuses_as_busy(server):
         async def sleeper():
             results.append(await client.call_tool("sleep_ms", {"ms": 800}))
 
+        async def gauge(name):
+            import urllib.request
+            url = server.url.removesuffix("/mcp") + "/metrics"
+            text = await anyio.to_thread.run_sync(lambda: urllib.request.urlopen(url, timeout=10).read().decode())
+            return next(float(l.split()[-1]) for l in text.splitlines() if l.startswith(name + " "))
+
+        async def until(name, value):
+            with anyio.fail_after(15):
+                while await gauge(name) < value:
+                    await anyio.sleep(0.02)
+
         async with anyio.create_task_group() as tg:
-            for _ in range(3):
-                tg.start_soon(sleeper)
-                await anyio.sleep(0.1)
+            # Each call is started once the previous one is observably running / waiting.
+            tg.start_soon(sleeper)
+            await until("mcpplus_instances_active", 1)
+            tg.start_soon(sleeper)
+            await until("mcpplus_calls_queued", 1)
+            tg.start_soon(sleeper)
         ok = [r for r in results if not r.is_error]
         busy = [r for r in results if r.is_error]
         # One runs, one waits its turn, the third finds the queue full.

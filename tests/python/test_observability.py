@@ -276,3 +276,12 @@ async def test_a_tool_log_level_drops_lines_below_it(tmp_path):
         assert not any('"guest.log"' in l for l in server.stderr_lines), "info lines passed a warn filter"
     finally:
         server.stop()
+    # The positive control: without the filter, the same call does log its lines,
+    # so the absence above is the filter's doing.
+    control = HttpServer("--tools", str(DIST), "--log-format", "json", "--no-admin")
+    try:
+        async with connect("http", "auto", http_server=control) as client:
+            assert not (await client.call_tool("count_to", {"to": 3, "pause_ms": 1})).is_error
+        assert await control.wait_for_log('"guest.log"', '"tool":"count_to"')
+    finally:
+        control.stop()

@@ -231,9 +231,10 @@ async def test_a_running_task_needs_force_and_unregistering_requeues_it(queue_se
         await wait_for_state(client, "long", "running")
         stopped = await ok(client, "task_cancel", {"task_id": "long", "force": True, "reason": "enough"})
         assert stopped["cleanup_required"] is True
-        await anyio.sleep(1.5)  # the next heartbeat (lease 3 s / 3) stops the attempt
-        ws = await ok(client, "worker_status", {"worker_id": "again"})
-        assert ws["running_tasks"] == 0
+        # The next heartbeat (lease 3 s / 3) stops the attempt.
+        with anyio.fail_after(10):
+            while (await ok(client, "worker_status", {"worker_id": "again"}))["running_tasks"] != 0:
+                await anyio.sleep(0.05)
         assert (await ok(client, "task_status", {"task_id": "long"}))["status"] == "cancelled"
 
 

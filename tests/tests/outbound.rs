@@ -237,6 +237,20 @@ impl Host {
         outcome(self.fetch(json!({"url": url})).await)
     }
 
+    /// Until the open breaker for `destination` lets a probe through (its
+    /// cool-down is over), read from the breaker itself.
+    async fn wait_for_probe(&self, destination: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self
+            .breaker(destination)
+            .and_then(|s| s.retry_after_ms)
+            .is_some_and(|ms| ms > 0)
+        {
+            assert!(Instant::now() < deadline, "the cool-down never ended");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     fn breaker(&self, destination: &str) -> Option<mcpplus_breaker::Snapshot> {
         self.runtime
             .outbound()
@@ -433,12 +447,18 @@ close_after = 2
     );
 
     // After the cool-down: one slow probe at a time; a second caller is turned away.
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    host.wait_for_probe(&dest).await;
     failing.set_flaky(200, 0);
     failing.set_delay(500);
     let flaky = failing.url("/flaky");
+    let probes_before = failing.hits();
     let (first, second) = tokio::join!(host.get(&flaky), async {
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        // Once the first probe has reached the server, it holds the slot.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while failing.hits() == probes_before {
+            assert!(Instant::now() < deadline, "the probe never arrived");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         host.get(&flaky).await
     });
     assert_eq!(first.unwrap()["body"], "recovered");
@@ -469,7 +489,7 @@ close_after = 2
         failing.set_flaky(500, usize::MAX);
         let _ = host.get(&failing.url("/flaky")).await;
     }
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    host.wait_for_probe(&dest).await;
     let _ = host.get(&failing.url("/flaky")).await; // the probe fails
     let snap = host.breaker(&dest).unwrap();
     assert_eq!(snap.state, BreakerState::Open);
