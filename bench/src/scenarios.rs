@@ -386,12 +386,14 @@ async fn memory(args: &Args, scratch: &Path, cache: &Path) -> anyhow::Result<Val
         let kib = idle_rss(&args.mcpplus, &serve_args(dir.to_str().unwrap(), cache_s)).await?;
         per_component.insert(file.to_string(), json!(kib as i64 - empty_kib as i64));
     }
-    // Per concurrent instance: 16 guests sleeping at once.
+    // Per concurrent instance: 16 guests sleeping at once (the per-tool cap,
+    // 8 by default, is raised so that all 16 really run).
     let fixtures = args.tools.join("fixtures");
-    let mut server = StdioServer::spawn(
-        &args.mcpplus,
-        &serve_args(fixtures.to_str().unwrap(), cache_s),
-    )?;
+    let config = scratch.join("sixteen.toml");
+    std::fs::write(&config, "[limits]\nmax_concurrency = 16\n")?;
+    let mut sixteen = serve_args(fixtures.to_str().unwrap(), cache_s);
+    sixteen.extend(["--config", config.to_str().unwrap()]);
+    let mut server = StdioServer::spawn(&args.mcpplus, &sixteen)?;
     server.initialize().await?;
     server
         .request(
