@@ -6,7 +6,9 @@ import contextlib
 import os
 import pathlib
 import re
+import shutil
 import subprocess
+import tempfile
 import sys
 import threading
 import time
@@ -37,8 +39,16 @@ class HttpServer:
     tests start their own servers with tokens), stopped when the test ends."""
 
     def __init__(self, *args: str, auth: bool = False, env: dict | None = None):
+        # Its own data directory and admin socket unless the test names them,
+        # so no two servers of a run share state.
+        self.own = tempfile.mkdtemp(prefix="mcpplus-server-")
+        extra = []
+        if "--data-dir" not in args:
+            extra += ["--data-dir", os.path.join(self.own, "data")]
+        if "--admin-socket" not in args and "--no-admin" not in args:
+            extra += ["--admin-socket", os.path.join(self.own, "admin.sock")]
         self.proc = subprocess.Popen(
-            [MCPPLUS, "serve", "--http", "127.0.0.1:0", *(() if auth else ("--no-auth",)), *args],
+            [MCPPLUS, "serve", "--http", "127.0.0.1:0", *(() if auth else ("--no-auth",)), *args, *extra],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -79,6 +89,7 @@ class HttpServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        shutil.rmtree(self.own, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

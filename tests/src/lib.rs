@@ -78,9 +78,13 @@ pub mod artifacts {
 }
 
 /// `mcpplus serve --http 127.0.0.1:0 --no-auth ARGS…` (loopback, so no token
-/// is needed; tests of authentication start their own), killed on drop.
+/// is needed; tests of authentication start their own), killed on drop. A
+/// server whose arguments name no data directory or admin socket gets its own
+/// scratch ones, so no two servers of a test run share state.
 pub struct HttpServer {
     child: Child,
+    /// The scratch folder given to it, removed on drop.
+    own: Option<PathBuf>,
     pub url: String,
     pub stderr: mpsc::Receiver<String>,
     /// What it printed before it listened (e.g. `mcpplus: mesh listening on …`).
@@ -89,9 +93,33 @@ pub struct HttpServer {
 
 impl HttpServer {
     pub fn start(args: &[&str]) -> Self {
+        let has = |flag: &str| args.contains(&flag);
+        let own =
+            (!has("--data-dir") || !(has("--admin-socket") || has("--no-admin"))).then(|| {
+                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let dir =
+                    std::env::temp_dir().join(format!("mcpplus-server-{}-{n}", std::process::id()));
+                let _ = std::fs::remove_dir_all(&dir);
+                std::fs::create_dir_all(&dir).expect("a scratch folder for the server");
+                dir
+            });
+        let mut own_args: Vec<String> = Vec::new();
+        if let Some(dir) = &own {
+            if !has("--data-dir") {
+                own_args.extend(["--data-dir".into(), dir.join("data").display().to_string()]);
+            }
+            if !(has("--admin-socket") || has("--no-admin")) {
+                own_args.extend([
+                    "--admin-socket".into(),
+                    dir.join("admin.sock").display().to_string(),
+                ]);
+            }
+        }
         let mut child = Command::new(mcpplus_bin())
             .args(["serve", "--http", "127.0.0.1:0", "--no-auth"])
             .args(args)
+            .args(&own_args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -112,6 +140,7 @@ impl HttpServer {
                     if let Some(url) = line.strip_prefix("mcpplus: listening on ") {
                         return Self {
                             child,
+                            own,
                             url: url.trim().to_string(),
                             stderr: rx,
                             startup: seen,
@@ -148,6 +177,9 @@ impl Drop for HttpServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(dir) = &self.own {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
