@@ -97,13 +97,15 @@ async def test_log_lines_follow_the_schema_and_carry_context(tmp_path):
     tools.mkdir()
     shutil.copy(FIXTURES / "hostile.wasm", tools)
     shutil.copy(DIST / "showcase.wasm", tools)
-    (tools / "hostile.policy.toml").write_text('env = ["MCPPLUS_TEST_SECRET"]\n')
+    (tools / "hostile.policy.toml").write_text('env = ["MCPPLUS_TEST_SECRET", "MCPPLUS_TEST_SHORT"]\n')
     secret = "s3cr3t-value-0123456789"
     os.environ["MCPPLUS_TEST_SECRET"] = secret
+    os.environ["MCPPLUS_TEST_SHORT"] = "ab1"
     try:
         server = HttpServer("--tools", str(tools), "--log-format", "json", "--log", "debug", "--no-admin")
     finally:
         del os.environ["MCPPLUS_TEST_SECRET"]
+        del os.environ["MCPPLUS_TEST_SHORT"]
     try:
         async with connect("http", "auto", http_server=server) as client:
             echo = await client.call_tool(
@@ -117,6 +119,8 @@ async def test_log_lines_follow_the_schema_and_carry_context(tmp_path):
             await client.call_tool("tcp_connect", {"address": "127.0.0.1:9"})  # denied
         assert await server.wait_for_log('"capability.denied"')
         assert await server.wait_for_log('"guest.output"')
+        # A value too short to mask is named at load, so the operator knows.
+        assert await server.wait_for_log('"policy.short_secret"', "MCPPLUS_TEST_SHORT")
         lines = [json.loads(l) for l in server.stderr_lines if l.startswith("{")]
         assert len(lines) > 10
         for line in lines:

@@ -137,6 +137,15 @@ impl LoadedComponent {
         mcpplus_telemetry::redact::register_secrets(
             policy.env.iter().filter_map(|e| e.value.as_deref()),
         );
+        for var in &policy.env {
+            if var.value.as_deref().is_some_and(|v| {
+                !v.is_empty() && v.len() < mcpplus_telemetry::redact::MIN_SECRET_LEN
+            }) {
+                tracing::warn!(event = "policy.short_secret", component = %name, variable = %var.name,
+                    min_len = mcpplus_telemetry::redact::MIN_SECRET_LEN,
+                    "a granted environment value is too short to be masked in logs; do not use it for a secret");
+            }
+        }
         // The instance pool is sized before policies beside components are read;
         // a policy may not ask for more memory than a pool slot has.
         if let Some(mib) = policy.limits.memory_mib

@@ -14,7 +14,7 @@ static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
 static ANY_SECRETS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Values shorter than this are not masked: too likely to be ordinary words.
-const MIN_SECRET_LEN: usize = 6;
+pub const MIN_SECRET_LEN: usize = 6;
 
 /// Mask these values from now on.
 pub fn register_secrets<'a>(values: impl IntoIterator<Item = &'a str>) {
