@@ -23,6 +23,8 @@ if ! command -v cargo-fuzz >/dev/null; then
 fi
 cd "$ROOT/fuzz"
 export RUSTC_BOOTSTRAP=1
+# Instrumented builds stay in fuzz/target, whatever the caller's target folder.
+export CARGO_TARGET_DIR="$ROOT/fuzz/target"
 log "building the fuzz targets"
 cargo fuzz build -s none -O --fuzz-dir .
 for target in "${TARGETS[@]}"; do
