@@ -802,35 +802,21 @@ fn on_queue_event(state: &mut State, event: request_response::Event<MeshRequest,
                 MeshRequest::Submit(submission) => {
                     let roles = state.roles.get(&peer).cloned().unwrap_or_default();
                     let store = state.owner.store().clone();
-                    tokio::spawn(async move {
-                        let response = tokio::task::spawn_blocking(move || {
+                    answer_later(commands, peer, channel, async move {
+                        tokio::task::spawn_blocking(move || {
                             accept_submission(&store, peer, &roles, submission)
                         })
                         .await
                         .unwrap_or_else(|e| MeshResponse::Refused {
                             error: format!("the submission failed: {e}"),
-                        });
-                        let _ = commands
-                            .send(Command::Respond {
-                                peer,
-                                channel,
-                                response,
-                            })
-                            .await;
+                        })
                     });
                 }
                 MeshRequest::Queue(request) => {
                     let roles = state.roles.get(&peer).cloned().unwrap_or_default();
                     let owner = state.owner.clone();
-                    tokio::spawn(async move {
-                        let response = answer_waiting(owner, peer, roles, request).await;
-                        let _ = commands
-                            .send(Command::Respond {
-                                peer,
-                                channel,
-                                response,
-                            })
-                            .await;
+                    answer_later(commands, peer, channel, async move {
+                        answer_waiting(owner, peer, roles, request).await
                     });
                 }
             }
@@ -876,6 +862,25 @@ fn on_queue_event(state: &mut State, event: request_response::Event<MeshRequest,
         }
         Event::ResponseSent { .. } => {}
     }
+}
+
+/// Work out an answer off the swarm task, then hand it back to be sent.
+fn answer_later(
+    commands: mpsc::Sender<Command>,
+    peer: PeerId,
+    channel: ResponseChannel<MeshResponse>,
+    answer: impl std::future::Future<Output = MeshResponse> + Send + 'static,
+) {
+    tokio::spawn(async move {
+        let response = answer.await;
+        let _ = commands
+            .send(Command::Respond {
+                peer,
+                channel,
+                response,
+            })
+            .await;
+    });
 }
 
 /// Answer through the swarm task (the channel belongs to it).

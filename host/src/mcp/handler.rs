@@ -190,44 +190,22 @@ impl ServerHandler for McpServer {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let catalog = self.catalog.snapshot();
-        if catalog.tool(&request.name).is_none()
-            && let (Some(federation), Some(queue)) = (&self.federation, &self.queue)
-            && federation.hosted_by_peers(&request.name)
-        {
-            let client = context.client_info().map(|i| i.name).unwrap_or_default();
-            if tasks::is_long_running(queue, &request.name)
-                && context
-                    .client_capabilities()
-                    .is_some_and(|c| c.supports_tasks())
-            {
-                return tasks::start(
-                    queue,
-                    &request.name,
-                    request.arguments.as_ref(),
-                    &client,
-                    &requester(&context),
-                )
-                .await;
+        let entry = catalog.tool(&request.name);
+        // A tool only peers host runs on one of them (`[mesh] federate`).
+        let federation = match (&entry, &self.federation, &self.queue) {
+            (None, Some(federation), Some(_)) if federation.hosted_by_peers(&request.name) => {
+                Some(federation)
             }
-            let result = federation
-                .call(
-                    queue,
-                    &request.name,
-                    request.arguments.as_ref(),
-                    &context,
-                    &client,
-                )
-                .await?;
-            return Ok(CallToolResponse::from(result));
-        }
-        let Some(entry) = catalog.tool(&request.name) else {
+            _ => None,
+        };
+        if entry.is_none() && federation.is_none() {
             return Err(McpError::invalid_params(
                 format!("Unknown tool: {}", request.name),
                 Some(
                     json!({"tool": request.name, "hint": "call tools/list for the available tools"}),
                 ),
             ));
-        };
+        }
         if let Some(queue) = &self.queue
             && tasks::is_long_running(queue, &request.name)
             && context
@@ -244,6 +222,23 @@ impl ServerHandler for McpServer {
             )
             .await;
         }
+        let Some(entry) = entry else {
+            // Not served here, so federated (checked above): run it on a peer.
+            let (Some(federation), Some(queue)) = (federation, &self.queue) else {
+                return Err(McpError::internal_error("no route for the tool", None));
+            };
+            let client = context.client_info().map(|i| i.name).unwrap_or_default();
+            let result = federation
+                .call(
+                    queue,
+                    &request.name,
+                    request.arguments.as_ref(),
+                    &context,
+                    &client,
+                )
+                .await?;
+            return Ok(CallToolResponse::from(result));
+        };
         let trace = TraceContext::for_call(context.meta.get_traceparent());
         #[cfg(feature = "otlp")]
         let started = std::time::SystemTime::now();
