@@ -28,18 +28,24 @@ use serde_json::{Value, json};
 const TASKS: usize = 2_000;
 const LEASE_MS: u64 = 3_000;
 
-fn peer_id(data_dir: &Path) -> String {
+/// `mcpplus ARGS…`, which must succeed: its standard output.
+fn run_ok(args: &[&str]) -> String {
     let out = Command::new(mcpplus_bin())
-        .args(["peers", "id", "--data-dir"])
-        .arg(data_dir)
+        .args(args)
         .output()
-        .expect("run mcpplus peers id");
+        .expect("run mcpplus");
     assert!(
         out.status.success(),
-        "{}",
+        "mcpplus {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn peer_id(data_dir: &Path) -> String {
+    run_ok(&["peers", "id", "--data-dir", data_dir.to_str().unwrap()])
+        .trim()
+        .to_string()
 }
 
 #[test]
@@ -460,24 +466,18 @@ fn audit_shows_the_node_id_its_addresses_and_every_allowed_peer_with_roles() {
         ),
     )
     .unwrap();
-    let out = Command::new(mcpplus_bin())
-        .args([
-            "audit",
-            "--json",
-            "--tools",
-            &a.path("tools"),
-            "--config",
-            &config,
-        ])
-        .args(["--data-dir", &a.path("data")])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (tools, data) = (a.path("tools"), a.path("data"));
+    let report: Value = serde_json::from_str(&run_ok(&[
+        "audit",
+        "--json",
+        "--tools",
+        &tools,
+        "--config",
+        &config,
+        "--data-dir",
+        &data,
+    ]))
+    .unwrap();
     let mesh = &report["mesh"];
     assert_eq!(mesh["peerId"], a.id.as_str());
     assert_eq!(mesh["listen"], json!(["/ip4/127.0.0.1/tcp/4001"]));
@@ -571,22 +571,15 @@ async fn peers_list_shows_each_allowed_peer_its_state_roles_and_latency() {
     ]);
     let _server_b = b.start(&["--bootstrap", &mesh_address(&server_a)]);
     let list = || {
-        let out = Command::new(mcpplus_bin())
-            .args([
-                "peers",
-                "list",
-                "--json",
-                "--admin-socket",
-                socket.to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let reply: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let socket = socket.to_str().unwrap();
+        let reply: Value = serde_json::from_str(&run_ok(&[
+            "peers",
+            "list",
+            "--json",
+            "--admin-socket",
+            socket,
+        ]))
+        .unwrap();
         reply["peers"].as_array().unwrap().clone()
     };
     // B connects and is pinged (libp2p pings at once on a new connection).
