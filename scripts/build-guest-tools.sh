@@ -28,6 +28,8 @@ install_rust_tool hostile hostile "$DIST/fixtures/hostile.wasm"
 install_rust_tool recorder recorder "$DIST/fixtures/recorder.wasm"
 install_rust_tool peer-tools peer_tools "$DIST/peer_tools.wasm"
 cp peer-tools/peer_tools.policy.toml "$DIST/peer_tools.policy.toml"
+install_rust_tool workflow workflow_tools "$DIST/workflow_tools.wasm"
+cp workflow/workflow_tools.policy.toml "$DIST/workflow_tools.policy.toml"
 # The hot-loading fixture, in two versions that answer differently.
 for v in 1 2; do
     MCPPLUS_FIXTURE_VERSION=$v CARGO_TARGET_DIR="$ROOT/guest-tools/target" \

@@ -17,6 +17,8 @@ export MCPPLUS_CACHE_DIR="${MCPPLUS_CACHE_DIR:-$ROOT/target/test-cache}"
 XDG_DATA_HOME="$(mktemp -d)"
 export XDG_DATA_HOME
 trap 'rm -rf "$XDG_DATA_HOME"' EXIT
+# Graphviz and Mermaid's parser check the workflow diagrams (crates/workflow/tests/diagrams.rs).
+scripts/install-diagram-tools.sh
 log "cargo test"
 cargo test --locked --workspace
 log "pytest (official mcp client)"

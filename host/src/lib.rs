@@ -18,3 +18,4 @@ pub mod mesh;
 pub mod peer_network;
 pub mod runner;
 pub mod toolset;
+pub mod workflow_templates;

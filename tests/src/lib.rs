@@ -75,6 +75,9 @@ pub mod artifacts {
     pub fn task_queue() -> PathBuf {
         super::dist().join("task_queue.wasm")
     }
+    pub fn workflow_tools() -> PathBuf {
+        super::dist().join("workflow_tools.wasm")
+    }
 }
 
 /// `mcpplus serve --http 127.0.0.1:0 --no-auth ARGS…` (loopback, so no token

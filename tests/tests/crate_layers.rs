@@ -12,6 +12,7 @@ const LAYERS: &[&str] = &[
     "mcpplus-schema",
     "mcpplus-policy",
     "mcpplus-queue",
+    "mcpplus-workflow",
     "mcpplus-mesh",
     "mcpplus-runtime",
     "mcpplus",
@@ -79,6 +80,7 @@ fn the_crates_below_the_runtime_build_no_wasmtime() {
         "mcpplus-telemetry",
         "mcpplus-policy",
         "mcpplus-queue",
+        "mcpplus-workflow",
     ] {
         let wasm: Vec<String> = dependencies(crate_name, false)
             .into_iter()

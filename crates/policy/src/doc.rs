@@ -28,6 +28,10 @@
 //! read = true                        # list peers and their measured facts
 //! admin = false                      # connect and disconnect peers
 //!
+//! [workflow]
+//! submit = true                      # submit and follow workflows
+//! admin = false                      # also cancel them
+//!
 //! [limits]                           # same keys as the operator config's [limits]
 //! timeout_ms = 60000
 //! ```
@@ -53,6 +57,8 @@ pub struct PolicyDoc {
     pub queue: QueueDoc,
     #[serde(default)]
     pub peers: PeersDoc,
+    #[serde(default)]
+    pub workflow: WorkflowDoc,
     #[serde(default)]
     pub limits: LimitOverrides,
 }
@@ -119,6 +125,15 @@ pub struct QueueDoc {
 pub struct PeersDoc {
     #[serde(default)]
     pub read: bool,
+    #[serde(default)]
+    pub admin: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowDoc {
+    #[serde(default)]
+    pub submit: bool,
     #[serde(default)]
     pub admin: bool,
 }

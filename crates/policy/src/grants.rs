@@ -285,6 +285,15 @@ pub struct PeerGrants {
     pub admin: bool,
 }
 
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct WorkflowGrants {
+    /// Submit workflows, and read their status, results, graphs, the list
+    /// and the templates.
+    pub submit: bool,
+    /// Also cancel them.
+    pub admin: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,8 +14,8 @@ pub struct ToolHints {
     pub read_only_hint: bool,
     /// A grant lets it change or delete existing state (meaningful when not
     /// read-only): writable files, network or sockets (which can reach
-    /// services that delete), queue or peer administration. Queue submission
-    /// alone only adds.
+    /// services that delete), queue, peer or workflow administration. Queue
+    /// or workflow submission alone only adds.
     pub destructive_hint: bool,
     /// It can reach things outside the host: network or sockets.
     pub open_world_hint: bool,
@@ -30,9 +30,13 @@ impl ToolHints {
         let open_world = !policy.network.is_empty()
             || !policy.sockets.connect.is_empty()
             || !policy.sockets.bind.is_empty();
-        let destructive = writes_files || open_world || policy.queue.admin || policy.peers.admin;
+        let destructive = writes_files
+            || open_world
+            || policy.queue.admin
+            || policy.peers.admin
+            || policy.workflow.admin;
         ToolHints {
-            read_only_hint: !destructive && !policy.queue.submit,
+            read_only_hint: !destructive && !policy.queue.submit && !policy.workflow.submit,
             destructive_hint: destructive,
             open_world_hint: open_world,
         }
@@ -69,5 +73,14 @@ mod tests {
             .push(Destination::parse("https://api.example.com").unwrap());
         let hints = ToolHints::from_policy(&net);
         assert!(hints.open_world_hint && !hints.read_only_hint);
+
+        // Workflows: submitting only adds; cancelling is administration.
+        let mut wf = Policy::default();
+        wf.workflow.submit = true;
+        let submit = ToolHints::from_policy(&wf);
+        assert!(!submit.read_only_hint && !submit.destructive_hint);
+        wf.workflow.admin = true;
+        let admin = ToolHints::from_policy(&wf);
+        assert!(!admin.read_only_hint && admin.destructive_hint && !admin.open_world_hint);
     }
 }

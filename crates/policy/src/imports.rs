@@ -24,6 +24,8 @@ pub enum Capability {
     Queue,
     /// mcpplus:host/peers.
     Peers,
+    /// mcpplus:host/workflow.
+    Workflow,
 }
 
 impl Capability {
@@ -35,6 +37,7 @@ impl Capability {
             Capability::Network => "network",
             Capability::Queue => "queue",
             Capability::Peers => "peers",
+            Capability::Workflow => "workflow",
         }
     }
 
@@ -49,6 +52,7 @@ impl Capability {
             Capability::Network => "add [network] allow = [\"https://host\"] to the policy",
             Capability::Queue => "add [queue] submit = true (or admin = true) to the policy",
             Capability::Peers => "add [peers] read = true (or admin = true) to the policy",
+            Capability::Workflow => "add [workflow] submit = true (or admin = true) to the policy",
         }
     }
 
@@ -61,6 +65,7 @@ impl Capability {
             Capability::Network => !policy.network.is_empty(),
             Capability::Queue => policy.queue.submit || policy.queue.admin,
             Capability::Peers => policy.peers.read || policy.peers.admin,
+            Capability::Workflow => policy.workflow.submit || policy.workflow.admin,
         }
     }
 
@@ -74,16 +79,18 @@ impl Capability {
                 | Capability::Network
                 | Capability::Queue
                 | Capability::Peers
+                | Capability::Workflow
         )
     }
 
-    pub const ALL: [Capability; 6] = [
+    pub const ALL: [Capability; 7] = [
         Capability::Files,
         Capability::Environment,
         Capability::Sockets,
         Capability::Network,
         Capability::Queue,
         Capability::Peers,
+        Capability::Workflow,
     ];
 }
 
@@ -110,6 +117,7 @@ pub fn classify(import: &str) -> ImportClass {
         ("wasi:http", _) => ImportClass::Capability(Capability::Network),
         ("mcpplus:host", "queue") => ImportClass::Capability(Capability::Queue),
         ("mcpplus:host", "peers") => ImportClass::Capability(Capability::Peers),
+        ("mcpplus:host", "workflow") => ImportClass::Capability(Capability::Workflow),
         ("wasi:cli" | "wasi:io" | "wasi:clocks" | "wasi:random", _) => ImportClass::Baseline,
         ("mcpplus:host", "types" | "log" | "progress") => ImportClass::Baseline,
         _ => ImportClass::Unknown,
@@ -195,6 +203,10 @@ mod tests {
             ImportClass::Capability(Capability::Network)
         );
         assert_eq!(classify("mcpplus:host/types@0.1.0"), ImportClass::Baseline);
+        assert_eq!(
+            classify("mcpplus:host/workflow@0.1.0"),
+            ImportClass::Capability(Capability::Workflow)
+        );
         assert_eq!(classify("acme:thing/x@1.0.0"), ImportClass::Unknown);
         assert_eq!(classify("summary"), ImportClass::Unknown);
     }
@@ -218,9 +230,27 @@ mod tests {
         assert_eq!(import_status(peers, &policy).status, ImportStatus::Denied);
         policy.peers.read = true;
         assert_eq!(import_status(peers, &policy).status, ImportStatus::Granted);
+        let workflow = "mcpplus:host/workflow@0.1.0";
+        assert_eq!(
+            import_status(workflow, &policy).status,
+            ImportStatus::Denied
+        );
+        policy.workflow.submit = true;
+        assert_eq!(
+            import_status(workflow, &policy).status,
+            ImportStatus::Granted
+        );
+        policy.workflow = crate::WorkflowGrants {
+            submit: false,
+            admin: true,
+        };
+        assert_eq!(
+            import_status(workflow, &policy).status,
+            ImportStatus::Granted
+        );
         assert_eq!(
             unused_grants(&[fs.to_string()], &policy),
-            vec![Capability::Queue, Capability::Peers]
+            vec![Capability::Queue, Capability::Peers, Capability::Workflow]
         );
     }
 }

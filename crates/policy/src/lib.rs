@@ -24,7 +24,7 @@ use crate::config::{LimitOverrides, OperatorConfig};
 pub use doc::{FileAccess, PolicyDoc};
 pub use grants::{
     Destination, EnvGrant, FileGrant, HostPattern, PeerGrants, QueueGrants, Scheme, SocketGrants,
-    SocketPattern, destination_key,
+    SocketPattern, WorkflowGrants, destination_key,
 };
 
 /// A component's checked grants.
@@ -40,6 +40,7 @@ pub struct Policy {
     pub sockets: SocketGrants,
     pub queue: QueueGrants,
     pub peers: PeerGrants,
+    pub workflow: WorkflowGrants,
     pub limits: LimitOverrides,
 }
 
@@ -213,6 +214,7 @@ impl Policy {
             && !self.sockets.any()
             && self.queue == QueueGrants::default()
             && self.peers == PeerGrants::default()
+            && self.workflow == WorkflowGrants::default()
     }
 }
 
@@ -263,6 +265,10 @@ fn resolve(doc: &PolicyDoc, origin: &Origin<'_>) -> Result<Policy, PolicyError> 
         peers: PeerGrants {
             read: doc.peers.read,
             admin: doc.peers.admin,
+        },
+        workflow: WorkflowGrants {
+            submit: doc.workflow.submit,
+            admin: doc.workflow.admin,
         },
         ..Policy::default()
     };

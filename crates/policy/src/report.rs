@@ -119,6 +119,7 @@ pub struct GrantsView {
     pub sockets: SocketsView,
     pub queue: super::QueueGrants,
     pub peers: super::PeerGrants,
+    pub workflow: super::WorkflowGrants,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -270,6 +271,7 @@ fn grants_view(policy: &Policy) -> GrantsView {
         },
         queue: policy.queue,
         peers: policy.peers,
+        workflow: policy.workflow,
     }
 }
 
@@ -319,6 +321,13 @@ fn risks(policy: &Policy, imports: &[String]) -> Vec<String> {
             "can read this node's mesh peers and their measurements".into()
         });
     }
+    if usable(Capability::Workflow) {
+        risks.push(if policy.workflow.admin {
+            "can submit, follow and cancel workflows (each step calls a tool served here)".into()
+        } else {
+            "can submit and follow workflows (each step calls a tool served here)".into()
+        });
+    }
     if usable(Capability::Environment) {
         let names: Vec<_> = policy.env.iter().map(|e| e.name.as_str()).collect();
         risks.push(format!(
@@ -332,4 +341,33 @@ fn risks(policy: &Policy, imports: &[String]) -> Vec<String> {
         );
     }
     risks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workflow_grants_are_risks_only_when_imported() {
+        let mut policy = Policy::default();
+        policy.workflow.submit = true;
+        let imports = vec!["mcpplus:host/workflow@0.1.0".to_string()];
+        let submit = risks(&policy, &imports);
+        assert!(
+            submit
+                .iter()
+                .any(|r| r.starts_with("can submit and follow workflows")),
+            "{submit:?}"
+        );
+        policy.workflow.admin = true;
+        let admin = risks(&policy, &imports);
+        assert!(
+            admin.iter().any(|r| r.contains("cancel workflows")),
+            "{admin:?}"
+        );
+        // Granted but not imported: unused, so not a risk.
+        let unused = risks(&policy, &[]);
+        assert!(!unused.iter().any(|r| r.contains("workflow")), "{unused:?}");
+        assert_eq!(grants_view(&policy).workflow, policy.workflow);
+    }
 }

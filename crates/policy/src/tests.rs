@@ -68,6 +68,23 @@ timeout_ms = 5000
 }
 
 #[test]
+fn workflow_grants_are_deny_by_default_and_parse() {
+    let dir = scratch();
+    let path = dir.join("t.policy.toml");
+    let none = Policy::parse(&path, "").unwrap();
+    assert_eq!(none.workflow, WorkflowGrants::default());
+    let submit = Policy::parse(&path, "[workflow]\nsubmit = true\n").unwrap();
+    assert!(submit.workflow.submit && !submit.workflow.admin);
+    assert!(!submit.grants_nothing());
+    let admin = Policy::parse(&path, "[workflow]\nadmin = true\n").unwrap();
+    assert!(admin.workflow.admin && !admin.workflow.submit);
+    assert!(!admin.grants_nothing());
+    let err = parse_err("[workflow]\nsubmit = true\ncancel = true\n");
+    assert!(err.contains("line 3"), "{err}");
+    assert!(err.contains("unknown capability or key `cancel`"), "{err}");
+}
+
+#[test]
 fn an_empty_policy_grants_nothing() {
     let dir = scratch();
     let policy = Policy::parse(&dir.join("t.policy.toml"), "").unwrap();

@@ -39,7 +39,7 @@ pub mod worker;
 
 use serde::{Deserialize, Serialize};
 
-pub use store::{QueueStore, StoreError};
+pub use store::{QueueStore, StoreError, Txn};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

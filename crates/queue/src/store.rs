@@ -301,6 +301,75 @@ fn insert(tx: &Connection, new: NewTask, now: i64, room: &mut Room) -> Result<(T
     Ok((get(tx, &id)?, true))
 }
 
+/// One open transaction on the queue's file ([`QueueStore::transaction`]).
+pub struct Txn<'a> {
+    tx: rusqlite::Transaction<'a>,
+    room: Room,
+    now: i64,
+    submitted: bool,
+    changed: bool,
+}
+
+impl Txn<'_> {
+    /// The connection, for the caller's own tables.
+    pub fn conn(&self) -> &Connection {
+        &self.tx
+    }
+
+    /// The transaction's clock.
+    pub fn now(&self) -> i64 {
+        self.now
+    }
+
+    /// More tasks that fit under `[queue] max_queued` in this transaction.
+    pub fn room(&self) -> u64 {
+        self.room.tasks
+    }
+
+    /// Submit a task as [`QueueStore::submit`] does, inside this transaction.
+    pub fn submit(&mut self, new: NewTask) -> Result<(Task, bool)> {
+        let submitted = insert(&self.tx, new, self.now, &mut self.room)?;
+        self.submitted |= submitted.1;
+        Ok(submitted)
+    }
+
+    /// The task `id`, if it exists.
+    pub fn get(&self, id: &str) -> Result<Option<Task>> {
+        match get(&self.tx, id) {
+            Ok(task) => Ok(Some(task)),
+            Err(StoreError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Cancel a queued or running task as [`QueueStore::cancel`] does; a
+    /// task already finished (or gone) is left as it is (`None`).
+    pub fn cancel(&mut self, id: &str, reason: &str) -> Result<Option<Task>> {
+        match self.get(id)? {
+            Some(task) if !task.state.is_terminal() => {
+                self.changed = true;
+                cancel(&self.tx, id, Some(reason), self.now).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+fn cancel(tx: &Connection, id: &str, reason: Option<&str>, now: i64) -> Result<Task> {
+    let task = get(tx, id)?;
+    ensure(
+        &task,
+        !task.state.is_terminal(),
+        "only queued or running tasks can be cancelled",
+    )?;
+    tx.execute(
+        "UPDATE tasks SET state = 'cancelled', error = ?2, finished_at = ?3, lease_until = NULL
+         WHERE id = ?1",
+        params![id, reason.unwrap_or("cancelled"), now],
+    )?;
+    get(tx, id)
+}
+
 impl QueueStore {
     /// Hand the next ready task that `tools` covers (`None` = any tool) to
     /// `worker` until `lease_until`. Nothing while the queue is paused.
@@ -562,22 +631,51 @@ impl QueueStore {
     pub fn cancel(&self, id: &str, reason: Option<&str>, now: i64) -> Result<Task> {
         let mut db = self.db();
         let tx = db.transaction()?;
-        let task = get(&tx, id)?;
-        ensure(
-            &task,
-            !task.state.is_terminal(),
-            "only queued or running tasks can be cancelled",
-        )?;
-        tx.execute(
-            "UPDATE tasks SET state = 'cancelled', error = ?2, finished_at = ?3, lease_until = NULL
-             WHERE id = ?1",
-            params![id, reason.unwrap_or("cancelled"), now],
-        )?;
-        let task = get(&tx, id)?;
+        let task = cancel(&tx, id, reason, now)?;
         tx.commit()?;
         drop(db);
         self.changed();
         Ok(task)
+    }
+
+    /// Run `body` as one transaction on the queue's file, for a controller
+    /// that keeps its own tables beside the tasks (workflows): what it reads,
+    /// writes and submits commits together or not at all. Committed only when
+    /// `body` returns `Ok`.
+    pub fn transaction<T, E: From<StoreError>>(
+        &self,
+        now: i64,
+        body: impl FnOnce(&mut Txn<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut db = self.db();
+        let (out, submitted, changed) = {
+            let tx = db.transaction().map_err(StoreError::from)?;
+            let room = Room::of(&tx, self.quotas())?;
+            let mut txn = Txn {
+                tx,
+                room,
+                now,
+                submitted: false,
+                changed: false,
+            };
+            let out = body(&mut txn)?;
+            let Txn {
+                tx,
+                submitted,
+                changed,
+                ..
+            } = txn;
+            tx.commit().map_err(StoreError::from)?;
+            (out, submitted, changed)
+        };
+        drop(db);
+        if submitted {
+            self.wake();
+        }
+        if changed {
+            self.changed();
+        }
+        Ok(out)
     }
 
     /// Put a failed (or cancelled) task back in the queue with `extra_attempts`

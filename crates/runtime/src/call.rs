@@ -168,6 +168,7 @@ async fn run_call(
         NodeServices {
             queue: runtime.queue().cloned(),
             peers: runtime.peers().cloned(),
+            workflows: runtime.workflows().cloned(),
         },
     )
     .map_err(CallError::Grant)?;

@@ -23,6 +23,7 @@ use mcpplus_policy::config::{CallLimits, OperatorConfig};
 use mcpplus_policy::imports::{self, Capability, ImportClass};
 use mcpplus_policy::{Policy, PolicyError};
 use mcpplus_queue::service::QueueService;
+use mcpplus_workflow::Workflows;
 use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// How often the epoch advances; a guest in a tight loop yields this often.
@@ -38,6 +39,8 @@ pub struct Runtime {
     queue: std::sync::OnceLock<Arc<QueueService>>,
     /// The mesh, once `serve` has joined one.
     peers: std::sync::OnceLock<Arc<dyn PeerNetwork>>,
+    /// The workflow engine, once `serve` has opened the queue it runs on.
+    workflows: std::sync::OnceLock<Arc<Workflows>>,
     cache: Option<CompileCache>,
     /// Built-in defaults with the command-line flags applied.
     base_limits: CallLimits,
@@ -90,12 +93,13 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         capabilities::filesystem::add_to_linker(&mut linker)?;
-        use capabilities::bindings::{log, peers, progress, queue};
+        use capabilities::bindings::{log, peers, progress, queue, workflow};
         use wasmtime::component::HasSelf;
         log::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
         progress::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
         queue::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
         peers::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+        workflow::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
         let mut http_linker = linker.clone();
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut http_linker)?;
         let outbound = Outbound::new(options.config.outbound.clone())
@@ -108,6 +112,7 @@ impl Runtime {
             outbound: Arc::new(outbound),
             queue: std::sync::OnceLock::new(),
             peers: std::sync::OnceLock::new(),
+            workflows: std::sync::OnceLock::new(),
             cache: options.cache.and_then(|dir| match CompileCache::open(dir) {
                 Ok(cache) => Some(cache),
                 Err(e) => {
@@ -158,6 +163,16 @@ impl Runtime {
     /// The mesh, when this node is in one.
     pub fn peers(&self) -> Option<&Arc<dyn PeerNetwork>> {
         self.peers.get()
+    }
+
+    /// Give tools the workflow engine (`mcpplus:host/workflow`). Once per runtime.
+    pub fn attach_workflows(&self, workflows: Arc<Workflows>) -> bool {
+        self.workflows.set(workflows).is_ok()
+    }
+
+    /// The workflow engine, when this process runs one.
+    pub fn workflows(&self) -> Option<&Arc<Workflows>> {
+        self.workflows.get()
     }
 
     /// The limits a call of `tool` of `component` runs under.
@@ -253,6 +268,7 @@ fn provided_by_host(import: &str) -> bool {
         "mcpplus:host/progress@",
         "mcpplus:host/queue@",
         "mcpplus:host/peers@",
+        "mcpplus:host/workflow@",
     ]
     .iter()
     .any(|p| import.starts_with(p))

@@ -17,15 +17,18 @@ use crate::capabilities::{CallContext, sockets};
 use crate::outbound::Outbound;
 use crate::outbound::wasi::GuestHttp;
 use mcpplus_policy::config::{CallLimits, GuestLogLevel};
-use mcpplus_policy::{FileAccess, PeerGrants, Policy, QueueGrants};
+use mcpplus_policy::{FileAccess, PeerGrants, Policy, QueueGrants, WorkflowGrants};
 use mcpplus_queue::service::QueueService;
+use mcpplus_workflow::Workflows;
 
 /// What this node runs besides the sandbox, when it runs them: the task
-/// queue (`mcpplus serve --data-dir`) and the mesh (`[mesh]`).
+/// queue (`mcpplus serve --data-dir`), the workflows that run on it, and the
+/// mesh (`[mesh]`).
 #[derive(Default)]
 pub struct NodeServices {
     pub queue: Option<Arc<QueueService>>,
     pub peers: Option<Arc<dyn PeerNetwork>>,
+    pub workflows: Option<Arc<Workflows>>,
 }
 
 pub struct HostState {
@@ -37,6 +40,9 @@ pub struct HostState {
     /// The mesh (when this node is in one) and what the policy grants of it.
     peers: Option<Arc<dyn PeerNetwork>>,
     peer_grants: PeerGrants,
+    /// The workflow engine (when this process runs one) and what the policy grants of it.
+    workflows: Option<Arc<Workflows>>,
+    workflow_grants: WorkflowGrants,
     call: Arc<CallContext>,
     pub limits: TrackedLimits,
     guest_io: GuestIo,
@@ -138,7 +144,11 @@ impl HostState {
         outbound: Arc<Outbound>,
         services: NodeServices,
     ) -> Result<(Self, CapturedOutput), String> {
-        let NodeServices { queue, peers } = services;
+        let NodeServices {
+            queue,
+            peers,
+            workflows,
+        } = services;
         let output_capacity = call_limits.output_bytes;
         let output = CapturedOutput {
             stdout: CappedOutput::new(output_capacity),
@@ -181,6 +191,8 @@ impl HostState {
                 queue_grants: policy.queue,
                 peers,
                 peer_grants: policy.peers,
+                workflows,
+                workflow_grants: policy.workflow,
                 call,
                 limits: TrackedLimits {
                     inner: limits,
@@ -211,6 +223,14 @@ impl HostState {
 
     pub fn peer_grants(&self) -> PeerGrants {
         self.peer_grants
+    }
+
+    pub fn workflow_engine(&self) -> Option<&Arc<Workflows>> {
+        self.workflows.as_ref()
+    }
+
+    pub fn workflow_grants(&self) -> WorkflowGrants {
+        self.workflow_grants
     }
 
     /// Who is calling, for audit events.

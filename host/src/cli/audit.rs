@@ -226,8 +226,17 @@ fn print_text(report: &AuditReport) {
         if g.queue.admin {
             grants.push("queue: admin".into());
         }
+        if g.peers.read {
+            grants.push("peers: read".into());
+        }
         if g.peers.admin {
             grants.push("peers: admin".into());
+        }
+        if g.workflow.submit {
+            grants.push("workflow: submit".into());
+        }
+        if g.workflow.admin {
+            grants.push("workflow: admin".into());
         }
         print_list("grants", &grants, "none");
         let unused: Vec<String> = c.unused_grants.iter().map(|u| u.as_str().into()).collect();

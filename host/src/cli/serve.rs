@@ -232,6 +232,10 @@ pub async fn run(args: ServeArgs, common: &CommonArgs) -> anyhow::Result<ExitCod
         ))),
         _ => None,
     };
+    let _workflow_driver = match &queue {
+        Some(queue) => Some(start_workflows(queue, &runtime, _mesh.as_ref())?),
+        None => None,
+    };
     let max_request_bytes = runtime.config().server.max_request_bytes;
     let server = McpServer::new(live, runtime)
         .with_queue(queue.clone())
@@ -279,6 +283,53 @@ pub async fn run(args: ServeArgs, common: &CommonArgs) -> anyhow::Result<ExitCod
         queue.shutdown(Duration::from_secs(2)).await;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Workflows over the queue (docs/workflows.md): the controller's tables in
+/// the queue's file, templates from `<data-dir>/workflow-templates`, and the
+/// driver that advances workflows as their tasks finish. A step may name any
+/// tool this node or a claiming peer serves.
+fn start_workflows(
+    queue: &Arc<QueueService>,
+    runtime: &Arc<mcpplus_runtime::Runtime>,
+    mesh: Option<&crate::mesh::MeshNode>,
+) -> anyhow::Result<mcpplus_queue::worker::AbortOnDrop> {
+    let data_dir = queue
+        .path()
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let template_dir = data_dir.join(mcpplus_workflow::template::TEMPLATES_DIR);
+    crate::workflow_templates::install_examples(&template_dir);
+    let exists = {
+        let queue = queue.clone();
+        let runtime = runtime.clone();
+        move |tool: &str| {
+            queue.hosts_locally(tool)
+                || runtime
+                    .peers()
+                    .is_some_and(|peers| !peers.hosts(tool).is_empty())
+        }
+    };
+    let workflows = mcpplus_workflow::Workflows::open(
+        queue.store().clone(),
+        mcpplus_workflow::WorkflowOptions {
+            tool_exists: Box::new(exists),
+            template_dir: Some(template_dir),
+            node: mesh.map_or_else(
+                || "local".to_string(),
+                |m| m.mesh.handle.local_peer_id().to_string(),
+            ),
+            retention_ms: queue.config().retention_ms,
+        },
+    )
+    .context("opening the workflow tables")?;
+    let workflows = Arc::new(workflows);
+    let _ = runtime.attach_workflows(workflows.clone());
+    tracing::info!(event = "workflow.ready", "workflows ready");
+    Ok(mcpplus_queue::worker::AbortOnDrop(
+        mcpplus_workflow::spawn_driver(workflows, Duration::from_millis(500)),
+    ))
 }
 
 /// The default data directory: `$XDG_DATA_HOME/mcpplus` or `~/.local/share/mcpplus`.

@@ -9,4 +9,4 @@ mod tasks;
 mod transport;
 
 pub use handler::McpServer;
-pub use transport::{HttpOptions, serve_http, serve_metrics, serve_stdio};
+pub use transport::{HttpOptions, serve_http, serve_lines, serve_metrics, serve_stdio};

@@ -22,8 +22,24 @@ const SESSION_IDLE: std::time::Duration = std::time::Duration::from_secs(300);
 /// held in memory whole).
 pub async fn serve_stdio(server: McpServer, max_request_bytes: usize) -> anyhow::Result<()> {
     let (stdin, stdout) = rmcp::transport::stdio_pipes();
-    let stdin = LineCapped::new(stdin, max_request_bytes);
-    let running = match server.serve((stdin, stdout)).await {
+    serve_lines(server, stdin, stdout, max_request_bytes).await
+}
+
+/// Serve one client speaking newline-delimited JSON-RPC over `input` and
+/// `output` (stdio's framing) until it closes `input`. The stdio transport,
+/// and the fuzz target that feeds the request path raw frames (fuzz/).
+pub async fn serve_lines<R, W>(
+    server: McpServer,
+    input: R,
+    output: W,
+    max_request_bytes: usize,
+) -> anyhow::Result<()>
+where
+    R: tokio::io::AsyncRead + Send + Unpin + 'static,
+    W: tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let input = LineCapped::new(input, max_request_bytes);
+    let running = match server.serve((input, output)).await {
         Ok(running) => running,
         // A client that closes stdin before the handshake (a probe, a cancelled
         // launch) is a normal end, not a server failure.
@@ -34,9 +50,9 @@ pub async fn serve_stdio(server: McpServer, max_request_bytes: usize) -> anyhow:
             );
             return Ok(());
         }
-        Err(e) => return Err(e).context("starting the stdio transport"),
+        Err(e) => return Err(e).context("starting the MCP session"),
     };
-    running.waiting().await.context("serving stdio")?;
+    running.waiting().await.context("serving the MCP session")?;
     Ok(())
 }
 

@@ -3,7 +3,11 @@
 wasmtime::component::bindgen!({
     path: "../../wit",
     world: "mcpplus:host/host-imports",
-    imports: { "mcpplus:host/queue": async, "mcpplus:host/peers": async },
+    imports: {
+        "mcpplus:host/queue": async,
+        "mcpplus:host/peers": async,
+        "mcpplus:host/workflow": async,
+    },
 });
 
-pub use self::mcpplus::host::{log, peers, progress, queue};
+pub use self::mcpplus::host::{log, peers, progress, queue, workflow};

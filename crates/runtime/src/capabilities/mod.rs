@@ -11,6 +11,7 @@ pub mod progress;
 pub mod queue;
 pub mod sockets;
 pub mod stubs;
+pub mod workflow;
 
 use std::sync::Arc;
 
