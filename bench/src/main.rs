@@ -12,6 +12,7 @@ mod queue;
 mod reload;
 mod report;
 mod scenarios;
+mod workflow;
 
 use std::path::PathBuf;
 

@@ -35,7 +35,10 @@ pub async fn run(args: &Args, scratch: &Path, cache: &Path) -> anyhow::Result<Va
     let latency = submit_to_complete(args, &dir, cache).await?;
     let tools = through_tools(args, &dir, cache).await?;
     let large = hundred_thousand(&dir)?;
+    let workflow =
+        crate::workflow::run(args, &dir, serving(args, cache, &["showcase.wasm"])?).await?;
     Ok(json!({
+        "workflow": workflow,
         "submits": submits,
         "submit_per_s": {"durable": durable_per_s, "in_memory": memory_per_s},
         "submit_to_complete": latency,

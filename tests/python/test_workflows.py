@@ -222,3 +222,35 @@ async def test_templates_are_listed_instantiated_and_validated(server):
         result = await ok(client, "workflow_result", {"workflow_id": "stats", "include_outputs": False})
         assert [d["count"] for d in result["result"]["descriptions"]] == [3, 4]
         assert result["result"]["percentiles"] == [2.0, 25.0]
+
+
+async def test_cached_tools_are_not_run_twice_and_an_outside_world_grant_needs_a_ttl(tmp_path):
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    for name in ("text_utils.wasm", "fetch.wasm", "workflow_tools.wasm", "workflow_tools.policy.toml"):
+        shutil.copy(DIST / name, tools / name)
+    (tools / "text_utils.policy.toml").write_text('[cache]\ntools = ["word_count"]\n')
+    # fetch reaches the network: caching it for ever is refused at load.
+    (tools / "fetch.policy.toml").write_text(
+        '[network]\nallow = ["http://127.0.0.1"]\n\n[cache]\ntools = ["fetch"]\n')
+    server = HttpServer("--tools", str(tools), "--data-dir", str(tmp_path / "data"), "--no-admin")
+    try:
+        async with connect("http", "auto", server) as client:
+            names = {t.name for t in (await client.list_tools()).tools}
+            assert "word_count" in names and "fetch" not in names
+            assert await server.wait_for_log("tool.load_failed", "ttl_s", "network")
+            for wid, text in (("one", "a b c"), ("two", "a b c"), ("three", "a b c d")):
+                await ok(client, "workflow_submit", {"workflow_id": wid, "name": wid, "steps": [
+                    {"step_id": "count", "action": "word_count", "inputs": {"text": text}},
+                    {"step_id": "slug", "action": "slugify", "inputs": {"text": "${steps.count.result/words} words"}}]})
+                await wait_for(client, wid, "completed")
+            reasons = {}
+            for wid in ("one", "two", "three"):
+                status = await ok(client, "workflow_status", {"workflow_id": wid})
+                reasons[wid] = steps_by_id(status)["count"]["reason"]
+            assert reasons["one"] is None and reasons["three"] is None, reasons
+            assert reasons["two"] == "cached: the result of task wf:one:count, not run again", reasons
+            result = await ok(client, "workflow_result", {"workflow_id": "two"})
+            assert result["result"] == {"slug": "3-words"}
+    finally:
+        server.stop()

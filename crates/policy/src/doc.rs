@@ -60,6 +60,8 @@ pub struct PolicyDoc {
     #[serde(default)]
     pub workflow: WorkflowDoc,
     #[serde(default)]
+    pub cache: CacheDoc,
+    #[serde(default)]
     pub limits: LimitOverrides,
 }
 
@@ -127,6 +129,19 @@ pub struct PeersDoc {
     pub read: bool,
     #[serde(default)]
     pub admin: bool,
+}
+
+/// `[cache]`: tools whose successful results a workflow step may reuse
+/// (docs/workflows.md, "Result cache").
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheDoc {
+    #[serde(default)]
+    pub tools: Vec<String>,
+    /// How long a result stays usable; required when the component is
+    /// granted anything of the outside world.
+    #[serde(default)]
+    pub ttl_s: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -41,7 +41,25 @@ pub struct Policy {
     pub queue: QueueGrants,
     pub peers: PeerGrants,
     pub workflow: WorkflowGrants,
+    /// Tools whose results workflow steps may reuse (`[cache]`).
+    pub cache: CacheRule,
     pub limits: LimitOverrides,
+}
+
+/// `[cache]`: which tools' successful results a workflow step may reuse,
+/// and for how long (`None`: until the component changes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CacheRule {
+    pub tools: Vec<String>,
+    pub ttl_s: Option<u64>,
+}
+
+impl CacheRule {
+    /// How long `tool`'s results may be reused, if they may: `Some(None)`
+    /// for as long as the component is the same.
+    pub fn ttl_for(&self, tool: &str) -> Option<Option<u64>> {
+        self.tools.iter().any(|t| t == tool).then_some(self.ttl_s)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -378,7 +396,61 @@ fn resolve(doc: &PolicyDoc, origin: &Origin<'_>) -> Result<Policy, PolicyError> 
         }
     }
     policy.sockets.name_lookup = doc.sockets.name_lookup;
+    policy.cache = cache_rule(doc, &policy).map_err(|message| PolicyError::Invalid {
+        location: format!("{}: {}cache", origin.path.display(), origin.key_prefix),
+        message,
+    })?;
     Ok(policy)
+}
+
+/// `[cache]`, checked: a component that reaches the outside world gives
+/// results that change without the component changing, so it must say how
+/// long one stays usable.
+fn cache_rule(doc: &PolicyDoc, policy: &Policy) -> Result<CacheRule, String> {
+    let rule = CacheRule {
+        tools: doc.cache.tools.clone(),
+        ttl_s: doc.cache.ttl_s,
+    };
+    if let Some(tool) = rule.tools.iter().find(|t| t.trim().is_empty()) {
+        return Err(format!("tools has an empty name ({tool:?})"));
+    }
+    if rule.ttl_s == Some(0) {
+        return Err("ttl_s must be at least 1 (leave [cache] out to cache nothing)".into());
+    }
+    if rule.tools.is_empty() || rule.ttl_s.is_some() {
+        return Ok(rule);
+    }
+    let mut outside = Vec::new();
+    if !policy.network.is_empty() {
+        outside.push("network");
+    }
+    if policy.sockets.any() {
+        outside.push("sockets");
+    }
+    if policy
+        .files
+        .iter()
+        .any(|f| f.access != doc::FileAccess::ReadOnly)
+    {
+        outside.push("read-write files");
+    }
+    if policy.queue != QueueGrants::default() {
+        outside.push("queue");
+    }
+    if policy.peers != PeerGrants::default() {
+        outside.push("peers");
+    }
+    if policy.workflow != WorkflowGrants::default() {
+        outside.push("workflow");
+    }
+    if outside.is_empty() {
+        return Ok(rule);
+    }
+    Err(format!(
+        "tools {:?} would be cached for ever, but this component is granted {}, so its results can change while it stays the same; set ttl_s (seconds a result stays usable)",
+        rule.tools,
+        outside.join(", ")
+    ))
 }
 
 /// An absolute guest path without `.`/`..`/empty segments or a trailing slash.

@@ -194,3 +194,30 @@ fn guest_paths_normalize() {
     assert!(normalize_guest_path("/a/./b").is_err());
     assert!(Path::new("/a").is_absolute());
 }
+
+#[test]
+fn a_cache_of_a_component_that_reaches_the_outside_world_needs_a_ttl() {
+    let dir = scratch();
+    let path = dir.join("t.policy.toml");
+    let pure = Policy::parse(&path, "[cache]\ntools = [\"word_count\"]\n").unwrap();
+    assert_eq!(pure.cache.ttl_for("word_count"), Some(None));
+    assert_eq!(pure.cache.ttl_for("slugify"), None);
+    let err = parse_err(
+        "[network]\nallow = [\"https://api.example.com\"]\n\n[cache]\ntools = [\"fetch\"]\n",
+    );
+    assert!(
+        err.contains("cache") && err.contains("network") && err.contains("ttl_s"),
+        "{err}"
+    );
+    let err = parse_err("[queue]\nsubmit = true\n\n[cache]\ntools = [\"t\"]\n");
+    assert!(err.contains("queue"), "{err}");
+    let timed = Policy::parse(
+        &path,
+        "[network]\nallow = [\"https://api.example.com\"]\n\n[cache]\ntools = [\"fetch\"]\nttl_s = 60\n",
+    )
+    .unwrap();
+    assert_eq!(timed.cache.ttl_for("fetch"), Some(Some(60)));
+    assert!(
+        parse_err("[cache]\ntools = [\"t\"]\nttl_s = 0\n").contains("ttl_s must be at least 1")
+    );
+}

@@ -44,11 +44,33 @@ pub fn task_id(workflow: &str, step: &str, item: Option<usize>) -> String {
     }
 }
 
+/// Whether a tool's results may be reused, and under which identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheRule {
+    /// The serving component's sha256: a new build is a new cache.
+    pub component_sha256: String,
+    /// How long a result stays usable (`None`: while the component is the same).
+    pub ttl_ms: Option<u64>,
+}
+
+/// Which tools' results may be reused (from their components' policies).
+pub type CacheRules<'a> = &'a (dyn Fn(&str) -> Option<CacheRule> + Send + Sync);
+
+/// The cache key of a call: sha256 of the canonical JSON (keys sorted) of
+/// `["v1", tool, component sha256, arguments]`.
+pub fn cache_key(tool: &str, rule: &CacheRule, arguments: &Value) -> String {
+    use sha2::Digest as _;
+    let canonical =
+        crate::engine::canonical_json(&json!(["v1", tool, rule.component_sha256, arguments]));
+    hex::encode(sha2::Sha256::digest(canonical.as_bytes()))
+}
+
 pub fn advance(
     txn: &mut Txn<'_>,
     workflow: &str,
     spec: &WorkflowSpec,
     plan: &Plan,
+    cache: CacheRules<'_>,
 ) -> Result<Advanced, WorkflowError> {
     let conn = txn.conn();
     let Some(w) = store::get_workflow(conn, workflow)? else {
@@ -58,6 +80,7 @@ pub fn advance(
     let tasks = store::tasks(conn, workflow)?;
     let run = Run {
         now: txn.now(),
+        cache,
         txn,
         w,
         spec,
@@ -68,12 +91,14 @@ pub fn advance(
         dirty_tasks: BTreeSet::new(),
         events: Vec::new(),
         workflow_dirty: false,
+        cache_hits: 0,
     };
     run.advance()
 }
 
 struct Run<'a, 't, 'c> {
     txn: &'t mut Txn<'c>,
+    cache: CacheRules<'a>,
     now: i64,
     w: WorkflowRow,
     spec: &'a WorkflowSpec,
@@ -84,6 +109,9 @@ struct Run<'a, 't, 'c> {
     dirty_tasks: BTreeSet<usize>,
     events: Vec<(Option<String>, &'static str, Option<String>)>,
     workflow_dirty: bool,
+    /// A step or item completed from the cache in this advance: look again,
+    /// since no task will wake the driver for it.
+    cache_hits: usize,
 }
 
 impl Run<'_, '_, '_> {
@@ -105,10 +133,18 @@ impl Run<'_, '_, '_> {
             self.cancel_tasks()?;
             self.sync_tasks()?;
         }
-        self.finish_running_steps();
-        self.settle_pending_steps();
-        if self.w.cancel.is_none() && self.stopped_by().is_none() {
-            self.start_ready_steps()?;
+        // Steps completed from the cache finish (and free their dependents)
+        // in the same advance; each round starts at least one step more.
+        for _ in 0..=self.steps.len() {
+            self.cache_hits = 0;
+            self.finish_running_steps();
+            self.settle_pending_steps();
+            if self.w.cancel.is_none() && self.stopped_by().is_none() {
+                self.start_ready_steps()?;
+            }
+            if self.cache_hits == 0 {
+                break;
+            }
         }
         let closed = self.close_if_done();
         self.save(closed)
@@ -147,6 +183,9 @@ impl Run<'_, '_, '_> {
                 }
                 None => {}
                 Some(task) if row.state == OPEN && task.state.is_terminal() => {
+                    if task.state == TaskState::Completed {
+                        self.remember_result(&task)?;
+                    }
                     let row = &mut self.tasks[i];
                     row.state = task.state.as_str().to_string();
                     row.output = task.result.clone();
@@ -187,6 +226,31 @@ impl Run<'_, '_, '_> {
             }
         }
         Ok(redriven)
+    }
+
+    /// Keep a completed call's result when its tool is cacheable.
+    fn remember_result(&self, task: &mcpplus_queue::Task) -> Result<(), WorkflowError> {
+        let Some(rule) = (self.cache)(&task.tool) else {
+            return Ok(());
+        };
+        let Some(output) = &task.result else {
+            return Ok(());
+        };
+        if output.get("isError").and_then(Value::as_bool) == Some(true) {
+            return Ok(());
+        }
+        let key = cache_key(&task.tool, &rule, &task.arguments);
+        store::cache_put(
+            self.txn.conn(),
+            &key,
+            &task.tool,
+            &rule.component_sha256,
+            output,
+            &task.id,
+            self.now,
+            rule.ttl_ms,
+        )?;
+        Ok(())
     }
 
     /// A redrive: the workflow runs again, and the steps skipped because of
@@ -285,6 +349,10 @@ impl Run<'_, '_, '_> {
             if more_items && may_continue && self.w.cancel.is_none() {
                 continue; // more items to submit
             }
+            let cached: Vec<&str> = mine
+                .iter()
+                .filter_map(|t| t.cached_from.as_deref())
+                .collect();
             let attempts = mine.iter().map(|t| t.attempts).sum();
             let started = mine.iter().filter_map(|t| t.started_at).min();
             let finished = mine
@@ -312,7 +380,17 @@ impl Run<'_, '_, '_> {
             step.error = outcome.error.clone();
             step.state = outcome.state;
             step.continued = outcome.state == StepState::Failed && spec.continue_on_error;
-            step.reason = outcome.reason;
+            step.reason = outcome.reason.or_else(|| match cached.as_slice() {
+                [] => None,
+                [one] if mine.len() == 1 => {
+                    Some(format!("cached: the result of task {one}, not run again"))
+                }
+                some => Some(format!(
+                    "cached: {} of {} items reused, not run again",
+                    some.len(),
+                    mine.len()
+                )),
+            });
             self.dirty_steps.insert(s);
             let kind = match outcome.state {
                 StepState::Completed => "step.completed",
@@ -636,6 +714,21 @@ impl Run<'_, '_, '_> {
             return Ok(false);
         }
         let id = task_id(&self.w.id, &spec.step_id, item);
+        if let Some(rule) = (self.cache)(&spec.action) {
+            let key = cache_key(&spec.action, &rule, &arguments);
+            if let Some((output, source)) = store::cache_get(self.txn.conn(), &key, self.now)? {
+                let step_id = spec.step_id.clone();
+                self.record_cached(s, item, id, output, source);
+                self.cache_hits += 1;
+                let at = item.map(|i| format!("item {i}: ")).unwrap_or_default();
+                self.event(
+                    Some(&step_id),
+                    "step.cached",
+                    Some(format!("{at}result reused, not run")),
+                );
+                return Ok(true);
+            }
+        }
         let new = NewTask {
             id: Some(id.clone()),
             tool: spec.action.clone(),
@@ -668,7 +761,40 @@ impl Run<'_, '_, '_> {
             attempts: 0,
             started_at: None,
             finished_at: None,
+            cached_from: None,
         };
+        self.put_task_row(row);
+        self.mark_started(s);
+        Ok(true)
+    }
+
+    /// A step (or item) completed from the cache: a task row that is already
+    /// finished, with no queue task behind it.
+    fn record_cached(
+        &mut self,
+        s: usize,
+        item: Option<usize>,
+        id: String,
+        output: Value,
+        source: String,
+    ) {
+        let row = TaskRow {
+            task_id: id,
+            step_id: self.steps[s].step_id.clone(),
+            item,
+            state: TaskState::Completed.as_str().to_string(),
+            output: Some(output),
+            error: None,
+            attempts: 0,
+            started_at: Some(self.now),
+            finished_at: Some(self.now),
+            cached_from: Some(source),
+        };
+        self.put_task_row(row);
+        self.mark_started(s);
+    }
+
+    fn put_task_row(&mut self, row: TaskRow) {
         match self.tasks.iter().position(|t| t.task_id == row.task_id) {
             Some(existing) => {
                 self.tasks[existing] = row;
@@ -679,6 +805,9 @@ impl Run<'_, '_, '_> {
                 self.dirty_tasks.insert(self.tasks.len() - 1);
             }
         }
+    }
+
+    fn mark_started(&mut self, s: usize) {
         let step = &mut self.steps[s];
         if step.state == StepState::Ready {
             step.state = StepState::Running;
@@ -687,7 +816,6 @@ impl Run<'_, '_, '_> {
             self.event(Some(&id), "step.started", None);
         }
         self.dirty_steps.insert(s);
-        Ok(true)
     }
 
     /// Close the workflow when every step is finished and no task is open.

@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest as _, Sha256};
 
 use crate::WorkflowError;
-use crate::advance::{self, Advanced};
+use crate::advance::{self, Advanced, CacheRule};
 use crate::graph::{self, Format, GraphInput, NodeView};
 use crate::spec::{MAX_SPEC_BYTES, StepState, WorkflowSpec, WorkflowState};
 use crate::store::{self, CancelMode, StepRow, WorkflowRow};
@@ -28,6 +28,7 @@ const SPEC_CACHE: usize = 256;
 const SWEEP_BATCH: u32 = 1_000;
 
 type Loaded = Arc<(WorkflowSpec, Plan)>;
+type CacheRuleFn = dyn Fn(&str) -> Option<CacheRule> + Send + Sync;
 
 pub struct Workflows {
     store: Arc<QueueStore>,
@@ -39,6 +40,7 @@ pub struct Workflows {
     retention_ms: u64,
     specs: Mutex<HashMap<String, (String, Loaded)>>,
     clock: Box<dyn Fn() -> i64 + Send + Sync>,
+    cache: Box<CacheRuleFn>,
 }
 
 /// Where the engine finds what it needs.
@@ -76,9 +78,20 @@ impl Workflows {
             retention_ms: options.retention_ms,
             specs: Mutex::new(HashMap::new()),
             clock: Box::new(now_ms),
+            cache: Box::new(|_| None),
         };
         engine.reload_templates()?;
         Ok(engine)
+    }
+
+    /// Reuse the results of the tools `rules` names (their components'
+    /// `[cache]` policy); without it nothing is cached.
+    pub fn with_cache(
+        mut self,
+        rules: impl Fn(&str) -> Option<CacheRule> + Send + Sync + 'static,
+    ) -> Self {
+        self.cache = Box::new(rules);
+        self
     }
 
     /// Use `clock` for time (tests).
@@ -183,7 +196,7 @@ impl Workflows {
                 store::write_step(conn, &id, &StepRow::new(&step.step_id, i, plan.levels[i]))?;
             }
             store::append_event(conn, &id, now, None, "workflow.submitted", None)?;
-            let advanced = advance::advance(txn, &id, &spec, &plan)?;
+            let advanced = advance::advance(txn, &id, &spec, &plan, &*self.cache)?;
             Ok((true, advanced))
         })?;
         self.remember(&id, &sha, Arc::new((spec.clone(), plan)));
@@ -343,7 +356,7 @@ impl Workflows {
         let w = self.workflow(id)?;
         let loaded = self.loaded(&w)?;
         let advanced = self.store.transaction(self.now(), |txn| {
-            advance::advance(txn, id, &loaded.0, &loaded.1)
+            advance::advance(txn, id, &loaded.0, &loaded.1, &*self.cache)
         })?;
         self.follow_up(advanced);
         Ok(())
@@ -546,7 +559,7 @@ impl Workflows {
                 "workflow.cancel_requested",
                 Some(mode.as_str()),
             )?;
-            advance::advance(txn, id, &loaded.0, &loaded.1)
+            advance::advance(txn, id, &loaded.0, &loaded.1, &*self.cache)
         })?;
         self.follow_up(advanced);
         let (w, steps) = self.read(id)?;

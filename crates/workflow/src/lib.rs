@@ -17,6 +17,7 @@ pub mod store;
 pub mod template;
 pub mod validate;
 
+pub use advance::CacheRule;
 pub use engine::{WorkflowOptions, Workflows, spawn_driver};
 
 /// Why a workflow request was refused or failed.

@@ -75,6 +75,21 @@ CREATE TABLE IF NOT EXISTS workflow_tasks (
 );
 CREATE INDEX IF NOT EXISTS workflow_tasks_by_state ON workflow_tasks(state, workflow_id);
 CREATE INDEX IF NOT EXISTS workflow_tasks_by_step ON workflow_tasks(workflow_id, step_id, item);
+-- Successful results of tools a component's policy marks cacheable, keyed by
+-- sha256 of the canonical JSON of (tool, component sha256, arguments).
+CREATE TABLE IF NOT EXISTS step_cache (
+    key        TEXT PRIMARY KEY,
+    tool       TEXT NOT NULL,
+    component  TEXT NOT NULL,
+    output     TEXT NOT NULL,
+    bytes      INTEGER NOT NULL,
+    source     TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER,
+    last_used  INTEGER NOT NULL,
+    hits       INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS step_cache_lru ON step_cache(last_used);
 -- The sha256 each template (id, version) had when first loaded: a file
 -- changed without a new version is refused.
 CREATE TABLE IF NOT EXISTS workflow_template_pins (
@@ -236,10 +251,19 @@ pub struct TaskRow {
     pub attempts: u32,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// A result reused from the cache: the task that produced it.
+    pub cached_from: Option<String>,
 }
 
 pub fn ensure_schema(conn: &Connection) -> rusqlite::Result<()> {
-    conn.execute_batch(SCHEMA)
+    conn.execute_batch(SCHEMA)?;
+    let has: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('workflow_tasks') WHERE name = 'cached_from'")?
+        .exists([])?;
+    if !has {
+        conn.execute_batch("ALTER TABLE workflow_tasks ADD COLUMN cached_from TEXT")?;
+    }
+    Ok(())
 }
 
 fn json_opt(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<Value>> {
@@ -447,7 +471,7 @@ pub fn write_step(conn: &Connection, workflow: &str, s: &StepRow) -> rusqlite::R
 }
 
 const TASK_COLUMNS: &str =
-    "task_id, step_id, item, state, output, error, attempts, started_at, finished_at";
+    "task_id, step_id, item, state, output, error, attempts, started_at, finished_at, cached_from";
 
 fn task_from_row(row: &Row<'_>) -> rusqlite::Result<TaskRow> {
     Ok(TaskRow {
@@ -460,6 +484,7 @@ fn task_from_row(row: &Row<'_>) -> rusqlite::Result<TaskRow> {
         attempts: row.get(6)?,
         started_at: row.get(7)?,
         finished_at: row.get(8)?,
+        cached_from: row.get(9)?,
     })
 }
 
@@ -476,10 +501,12 @@ pub fn tasks(conn: &Connection, workflow: &str) -> rusqlite::Result<Vec<TaskRow>
 pub fn write_task(conn: &Connection, workflow: &str, t: &TaskRow) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO workflow_tasks (task_id, workflow_id, step_id, item, state, output, error,
-             attempts, started_at, finished_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             attempts, started_at, finished_at, cached_from)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
          ON CONFLICT(task_id) DO UPDATE SET state = excluded.state, output = excluded.output,
              error = excluded.error, attempts = excluded.attempts,
-             started_at = excluded.started_at, finished_at = excluded.finished_at",
+             started_at = excluded.started_at, finished_at = excluded.finished_at,
+             cached_from = excluded.cached_from",
     )?
     .execute(params![
         t.task_id,
@@ -492,6 +519,7 @@ pub fn write_task(conn: &Connection, workflow: &str, t: &TaskRow) -> rusqlite::R
         t.attempts,
         t.started_at,
         t.finished_at,
+        t.cached_from,
     ])?;
     Ok(())
 }
@@ -652,4 +680,80 @@ pub fn purge_finished(conn: &Connection, before: i64) -> rusqlite::Result<u64> {
         [before],
     )?;
     Ok(n as u64)
+}
+
+/// The most results the cache keeps, and the most bytes of them; past
+/// either the least recently used go first.
+pub const CACHE_ENTRIES: i64 = 10_000;
+pub const CACHE_BYTES: i64 = 64 << 20;
+
+/// A cached result under `key` still usable at `now`: (output, the task
+/// that produced it). Counts the hit.
+pub fn cache_get(
+    conn: &Connection,
+    key: &str,
+    now: i64,
+) -> rusqlite::Result<Option<(Value, String)>> {
+    let found: Option<(String, String)> = conn
+        .prepare_cached(
+            "SELECT output, source FROM step_cache WHERE key = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
+        )?
+        .query_row(params![key, now], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((output, source)) = found else {
+        return Ok(None);
+    };
+    conn.prepare_cached("UPDATE step_cache SET hits = hits + 1, last_used = ?2 WHERE key = ?1")?
+        .execute(params![key, now])?;
+    Ok(serde_json::from_str(&output).ok().map(|o| (o, source)))
+}
+
+/// Keep `output` under `key`, then evict the least recently used past the bounds.
+#[allow(clippy::too_many_arguments)]
+pub fn cache_put(
+    conn: &Connection,
+    key: &str,
+    tool: &str,
+    component: &str,
+    output: &Value,
+    source: &str,
+    now: i64,
+    ttl_ms: Option<u64>,
+) -> rusqlite::Result<()> {
+    let text = output.to_string();
+    if text.len() as i64 > CACHE_BYTES / 16 {
+        return Ok(()); // one result may not take a sixteenth of the cache
+    }
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO step_cache (key, tool, component, output, bytes, source, created_at,
+             expires_at, last_used) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?7)",
+    )?
+    .execute(params![
+        key,
+        tool,
+        component,
+        text,
+        text.len() as i64,
+        source,
+        now,
+        ttl_ms.map(|t| now.saturating_add(t as i64)),
+    ])?;
+    conn.execute(
+        "DELETE FROM step_cache WHERE expires_at IS NOT NULL AND expires_at <= ?1",
+        [now],
+    )?;
+    loop {
+        let (entries, bytes): (i64, i64) = conn.query_row(
+            "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM step_cache",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        if entries <= CACHE_ENTRIES && bytes <= CACHE_BYTES {
+            return Ok(());
+        }
+        conn.execute(
+            "DELETE FROM step_cache WHERE key IN (SELECT key FROM step_cache ORDER BY last_used LIMIT ?1)",
+            [(entries - CACHE_ENTRIES).clamp(1, 1000)],
+        )?;
+    }
 }

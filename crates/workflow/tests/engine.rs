@@ -602,3 +602,93 @@ fn finished_workflows_are_deleted_after_the_retention() {
     let err = h.engine.status("old", true, false).unwrap_err().to_string();
     assert!(err.contains("there is no workflow `old`"), "{err}");
 }
+
+/// The rule the cached harness answers for `echo`: (component sha256, ttl).
+type SharedRule = Arc<std::sync::Mutex<(String, Option<u64>)>>;
+
+/// A harness whose `echo` is cacheable.
+fn cached_harness() -> (Harness, SharedRule) {
+    let rule = Arc::new(std::sync::Mutex::new(("sha-1".to_string(), None)));
+    let mut h = harness();
+    let r = rule.clone();
+    h.engine = h.engine.with_cache(move |tool| {
+        let (sha, ttl) = r.lock().unwrap().clone();
+        (tool == "echo").then_some(mcpplus_workflow::CacheRule {
+            component_sha256: sha,
+            ttl_ms: ttl,
+        })
+    });
+    (h, rule)
+}
+
+#[test]
+fn the_cache_reuses_a_result_for_the_same_call_whatever_its_key_order() {
+    let (h, rule) = cached_harness();
+    h.submit(json!({"workflow_id": "one", "name": "n", "steps": [
+        {"step_id": "a", "action": "echo", "inputs": {"x": 1, "y": [1, 2]}},
+        {"step_id": "s", "action": "sum", "inputs": {"values": [1, 2]}},
+    ]}));
+    assert_eq!(h.run_all().len(), 2);
+    // Same arguments in another order, in another workflow: not run again.
+    h.submit(json!({"workflow_id": "two", "name": "n", "steps": [
+        {"step_id": "b", "action": "echo", "inputs": {"y": [1, 2], "x": 1}},
+        {"step_id": "after", "action": "echo", "depends_on": ["b"], "inputs": {"got": "${steps.b.result/x}"}},
+        {"step_id": "s", "action": "sum", "inputs": {"values": [1, 2]}},
+    ]}));
+    let mut ran: Vec<String> = h.run_all().into_iter().map(|r| r.task).collect();
+    ran.sort();
+    assert_eq!(
+        ran,
+        ["wf:two:after", "wf:two:s"],
+        "b came from the cache; sum is never cached"
+    );
+    let b = h.step("two", "b");
+    assert_eq!(b["status"], "completed");
+    assert!(b["reason"].as_str().unwrap().contains("wf:one:a"), "{b}");
+    assert!(
+        h.store.get("wf:two:b").is_err(),
+        "a cache hit submits no task"
+    );
+    let result = h.engine.result("two", true, false).unwrap();
+    assert_eq!(result["outputs"][1]["result"], json!({"got": 1}));
+
+    // New arguments miss.
+    h.submit(json!({"workflow_id": "three", "name": "n", "steps": [
+        {"step_id": "c", "action": "echo", "inputs": {"x": 2, "y": [1, 2]}}]}));
+    assert_eq!(h.run_all().len(), 1);
+    // A new build of the component misses.
+    rule.lock().unwrap().0 = "sha-2".into();
+    h.submit(json!({"workflow_id": "four", "name": "n", "steps": [
+        {"step_id": "d", "action": "echo", "inputs": {"x": 1, "y": [1, 2]}}]}));
+    assert_eq!(h.run_all().len(), 1);
+}
+
+#[test]
+fn a_cached_result_expires_after_its_ttl_and_a_map_reuses_item_by_item() {
+    let (h, rule) = cached_harness();
+    // run_all moves the clock a minute past its last task (backoffs).
+    rule.lock().unwrap().1 = Some(600_000);
+    let spec = |id: &str| {
+        json!({"workflow_id": id, "name": "n", "steps": [
+        {"step_id": "a", "action": "echo", "inputs": {"x": 1}}]})
+    };
+    h.submit(spec("first"));
+    assert_eq!(h.run_all().len(), 1);
+    h.submit(spec("hit"));
+    assert_eq!(h.run_all().len(), 0, "within the ttl");
+    assert_eq!(h.status("hit")["status"], "completed");
+    h.tick(600_001);
+    h.submit(spec("expired"));
+    assert_eq!(h.run_all().len(), 1, "past the ttl");
+
+    // A for_each reuses item by item.
+    h.submit(json!({"workflow_id": "map1", "name": "n", "steps": [
+        {"step_id": "m", "action": "echo", "for_each": [1, 2], "inputs": {"v": "${item}"}}]}));
+    assert_eq!(h.run_all().len(), 2);
+    h.submit(json!({"workflow_id": "map2", "name": "n", "steps": [
+        {"step_id": "m", "action": "echo", "for_each": [2, 3], "inputs": {"v": "${item}"}}]}));
+    let ran: Vec<String> = h.run_all().into_iter().map(|r| r.task).collect();
+    assert_eq!(ran, ["wf:map2:m:1"], "item 0 (v=2) came from the cache");
+    let result = h.engine.result("map2", true, false).unwrap();
+    assert_eq!(result["outputs"][0]["result"], json!([{"v": 2}, {"v": 3}]));
+}

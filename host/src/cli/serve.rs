@@ -142,6 +142,12 @@ pub async fn run(args: ServeArgs, common: &CommonArgs) -> anyhow::Result<ExitCod
         for w in &c.description.warnings {
             tracing::warn!(component = %c.name, "{w}");
         }
+        for cached in &c.policy.cache.tools {
+            if !c.tools().iter().any(|t| &t.name == cached) {
+                tracing::warn!(component = %c.name, tool = %cached,
+                    "[cache] names `{cached}`, which this component does not export; nothing of it is cached (tools: {})", tools.join(", "));
+            }
+        }
     }
     tracing::info!(folder = %dir.display(), components = catalog.components().len(),
         tools = catalog.tools().count(), elapsed_ms = started.elapsed().as_millis() as u64, "catalog ready");
@@ -233,7 +239,7 @@ pub async fn run(args: ServeArgs, common: &CommonArgs) -> anyhow::Result<ExitCod
         _ => None,
     };
     let _workflow_driver = match &queue {
-        Some(queue) => Some(start_workflows(queue, &runtime, _mesh.as_ref())?),
+        Some(queue) => Some(start_workflows(queue, &runtime, &live, _mesh.as_ref())?),
         None => None,
     };
     let max_request_bytes = runtime.config().server.max_request_bytes;
@@ -292,6 +298,7 @@ pub async fn run(args: ServeArgs, common: &CommonArgs) -> anyhow::Result<ExitCod
 fn start_workflows(
     queue: &Arc<QueueService>,
     runtime: &Arc<mcpplus_runtime::Runtime>,
+    live: &Arc<LiveCatalog>,
     mesh: Option<&crate::mesh::MeshNode>,
 ) -> anyhow::Result<mcpplus_queue::worker::AbortOnDrop> {
     let data_dir = queue
@@ -323,13 +330,31 @@ fn start_workflows(
             retention_ms: queue.config().retention_ms,
         },
     )
-    .context("opening the workflow tables")?;
+    .context("opening the workflow tables")?
+    .with_cache(cache_rules(live.clone()));
     let workflows = Arc::new(workflows);
     let _ = runtime.attach_workflows(workflows.clone());
     tracing::info!(event = "workflow.ready", "workflows ready");
     Ok(mcpplus_queue::worker::AbortOnDrop(
         mcpplus_workflow::spawn_driver(workflows, Duration::from_millis(500)),
     ))
+}
+
+/// Which tools' results workflow steps may reuse: those the serving
+/// component's policy lists in `[cache]`, keyed by that component's sha256
+/// (so a hot swap starts a new cache). Peers' tools are never cached here.
+fn cache_rules(
+    live: Arc<LiveCatalog>,
+) -> impl Fn(&str) -> Option<mcpplus_workflow::CacheRule> + Send + Sync + 'static {
+    move |tool| {
+        let catalog = live.snapshot();
+        let entry = catalog.tool(tool)?;
+        let ttl_s = entry.component.policy.cache.ttl_for(tool)?;
+        Some(mcpplus_workflow::CacheRule {
+            component_sha256: entry.component.digest.clone(),
+            ttl_ms: ttl_s.map(|s| s.saturating_mul(1000)),
+        })
+    }
 }
 
 /// The default data directory: `$XDG_DATA_HOME/mcpplus` or `~/.local/share/mcpplus`.
