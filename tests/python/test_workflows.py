@@ -254,3 +254,27 @@ async def test_cached_tools_are_not_run_twice_and_an_outside_world_grant_needs_a
             assert result["result"] == {"slug": "3-words"}
     finally:
         server.stop()
+
+
+async def test_step_and_workflow_timeouts(server):
+    async with connect("http", "auto", server) as client:
+        started = anyio.current_time()
+        await ok(client, "workflow_submit", {"workflow_id": "step-timeout", "name": "n", "steps": [
+            {"step_id": "slow", "action": "count_to", "timeout_ms": 200,
+             "retry": {"max_attempts": 2, "backoff_ms": 10}, "inputs": {"to": 100, "pause_ms": 50}}]})
+        status = await wait_for(client, "step-timeout", "failed", "completed", within=10)
+        elapsed = anyio.current_time() - started
+        slow = steps_by_id(status)["slow"]
+        assert status["status"] == "failed" and slow["attempts"] == 2, status
+        assert elapsed < 2.0, f"two 200 ms attempts took {elapsed:.2f} s"
+
+        started = anyio.current_time()
+        await ok(client, "workflow_submit", {"workflow_id": "deadline", "name": "n", "timeout_ms": 1000, "steps": [
+            {"step_id": "long", "action": "count_to", "inputs": {"to": 200, "pause_ms": 50}}]})
+        status = await wait_for(client, "deadline", "failed", "completed", within=10)
+        elapsed = anyio.current_time() - started
+        assert status["status"] == "failed" and status["error"] == "timed out after 1000 ms", status
+        # The deadline, one sweep (0.5 s) and the task's next heartbeat (lease_ms / 3 = 1 s).
+        assert elapsed < 1.0 + 0.5 + 1.0 + 0.5, f"took {elapsed:.2f} s"
+        page = await ok(client, "task_list", {"tag_filter": ["workflow:deadline"], "limit": 10})
+        assert [t["status"] for t in page["tasks"]] == ["cancelled"], page
