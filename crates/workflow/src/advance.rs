@@ -137,7 +137,7 @@ impl Run<'_, '_, '_> {
         // in the same advance; each round starts at least one step more.
         for _ in 0..=self.steps.len() {
             self.cache_hits = 0;
-            self.finish_running_steps();
+            self.finish_running_steps()?;
             self.settle_pending_steps();
             if self.w.cancel.is_none() && self.stopped_by().is_none() {
                 self.start_ready_steps()?;
@@ -164,6 +164,11 @@ impl Run<'_, '_, '_> {
         let mut redriven = false;
         for i in 0..self.tasks.len() {
             let row = &self.tasks[i];
+            // A completed row is final (its step may be redriven only through
+            // a failed or cancelled task), and a cached one has no task.
+            if row.state == TaskState::Completed.as_str() {
+                continue;
+            }
             let task = self.txn.get(&row.task_id)?;
             match task {
                 None if row.state == OPEN => {
@@ -321,7 +326,7 @@ impl Run<'_, '_, '_> {
 
     /// A running step whose tasks are all settled (and, for a for_each, all
     /// items submitted or no more to be) finishes.
-    fn finish_running_steps(&mut self) {
+    fn finish_running_steps(&mut self) -> Result<(), WorkflowError> {
         for s in 0..self.steps.len() {
             if self.steps[s].state != StepState::Running {
                 continue;
@@ -360,6 +365,19 @@ impl Run<'_, '_, '_> {
                 .filter_map(|t| t.finished_at)
                 .max()
                 .unwrap_or(self.now);
+            // Outputs are read only now, when the step finishes.
+            let stored = store::task_outputs(self.txn.conn(), &self.w.id, &step_id)?;
+            let filled: Vec<TaskRow> = mine
+                .iter()
+                .map(|t| {
+                    let mut t = (*t).clone();
+                    if t.output.is_none() {
+                        t.output = stored.get(&t.task_id).cloned();
+                    }
+                    t
+                })
+                .collect();
+            let mine: Vec<&TaskRow> = filled.iter().collect();
             let outcome = if self.steps[s].items.is_some() {
                 map_outcome(
                     &mine,
@@ -399,6 +417,7 @@ impl Run<'_, '_, '_> {
             };
             self.event(Some(&step_id), kind, outcome.error);
         }
+        Ok(())
     }
 
     /// The workflow's deadline passed: it fails, and its running steps are

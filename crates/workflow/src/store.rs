@@ -488,22 +488,51 @@ fn task_from_row(row: &Row<'_>) -> rusqlite::Result<TaskRow> {
     })
 }
 
-/// Every task row of `workflow`, by step and item.
+/// Every task row of `workflow`, by step and item, without their outputs
+/// (an advance runs after every settled task; reading every output each
+/// time would make a large for_each quadratic). See [`task_outputs`].
 pub fn tasks(conn: &Connection, workflow: &str) -> rusqlite::Result<Vec<TaskRow>> {
+    let columns = TASK_COLUMNS.replace("output", "NULL AS output");
     let mut query = conn.prepare_cached(&format!(
-        "SELECT {TASK_COLUMNS} FROM workflow_tasks WHERE workflow_id = ?1 ORDER BY step_id, item"
+        "SELECT {columns} FROM workflow_tasks WHERE workflow_id = ?1 ORDER BY step_id, item"
     ))?;
     query
         .query_map([workflow], task_from_row)?
         .collect::<Result<_, _>>()
 }
 
+/// The stored outputs of one step's task rows, by task id.
+pub fn task_outputs(
+    conn: &Connection,
+    workflow: &str,
+    step: &str,
+) -> rusqlite::Result<std::collections::HashMap<String, Value>> {
+    let mut query = conn.prepare_cached(
+        "SELECT task_id, output FROM workflow_tasks
+          WHERE workflow_id = ?1 AND step_id = ?2 AND output IS NOT NULL",
+    )?;
+    let rows = query.query_map(params![workflow, step], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+    })?;
+    let mut outputs = std::collections::HashMap::new();
+    for row in rows {
+        let (id, text) = row?;
+        if let Ok(value) = serde_json::from_str(&text) {
+            outputs.insert(id, value);
+        }
+    }
+    Ok(outputs)
+}
+
+/// Insert or update a task row; an output not in memory (`None`, as
+/// [`tasks`] reads them) keeps the stored one.
 pub fn write_task(conn: &Connection, workflow: &str, t: &TaskRow) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO workflow_tasks (task_id, workflow_id, step_id, item, state, output, error,
              attempts, started_at, finished_at, cached_from)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-         ON CONFLICT(task_id) DO UPDATE SET state = excluded.state, output = excluded.output,
+         ON CONFLICT(task_id) DO UPDATE SET state = excluded.state,
+             output = COALESCE(excluded.output, output),
              error = excluded.error, attempts = excluded.attempts,
              started_at = excluded.started_at, finished_at = excluded.finished_at,
              cached_from = excluded.cached_from",
