@@ -123,6 +123,12 @@ impl Run<'_, '_, '_> {
         if redriven {
             self.reopen();
         }
+        if self.w.state == WorkflowState::Pending && self.w.cancel.is_some() {
+            // Cancelled while waiting for its dependencies: it closes now.
+            self.w.state = WorkflowState::Running;
+            self.w.started_at = Some(self.now);
+            self.workflow_dirty = true;
+        }
         if self.w.state == WorkflowState::Pending && !self.start_when_needs_done()? {
             return self.save(false);
         }
@@ -351,7 +357,10 @@ impl Run<'_, '_, '_> {
                 .as_ref()
                 .is_some_and(|items| self.steps[s].items_submitted < items.len());
             let may_continue = !item_failed || spec.continue_on_error;
-            if more_items && may_continue && self.w.cancel.is_none() {
+            // A cancel or a stop (another step failed) starts no more items:
+            // the step ends once the running ones settle.
+            let halted = self.w.cancel.is_some() || self.stopped_by().is_some();
+            if more_items && may_continue && !halted {
                 continue; // more items to submit
             }
             let cached: Vec<&str> = mine
@@ -1021,6 +1030,19 @@ fn map_outcome(
             reason: None,
         };
     }
+    if errors.is_empty() {
+        // Halted by a cancel or a stop before every item ran: not a failure of its own.
+        return StepOutcome {
+            state: StepState::Cancelled,
+            output: Some(json!({"items": outputs, "errors": []})),
+            result: None,
+            error: None,
+            reason: Some(format!(
+                "{} of {total} items ran before the workflow was cancelled or stopped",
+                tasks.len()
+            )),
+        };
+    }
     let state = if cancelled && !continue_on_error {
         StepState::Cancelled
     } else {
@@ -1031,11 +1053,7 @@ fn map_outcome(
         state,
         output: Some(json!({"items": outputs, "errors": errors})),
         result,
-        error: Some(if errors.is_empty() {
-            "the step stopped before all items ran".into()
-        } else {
-            summary(&errors)
-        }),
+        error: Some(summary(&errors)),
         reason: None,
     }
 }

@@ -504,6 +504,11 @@ fn a_workflow_waits_for_the_workflows_it_depends_on() {
                     "steps": [{"step_id": "b", "action": "echo"}]}),
     );
     assert_eq!(h.status("second")["status"], "pending");
+    // A third one waiting too, cancelled while it waits: it closes at once.
+    h.submit(json!({"workflow_id": "third", "name": "n", "dependencies": ["first"],
+                    "steps": [{"step_id": "c", "action": "echo"}]}));
+    h.engine.cancel("third", None, false).unwrap();
+    assert_eq!(h.status("third")["status"], "cancelled");
     let (a, at) = h.claim().unwrap();
     assert_eq!(a.task, "wf:first:a");
     assert!(h.claim().is_none());
@@ -691,4 +696,32 @@ fn a_cached_result_expires_after_its_ttl_and_a_map_reuses_item_by_item() {
     assert_eq!(ran, ["wf:map2:m:1"], "item 0 (v=2) came from the cache");
     let result = h.engine.result("map2", true, false).unwrap();
     assert_eq!(result["outputs"][0]["result"], json!([{"v": 2}, {"v": 3}]));
+}
+
+#[test]
+fn a_stop_ends_a_running_for_each_after_its_running_items() {
+    let h = harness();
+    h.submit(json!({"workflow_id": "w", "name": "n", "steps": [
+        {"step_id": "map", "action": "echo", "for_each": [1, 2, 3, 4, 5], "max_parallel": 1,
+         "inputs": {"v": "${item}"}},
+        {"step_id": "bad", "action": "fail"},
+    ]}));
+    let (first, fa) = h.claim().unwrap();
+    let (second, sa) = h.claim().unwrap();
+    let (item, bad) = if first.tool == "fail" {
+        ((second, sa), (first, fa))
+    } else {
+        ((first, fa), (second, sa))
+    };
+    h.finish(&bad.0, bad.1); // the workflow stops while item 0 runs
+    h.finish(&item.0, item.1);
+    assert!(h.claim().is_none(), "no more items start after the stop");
+    let status = h.status("w");
+    assert_eq!(status["status"], "failed", "{status}");
+    let map = h.step("w", "map");
+    assert_eq!(map["status"], "cancelled", "{map}");
+    assert_eq!(
+        map["reason"],
+        "1 of 5 items ran before the workflow was cancelled or stopped"
+    );
 }
