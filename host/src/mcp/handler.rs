@@ -47,6 +47,19 @@ pub struct McpServer {
     queue: Option<Arc<QueueService>>,
     /// Peers' tools, listed and called through the queue (`[mesh] federate`).
     federation: Option<Arc<Federation>>,
+    /// Cancelled when this session's server is dropped (the session ended),
+    /// so the tasks it started for the session end with it.
+    session: Arc<SessionEnd>,
+}
+
+/// Cancels its token when dropped: one per session (each clone of the
+/// server is a new session).
+struct SessionEnd(tokio_util::sync::CancellationToken);
+
+impl Drop for SessionEnd {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
 }
 
 /// Each HTTP session is served by its own clone: it shares the catalog and
@@ -67,6 +80,7 @@ impl McpServer {
             log_level: Arc::default(),
             queue: None,
             federation: None,
+            session: Arc::new(SessionEnd(tokio_util::sync::CancellationToken::new())),
         }
     }
 
@@ -352,13 +366,19 @@ impl ServerHandler for McpServer {
 
     /// A 2025-11-25 client (stdio, or an HTTP session) is told about every change
     /// of the tool list with `notifications/tools/list_changed`, until its
-    /// connection ends (noticed at the next change, when the send fails).
+    /// session ends (the forwarder would otherwise live until the next change,
+    /// holding the session's state: a leak per short session).
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
         let peer = context.peer;
         let mut changes = self.catalog.subscribe();
+        let ended = self.session.0.clone();
         tokio::spawn(async move {
             loop {
-                match changes.recv().await {
+                let change = tokio::select! {
+                    _ = ended.cancelled() => return,
+                    change = changes.recv() => change,
+                };
+                match change {
                     Ok(()) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                         if peer.is_transport_closed()
                             || peer.notify_tool_list_changed().await.is_err()
