@@ -208,6 +208,7 @@ fn hundred_thousand(dir: &Path) -> anyhow::Result<Value> {
     let path = dir.join("large.sqlite3");
     let store = QueueStore::open(&path)?;
     let started = Instant::now();
+    let mut last_id = String::new();
     for chunk in 0..N / 1_000 {
         let batch = (0..1_000)
             .map(|i| NewTask {
@@ -215,7 +216,10 @@ fn hundred_thousand(dir: &Path) -> anyhow::Result<Value> {
                 ..echo(chunk * 1_000 + i)
             })
             .collect();
-        store.submit_batch(batch, now_ms())?;
+        // Ids are generated (random since issue 16): keep the last one's.
+        if let Some((task, _)) = store.submit_batch(batch, now_ms())?.pop() {
+            last_id = task.id;
+        }
     }
     let batch_per_s = N as f64 / started.elapsed().as_secs_f64();
     let ms = |f: &mut dyn FnMut() -> anyhow::Result<()>| -> anyhow::Result<f64> {
@@ -235,12 +239,7 @@ fn hundred_thousand(dir: &Path) -> anyhow::Result<Value> {
             .map_err(Into::into)
     })?;
     let stats = ms(&mut || store.counts().map(|_| ()).map_err(Into::into))?;
-    let position = ms(&mut || {
-        store
-            .position(&format!("task-{N}"))
-            .map(|_| ())
-            .map_err(Into::into)
-    })?;
+    let position = ms(&mut || store.position(&last_id).map(|_| ()).map_err(Into::into))?;
     let claim = ms(&mut || {
         let now = now_ms();
         let c = store

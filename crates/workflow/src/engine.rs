@@ -177,6 +177,7 @@ impl Workflows {
                     spec_sha256: sha.clone(),
                     state: WorkflowState::Pending,
                     priority: spec.priority,
+                    max_parallel: spec.max_parallel,
                     tags: spec.tags.clone(),
                     template: template.clone(),
                     cancel: None,

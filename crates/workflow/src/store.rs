@@ -17,6 +17,7 @@ CREATE TABLE IF NOT EXISTS workflows (
     spec_sha256   TEXT NOT NULL,
     state         TEXT NOT NULL,
     priority      REAL NOT NULL,
+    max_parallel  INTEGER NOT NULL DEFAULT 10,
     tags          TEXT NOT NULL,
     template      TEXT,
     cancel        TEXT,
@@ -176,6 +177,8 @@ pub struct WorkflowRow {
     pub spec_sha256: String,
     pub state: WorkflowState,
     pub priority: f64,
+    /// The spec's `max_parallel` (the driver's refill threshold reads it).
+    pub max_parallel: u32,
     pub tags: Vec<String>,
     pub template: Option<Value>,
     pub cancel: Option<CancelMode>,
@@ -277,7 +280,7 @@ fn text_of(value: &Option<Value>) -> Option<String> {
 
 const WORKFLOW_COLUMNS: &str = "seq, id, name, spec, spec_sha256, state, priority, tags, template, \
     cancel, cancel_reason, stop_reason, timed_out, created_at, started_at, finished_at, deadline, \
-    error, result";
+    error, result, max_parallel";
 
 fn workflow_from_row(row: &Row<'_>) -> rusqlite::Result<WorkflowRow> {
     let state: String = row.get(5)?;
@@ -303,6 +306,7 @@ fn workflow_from_row(row: &Row<'_>) -> rusqlite::Result<WorkflowRow> {
         deadline: row.get(16)?,
         error: row.get(17)?,
         result: json_opt(row, 18)?,
+        max_parallel: row.get(19)?,
     })
 }
 
@@ -318,7 +322,7 @@ pub fn get_workflow(conn: &Connection, id: &str) -> rusqlite::Result<Option<Work
 pub fn insert_workflow(conn: &Connection, w: &WorkflowRow) -> rusqlite::Result<()> {
     conn.execute(
         "INSERT INTO workflows (id, name, spec, spec_sha256, state, priority, tags, template,
-             created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+             created_at, max_parallel) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         params![
             w.id,
             w.name,
@@ -329,6 +333,7 @@ pub fn insert_workflow(conn: &Connection, w: &WorkflowRow) -> rusqlite::Result<(
             serde_json::to_string(&w.tags).unwrap_or_default(),
             text_of(&w.template),
             w.created_at,
+            w.max_parallel,
         ],
     )?;
     Ok(())
@@ -557,13 +562,75 @@ pub fn write_task(conn: &Connection, workflow: &str, t: &TaskRow) -> rusqlite::R
 /// queue finished it (or lost it), and workflows whose failed step task an
 /// operator re-queued (`task_retry`: a redrive). What the driver advances
 /// after the queue changed.
+///
+/// A finished item of a for_each whose other items still run changes
+/// nothing an advance acts on but the refill, so such workflows wait until
+/// fewer than half their `max_parallel` tasks are in flight: one advance per
+/// half-window of items instead of one per item.
 pub fn workflows_to_advance(conn: &Connection) -> rusqlite::Result<Vec<String>> {
-    let mut query = conn.prepare_cached(
-        "SELECT DISTINCT w.workflow_id FROM workflow_tasks w LEFT JOIN tasks t ON t.id = w.task_id
-          WHERE (w.state = 'open' AND (t.id IS NULL OR t.state IN ('completed', 'failed', 'cancelled')))
-             OR (w.state IN ('failed', 'cancelled') AND t.state IN ('queued', 'running'))",
+    let mut due = std::collections::BTreeSet::new();
+    let mut redrives = conn.prepare_cached(
+        "SELECT DISTINCT w.workflow_id FROM workflow_tasks w JOIN tasks t ON t.id = w.task_id
+          WHERE w.state IN ('failed', 'cancelled') AND t.state IN ('queued', 'running')",
     )?;
-    query.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()
+    for id in redrives.query_map([], |r| r.get::<_, String>(0))? {
+        due.insert(id?);
+    }
+    #[derive(Default)]
+    struct Open {
+        max_parallel: usize,
+        in_flight: usize,
+        steps_in_flight: std::collections::BTreeSet<String>,
+        finished_items: std::collections::BTreeSet<String>,
+        urgent: bool,
+    }
+    let mut open: std::collections::BTreeMap<String, Open> = std::collections::BTreeMap::new();
+    let mut rows = conn.prepare_cached(
+        "SELECT w.workflow_id, w.step_id, w.item IS NOT NULL,
+                t.id IS NULL OR t.state IN ('completed', 'failed', 'cancelled'),
+                t.state = 'completed', f.max_parallel
+           FROM workflow_tasks w LEFT JOIN tasks t ON t.id = w.task_id
+           JOIN workflows f ON f.id = w.workflow_id
+          WHERE w.state = 'open'",
+    )?;
+    let found = rows.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, bool>(2)?,
+            r.get::<_, bool>(3)?,
+            r.get::<_, Option<bool>>(4)?.unwrap_or(false),
+            r.get::<_, i64>(5)?,
+        ))
+    })?;
+    for row in found {
+        let (workflow, step, is_item, finished, completed, max_parallel) = row?;
+        let entry = open.entry(workflow).or_default();
+        entry.max_parallel = max_parallel.max(1) as usize;
+        match (finished, is_item && completed) {
+            (false, _) => {
+                entry.in_flight += 1;
+                entry.steps_in_flight.insert(step);
+            }
+            (true, true) => {
+                entry.finished_items.insert(step);
+            }
+            // A single step finished, an item failed, a task was lost.
+            (true, false) => entry.urgent = true,
+        }
+    }
+    for (workflow, o) in open {
+        let finished_something = o.urgent || !o.finished_items.is_empty();
+        let step_may_finish = o
+            .finished_items
+            .iter()
+            .any(|step| !o.steps_in_flight.contains(step));
+        let refill = o.in_flight * 2 < o.max_parallel;
+        if finished_something && (o.urgent || step_may_finish || refill) {
+            due.insert(workflow);
+        }
+    }
+    Ok(due.into_iter().collect())
 }
 
 /// Unfinished workflows (the sweep: deadlines, room in the queue, start-up).

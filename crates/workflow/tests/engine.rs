@@ -505,8 +505,10 @@ fn a_workflow_waits_for_the_workflows_it_depends_on() {
     );
     assert_eq!(h.status("second")["status"], "pending");
     // A third one waiting too, cancelled while it waits: it closes at once.
-    h.submit(json!({"workflow_id": "third", "name": "n", "dependencies": ["first"],
-                    "steps": [{"step_id": "c", "action": "echo"}]}));
+    h.submit(
+        json!({"workflow_id": "third", "name": "n", "dependencies": ["first"],
+                    "steps": [{"step_id": "c", "action": "echo"}]}),
+    );
     h.engine.cancel("third", None, false).unwrap();
     assert_eq!(h.status("third")["status"], "cancelled");
     let (a, at) = h.claim().unwrap();
