@@ -162,6 +162,28 @@ impl HttpServer {
 }
 
 impl HttpServer {
+    /// Read its log lines until one contains `fragment` (or `within` passes);
+    /// returns the lines read, which later reads do not see again. Wait on
+    /// this before a kill when a line must be there: a SIGKILL loses what
+    /// the server had not written yet.
+    pub fn read_logs_until(&self, fragment: &str, within: Duration) -> Vec<String> {
+        let deadline = std::time::Instant::now() + within;
+        let mut lines = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.stderr.recv_timeout(left) {
+                Ok(line) => {
+                    let found = line.contains(fragment);
+                    lines.push(line);
+                    if found {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        lines
+    }
+
     /// `kill -9` the server; returns every log line it wrote that was not
     /// read yet.
     pub fn kill_and_collect_logs(mut self) -> Vec<String> {
