@@ -23,7 +23,9 @@ TASK_QUEUE = {"task_submit", "task_status", "task_cancel", "task_list", "task_pr
               "worker_register", "worker_unregister", "worker_status"}
 PEER_TOOLS = {"peer_discover", "peer_connect", "peer_disconnect", "peer_list", "peer_metrics",
               "bootstrap_network"}
-ALL_TOOLS = SHOWCASE | TEXT_UTILS | PY_STATS | FETCH | TASK_QUEUE | PEER_TOOLS
+WORKFLOW_TOOLS = {"workflow_submit", "workflow_status", "workflow_cancel", "workflow_list",
+                  "workflow_dependencies", "workflow_result", "workflow_templates"}
+ALL_TOOLS = SHOWCASE | TEXT_UTILS | PY_STATS | FETCH | TASK_QUEUE | PEER_TOOLS | WORKFLOW_TOOLS
 
 
 @pytest.fixture(params=[(t, m) for t in TRANSPORTS for m in ERAS], ids=lambda p: f"{p[0]}-{p[1]}")
