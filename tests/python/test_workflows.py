@@ -64,7 +64,7 @@ def server(tmp_path):
 
 async def test_a_fan_out_keeps_item_order_and_its_max_parallel(server):
     async with connect("http", "auto", server) as client:
-        answer = await ok(client, "workflow_submit", {
+        spec = {
             "workflow_id": "fan", "name": "fan-out and fan-in", "max_parallel": 20,
             "steps": [
                 {"step_id": "doubled", "action": "maybe_double", "for_each": list(range(50)),
@@ -74,7 +74,8 @@ async def test_a_fan_out_keeps_item_order_and_its_max_parallel(server):
                 {"step_id": "reduce", "action": "echo", "depends_on": ["slow"],
                  "inputs": {"message": "doubled: ${steps.doubled.result}"}},
             ],
-        })
+        }
+        answer = await ok(client, "workflow_submit", spec)
         assert answer["status"] == "running" and answer["created"] is True
         # Watch the queue while it runs: never more than 8 `slow` items at once.
         peak = 0
@@ -95,17 +96,7 @@ async def test_a_fan_out_keeps_item_order_and_its_max_parallel(server):
         assert outputs["slow"]["result"] == [2] * 24
         assert result["result"] == {"reduce": "doubled: " + str([2 * i for i in range(50)]).replace(" ", "")}
         # The same id and spec again: the existing workflow, nothing new.
-        again = await ok(client, "workflow_submit", {
-            "workflow_id": "fan", "name": "fan-out and fan-in", "max_parallel": 20,
-            "steps": answer and [
-                {"step_id": "doubled", "action": "maybe_double", "for_each": list(range(50)),
-                 "inputs": {"x": "${item}"}},
-                {"step_id": "slow", "action": "count_to", "for_each": list(range(24)), "max_parallel": 8,
-                 "inputs": {"to": 2, "pause_ms": 40}},
-                {"step_id": "reduce", "action": "echo", "depends_on": ["slow"],
-                 "inputs": {"message": "doubled: ${steps.doubled.result}"}},
-            ],
-        })
+        again = await ok(client, "workflow_submit", spec)
         assert again["created"] is False
 
 

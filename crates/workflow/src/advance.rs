@@ -7,7 +7,7 @@
 //! an advance reads it, an advance commits whole or not at all, and a repeated
 //! advance gets the tasks it submitted before back through their keys.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use mcpplus_queue::{NewTask, StoreError, TaskState, Txn};
 use serde_json::{Value, json};
@@ -541,7 +541,8 @@ impl Run<'_, '_, '_> {
             }
             let deps = &self.plan.deps[self.steps[s].ord];
             let dep_rows: Vec<&StepRow> =
-                deps.iter().map(|&d| &self.steps[self.row_of(d)]).collect();
+                // Step rows are stored in spec order, one per step.
+                deps.iter().map(|&d| &self.steps[d]).collect();
             if dep_rows.iter().any(|d| !d.state.is_terminal()) {
                 continue;
             }
@@ -612,12 +613,6 @@ impl Run<'_, '_, '_> {
         }
     }
 
-    fn row_of(&self, ord: usize) -> usize {
-        // Rows are stored in spec order, one per step.
-        debug_assert_eq!(self.steps[ord].ord, ord);
-        ord
-    }
-
     fn fail_step(&mut self, s: usize, error: String, ready_at: i64) {
         let spec = &self.spec.steps[self.steps[s].ord];
         let continued = spec.continue_on_error;
@@ -636,7 +631,6 @@ impl Run<'_, '_, '_> {
         RunScope {
             workflow_id: &self.w.id,
             steps: &self.steps,
-            spec: self.spec,
             item,
             index,
         }
@@ -1079,14 +1073,12 @@ fn resolve_items(for_each: &Value, scope: &dyn Scope) -> Result<Vec<Value>, Stri
 struct RunScope<'a> {
     workflow_id: &'a str,
     steps: &'a [StepRow],
-    spec: &'a WorkflowSpec,
     item: Option<&'a Value>,
     index: Option<usize>,
 }
 
 impl Scope for RunScope<'_> {
     fn step(&self, id: &str, field: StepField) -> Option<Value> {
-        let _ = self.spec;
         let row = self.steps.iter().find(|s| s.step_id == id)?;
         match field {
             // A step that finished without a result (failed, skipped) gives null.
@@ -1111,9 +1103,4 @@ impl Scope for RunScope<'_> {
     fn workflow_id(&self) -> &str {
         self.workflow_id
     }
-}
-
-/// Steps by id, for callers outside an advance.
-pub fn by_id(steps: &[StepRow]) -> BTreeMap<&str, &StepRow> {
-    steps.iter().map(|s| (s.step_id.as_str(), s)).collect()
 }

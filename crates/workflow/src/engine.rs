@@ -182,7 +182,6 @@ impl Workflows {
                     template: template.clone(),
                     cancel: None,
                     cancel_reason: None,
-                    stop_reason: None,
                     timed_out: false,
                     created_at: now,
                     started_at: None,

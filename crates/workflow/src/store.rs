@@ -22,7 +22,6 @@ CREATE TABLE IF NOT EXISTS workflows (
     template      TEXT,
     cancel        TEXT,
     cancel_reason TEXT,
-    stop_reason   TEXT,
     timed_out     INTEGER NOT NULL DEFAULT 0,
     created_at    INTEGER NOT NULL,
     started_at    INTEGER,
@@ -183,7 +182,6 @@ pub struct WorkflowRow {
     pub template: Option<Value>,
     pub cancel: Option<CancelMode>,
     pub cancel_reason: Option<String>,
-    pub stop_reason: Option<String>,
     pub timed_out: bool,
     pub created_at: i64,
     pub started_at: Option<i64>,
@@ -279,7 +277,7 @@ fn text_of(value: &Option<Value>) -> Option<String> {
 }
 
 const WORKFLOW_COLUMNS: &str = "seq, id, name, spec, spec_sha256, state, priority, tags, template, \
-    cancel, cancel_reason, stop_reason, timed_out, created_at, started_at, finished_at, deadline, \
+    cancel, cancel_reason, timed_out, created_at, started_at, finished_at, deadline, \
     error, result, max_parallel";
 
 fn workflow_from_row(row: &Row<'_>) -> rusqlite::Result<WorkflowRow> {
@@ -298,15 +296,14 @@ fn workflow_from_row(row: &Row<'_>) -> rusqlite::Result<WorkflowRow> {
         template: json_opt(row, 8)?,
         cancel: cancel.as_deref().and_then(CancelMode::parse),
         cancel_reason: row.get(10)?,
-        stop_reason: row.get(11)?,
-        timed_out: row.get(12)?,
-        created_at: row.get(13)?,
-        started_at: row.get(14)?,
-        finished_at: row.get(15)?,
-        deadline: row.get(16)?,
-        error: row.get(17)?,
-        result: json_opt(row, 18)?,
-        max_parallel: row.get(19)?,
+        timed_out: row.get(11)?,
+        created_at: row.get(12)?,
+        started_at: row.get(13)?,
+        finished_at: row.get(14)?,
+        deadline: row.get(15)?,
+        error: row.get(16)?,
+        result: json_opt(row, 17)?,
+        max_parallel: row.get(18)?,
     })
 }
 
@@ -342,15 +339,14 @@ pub fn insert_workflow(conn: &Connection, w: &WorkflowRow) -> rusqlite::Result<(
 /// Write the fields `advance` and `cancel` change.
 pub fn update_workflow(conn: &Connection, w: &WorkflowRow) -> rusqlite::Result<()> {
     conn.execute(
-        "UPDATE workflows SET state = ?2, cancel = ?3, cancel_reason = ?4, stop_reason = ?5,
-             timed_out = ?6, started_at = ?7, finished_at = ?8, deadline = ?9, error = ?10,
-             result = ?11 WHERE id = ?1",
+        "UPDATE workflows SET state = ?2, cancel = ?3, cancel_reason = ?4, timed_out = ?5,
+             started_at = ?6, finished_at = ?7, deadline = ?8, error = ?9, result = ?10
+         WHERE id = ?1",
         params![
             w.id,
             w.state.as_str(),
             w.cancel.map(CancelMode::as_str),
             w.cancel_reason,
-            w.stop_reason,
             w.timed_out,
             w.started_at,
             w.finished_at,
