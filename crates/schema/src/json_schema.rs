@@ -52,10 +52,11 @@ pub fn schema_for(ty: &WitType, dir: Direction) -> Value {
         WitType::FixedList(inner, n) => json!({
             "type": "array", "items": schema_for(inner, dir), "minItems": n, "maxItems": n
         }),
+        // `maxItems` alone bounds the length: a bare `items: false` says the same
+        // but is not portable (clients that map schemas to OpenAPI reject it).
         WitType::Tuple(items) => json!({
             "type": "array",
             "prefixItems": items.iter().map(|t| schema_for(t, dir)).collect::<Vec<_>>(),
-            "items": false,
             "minItems": items.len(),
             "maxItems": items.len(),
         }),
@@ -119,8 +120,12 @@ pub fn schema_for(ty: &WitType, dir: Direction) -> Value {
             json!({"oneOf": [single_key("ok", side(ok)), single_key("err", side(err))]})
         }
         WitType::ContentBlock => content_block_schema(),
-        // Any JSON value: the schema constrains nothing.
-        WitType::Json => json!({}),
+        // Any JSON value, spelled as the six JSON types: an empty schema means the
+        // same but reads as "forgot to say" to schema linters and some clients.
+        WitType::Json => json!({"anyOf": [
+            {"type": "object"}, {"type": "array"}, {"type": "string"},
+            {"type": "number"}, {"type": "boolean"}, {"type": "null"}
+        ]}),
     }
 }
 

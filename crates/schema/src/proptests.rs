@@ -384,3 +384,89 @@ fn integer_schemas_carry_exact_ranges() {
         json!(u64::MAX)
     );
 }
+
+/// A schema every client can take: no bare `true`/`false` where a schema object
+/// belongs (only the keywords that take a boolean), and no schema object that
+/// constrains nothing (`{}` reads as "forgot to say"). The rules of the MCP
+/// Inspector's `tools/list --strict` lint, which portable clients follow.
+fn portability_findings(schema: &Value, path: &str, parent_keyword: Option<&str>, out: &mut Vec<String>) {
+    const BOOLEAN_OK: [&str; 4] = ["additionalProperties", "unevaluatedProperties", "additionalItems", "unevaluatedItems"];
+    const CONSTRAINING: [&str; 27] = [
+        "type", "enum", "const", "multipleOf", "maximum", "exclusiveMaximum", "minimum", "exclusiveMinimum",
+        "maxLength", "minLength", "pattern", "format", "contentMediaType", "contentEncoding", "maxItems",
+        "minItems", "uniqueItems", "required", "allOf", "anyOf", "oneOf", "not", "items", "prefixItems",
+        "contains", "properties", "$ref",
+    ];
+    let object = match schema {
+        Value::Bool(_) if parent_keyword.is_some_and(|k| BOOLEAN_OK.contains(&k)) => return,
+        Value::Bool(b) => return out.push(format!("{path}: bare `{b}` as a schema")),
+        Value::Object(object) => object,
+        _ => return,
+    };
+    if parent_keyword != Some("not") && !object.keys().any(|k| CONSTRAINING.contains(&k.as_str())) {
+        out.push(format!("{path}: constrains nothing: {schema}"));
+    }
+    for (key, value) in object {
+        match (key.as_str(), value) {
+            ("properties" | "$defs", Value::Object(map)) => {
+                for (name, sub) in map {
+                    portability_findings(sub, &format!("{path}.{key}.{name}"), Some(key), out);
+                }
+            }
+            ("allOf" | "anyOf" | "oneOf" | "prefixItems", Value::Array(items)) => {
+                for (i, sub) in items.iter().enumerate() {
+                    portability_findings(sub, &format!("{path}.{key}[{i}]"), Some(key), out);
+                }
+            }
+            ("items" | "not" | "additionalProperties" | "contains", sub) => {
+                portability_findings(sub, &format!("{path}.{key}"), Some(key), out);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn assert_portable(schema: &Value) {
+    let mut findings = Vec::new();
+    portability_findings(schema, "", None, &mut findings);
+    assert!(findings.is_empty(), "{findings:#?} in {schema}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// Every generated schema, input and output, passes the portability rules.
+    #[test]
+    fn schemas_are_portable(ty in arb_type()) {
+        assert_portable(&schema_for(&ty, Direction::Input));
+        assert_portable(&schema_for(&ty, Direction::Output));
+    }
+}
+
+#[test]
+fn json_and_content_block_schemas_are_portable() {
+    for ty in [
+        WitType::Json,
+        WitType::ContentBlock,
+        WitType::Option(Box::new(WitType::Json)),
+        WitType::Tuple(vec![WitType::Json, WitType::U8]),
+    ] {
+        assert_portable(&schema_for(&ty, Direction::Input));
+        assert_portable(&schema_for(&ty, Direction::Output));
+    }
+    // Spelled out, but still any JSON value.
+    let any = validator(&schema_for(&WitType::Json, Direction::Input));
+    for value in [json!(null), json!(true), json!(1.5), json!(-3), json!("x"), json!([1, {}]), json!({"a": []})] {
+        assert!(any.is_valid(&value), "{value}");
+    }
+}
+
+#[test]
+fn tuples_reject_extra_items_without_a_bare_false() {
+    let schema = schema_for(&WitType::Tuple(vec![WitType::U8, WitType::String]), Direction::Input);
+    assert!(!schema.to_string().contains("false"), "{schema}");
+    let tuple = validator(&schema);
+    assert!(tuple.is_valid(&json!([1, "a"])));
+    assert!(!tuple.is_valid(&json!([1, "a", 2])));
+    assert!(!tuple.is_valid(&json!([1])));
+}
