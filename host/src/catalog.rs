@@ -217,7 +217,13 @@ impl LiveCatalog {
         let _ = self.changes.send(());
     }
 
-    /// Notified after every [`LiveCatalog::replace`].
+    /// Tell subscribers the tool list changed outside the catalog (tools the
+    /// server adds itself, e.g. the conformance suite's diagnostics).
+    pub fn announce_change(&self) {
+        let _ = self.changes.send(());
+    }
+
+    /// Notified after every [`LiveCatalog::replace`] and [`LiveCatalog::announce_change`].
     pub fn subscribe(&self) -> broadcast::Receiver<()> {
         self.changes.subscribe()
     }

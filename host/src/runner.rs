@@ -81,12 +81,17 @@ impl TaskRunner for CatalogRunner {
                 "isError": outcome.is_error,
             });
             if outcome.is_error {
+                // The tool's own answer (an error it returned, arguments it
+                // rejects) is the task's result; a failure of the call itself
+                // (a trap, a limit, an unload) has none, so MCP tasks end
+                // `failed` rather than `completed` with an error result.
+                let answered = matches!(label, "tool_error" | "invalid_arguments" | "refused");
                 AttemptOutcome::Failed {
                     error: error_text,
                     // Arguments the tool rejects, or a capability the policy
                     // refuses, fail the same way every time.
                     retryable: !matches!(label, "invalid_arguments" | "refused"),
-                    result: Some(body),
+                    result: answered.then_some(body),
                 }
             } else {
                 AttemptOutcome::Completed(body)

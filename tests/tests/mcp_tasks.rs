@@ -251,3 +251,81 @@ async fn a_task_belongs_to_the_session_that_created_it() {
         .await
         .expect("the owner may cancel");
 }
+
+/// A call that crashes (a guest panic) has no result: its task ends `failed`
+/// with a JSON-RPC error, not `completed` with an error result (that is for
+/// errors the tool itself returns). And a tool that runs only as a task
+/// (`[queue] task_required`) refuses clients without the extension with -32021.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashed_calls_fail_their_task_and_task_only_tools_need_the_extension() {
+    let scratch = Scratch::new("mcp-tasks-crash");
+    let tools = scratch.join("tools");
+    std::fs::create_dir_all(&tools).unwrap();
+    std::fs::copy(
+        mcpplus_tests::artifacts::misbehaving(),
+        tools.join("misbehaving.wasm"),
+    )
+    .unwrap();
+    let config = scratch.join("mcpplus.toml");
+    std::fs::write(
+        &config,
+        "[queue]\nworkers = 1\nlong_running = [\"panic\"]\ntask_required = [\"trap\"]\n",
+    )
+    .unwrap();
+    let data = scratch.join("data");
+    let server = HttpServer::start(&[
+        "--tools",
+        tools.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--no-admin",
+    ]);
+    let client = client_with_tasks(&server.url).await;
+    let CallToolResponse::Task(created) = client
+        .call_tool_once(call("panic", json!({"message": "boom"})))
+        .await
+        .expect("tools/call")
+    else {
+        panic!("panic is long-running here");
+    };
+    let done = poll_until(&client, &created.task.task_id, |t| {
+        t.task.status().is_terminal()
+    })
+    .await;
+    let TaskPayload::Failed { error } = &done.task.payload else {
+        panic!("a crashed call must fail its task, got {done:?}");
+    };
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{error:?}"
+    );
+
+    // With the extension, a task-only tool becomes a task.
+    let with_tasks = client.call_tool_once(call("trap", json!({}))).await;
+    assert!(
+        matches!(with_tasks, Ok(CallToolResponse::Task(_))),
+        "{with_tasks:?}"
+    );
+    client.cancel().await.ok();
+
+    // Without it: -32021, naming the extension.
+    let plain = ()
+        .serve_with_lifecycle(
+            StreamableHttpClientTransport::from_uri(server.url.as_str()),
+            modern(),
+        )
+        .await
+        .expect("connect");
+    let refused = plain
+        .call_tool_once(call("trap", json!({})))
+        .await
+        .expect_err("a task-only tool refuses a client without tasks");
+    let text = format!("{refused:?}");
+    assert!(
+        text.contains("-32021") && text.contains("io.modelcontextprotocol/tasks"),
+        "{text}"
+    );
+    plain.cancel().await.ok();
+}

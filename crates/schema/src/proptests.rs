@@ -389,13 +389,46 @@ fn integer_schemas_carry_exact_ranges() {
 /// belongs (only the keywords that take a boolean), and no schema object that
 /// constrains nothing (`{}` reads as "forgot to say"). The rules of the MCP
 /// Inspector's `tools/list --strict` lint, which portable clients follow.
-fn portability_findings(schema: &Value, path: &str, parent_keyword: Option<&str>, out: &mut Vec<String>) {
-    const BOOLEAN_OK: [&str; 4] = ["additionalProperties", "unevaluatedProperties", "additionalItems", "unevaluatedItems"];
+fn portability_findings(
+    schema: &Value,
+    path: &str,
+    parent_keyword: Option<&str>,
+    out: &mut Vec<String>,
+) {
+    const BOOLEAN_OK: [&str; 4] = [
+        "additionalProperties",
+        "unevaluatedProperties",
+        "additionalItems",
+        "unevaluatedItems",
+    ];
     const CONSTRAINING: [&str; 27] = [
-        "type", "enum", "const", "multipleOf", "maximum", "exclusiveMaximum", "minimum", "exclusiveMinimum",
-        "maxLength", "minLength", "pattern", "format", "contentMediaType", "contentEncoding", "maxItems",
-        "minItems", "uniqueItems", "required", "allOf", "anyOf", "oneOf", "not", "items", "prefixItems",
-        "contains", "properties", "$ref",
+        "type",
+        "enum",
+        "const",
+        "multipleOf",
+        "maximum",
+        "exclusiveMaximum",
+        "minimum",
+        "exclusiveMinimum",
+        "maxLength",
+        "minLength",
+        "pattern",
+        "format",
+        "contentMediaType",
+        "contentEncoding",
+        "maxItems",
+        "minItems",
+        "uniqueItems",
+        "required",
+        "allOf",
+        "anyOf",
+        "oneOf",
+        "not",
+        "items",
+        "prefixItems",
+        "contains",
+        "properties",
+        "$ref",
     ];
     let object = match schema {
         Value::Bool(_) if parent_keyword.is_some_and(|k| BOOLEAN_OK.contains(&k)) => return,
@@ -456,14 +489,25 @@ fn json_and_content_block_schemas_are_portable() {
     }
     // Spelled out, but still any JSON value.
     let any = validator(&schema_for(&WitType::Json, Direction::Input));
-    for value in [json!(null), json!(true), json!(1.5), json!(-3), json!("x"), json!([1, {}]), json!({"a": []})] {
+    for value in [
+        json!(null),
+        json!(true),
+        json!(1.5),
+        json!(-3),
+        json!("x"),
+        json!([1, {}]),
+        json!({"a": []}),
+    ] {
         assert!(any.is_valid(&value), "{value}");
     }
 }
 
 #[test]
 fn tuples_reject_extra_items_without_a_bare_false() {
-    let schema = schema_for(&WitType::Tuple(vec![WitType::U8, WitType::String]), Direction::Input);
+    let schema = schema_for(
+        &WitType::Tuple(vec![WitType::U8, WitType::String]),
+        Direction::Input,
+    );
     assert!(!schema.to_string().contains("false"), "{schema}");
     let tuple = validator(&schema);
     assert!(tuple.is_valid(&json!([1, "a"])));

@@ -57,6 +57,10 @@ pub struct ServeArgs {
     /// Do not open the admin socket
     #[arg(long)]
     no_admin: bool,
+    /// Also serve the diagnostic tools the official MCP conformance suite calls
+    /// (test_missing_capability, test_trigger_tool_change); for conformance runs
+    #[arg(long)]
+    conformance_fixtures: bool,
     /// Also serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464; with --http they are at /metrics too)
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
@@ -243,9 +247,13 @@ pub async fn run(args: ServeArgs, common: &CommonArgs) -> anyhow::Result<ExitCod
         None => None,
     };
     let max_request_bytes = runtime.config().server.max_request_bytes;
+    let diagnostics = args
+        .conformance_fixtures
+        .then(|| Arc::new(crate::mcp::diagnostics::Diagnostics::new(live.clone())));
     let server = McpServer::new(live, runtime)
         .with_queue(queue.clone())
-        .with_federation(federation);
+        .with_federation(federation)
+        .with_diagnostics(diagnostics);
     match args.http {
         None => {
             tokio::select! {

@@ -12,10 +12,11 @@ use std::sync::Arc;
 
 use rmcp::model::{
     CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams,
-    ContentBlock, GetTaskParams, GetTaskResult, Implementation, ListToolsResult, LoggingLevel,
-    LoggingMessageNotificationParam, MetaObject, PaginatedRequestParams, ProgressNotificationParam,
-    ProgressToken, ServerCapabilities, ServerConfig, SetLevelRequestParams, SubscriptionFilter,
-    Tool,
+    ContentBlock, GetPromptRequestParams, GetPromptResponse, GetTaskParams, GetTaskResult,
+    Implementation, ListToolsResult, LoggingLevel, LoggingMessageNotificationParam, MetaObject,
+    PaginatedRequestParams, ProgressNotificationParam, ProgressToken, ReadResourceRequestParams,
+    ReadResourceResponse, ServerCapabilities, ServerConfig, SetLevelRequestParams,
+    SubscriptionFilter, Tool,
 };
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
@@ -27,6 +28,7 @@ use mcpplus_policy::hints::ToolHints;
 use mcpplus_queue::service::QueueService;
 use mcpplus_runtime::invoke::{ToolOutcome, invoke};
 
+use super::diagnostics::Diagnostics;
 use super::federation::{self, Federation};
 use super::tasks;
 use mcpplus_runtime::Runtime;
@@ -50,6 +52,8 @@ pub struct McpServer {
     /// Cancelled when this session's server is dropped (the session ended),
     /// so the tasks it started for the session end with it.
     session: Arc<SessionEnd>,
+    /// The conformance suite's diagnostic tools (`serve --conformance-fixtures`).
+    diagnostics: Option<Arc<Diagnostics>>,
 }
 
 /// Cancels its token when dropped: one per session (each clone of the
@@ -69,6 +73,7 @@ impl Clone for McpServer {
         Self::new(self.catalog.clone(), self.runtime.clone())
             .with_queue(self.queue.clone())
             .with_federation(self.federation.clone())
+            .with_diagnostics(self.diagnostics.clone())
     }
 }
 
@@ -81,7 +86,14 @@ impl McpServer {
             queue: None,
             federation: None,
             session: Arc::new(SessionEnd(tokio_util::sync::CancellationToken::new())),
+            diagnostics: None,
         }
+    }
+
+    /// Also serve the conformance suite's diagnostic tools.
+    pub fn with_diagnostics(mut self, diagnostics: Option<Arc<Diagnostics>>) -> Self {
+        self.diagnostics = diagnostics;
+        self
     }
 
     /// List and call the tools peers host (needs the queue too).
@@ -143,9 +155,14 @@ fn to_result(outcome: ToolOutcome) -> Result<CallToolResult, McpError> {
 
 impl ServerHandler for McpServer {
     fn get_info(&self) -> ServerConfig {
+        // Prompts and resources: declared because `prompts/list` and
+        // `resources/list` are answered (with empty lists: components export
+        // tools only), and a server that answers them must say so.
         let capabilities = ServerCapabilities::builder()
             .enable_tools()
             .enable_tool_list_changed()
+            .enable_prompts()
+            .enable_resources()
             .enable_logging();
         // Tasks need the durable queue.
         let capabilities = if self.queue.is_some() {
@@ -183,6 +200,9 @@ impl ServerHandler for McpServer {
                     .filter_map(|(name, r)| federation::to_tool(name, r)),
             );
         }
+        if let Some(diagnostics) = &self.diagnostics {
+            tools.extend(diagnostics.tools());
+        }
         Ok(ListToolsResult::with_all_items(tools)
             .with_ttl_ms(TOOLS_LIST_TTL_MS)
             .with_cache_scope(CacheScope::Public))
@@ -192,6 +212,11 @@ impl ServerHandler for McpServer {
         let catalog = self.catalog.snapshot();
         if let Some(entry) = catalog.tool(name) {
             return Some(to_tool(&entry));
+        }
+        if let Some(diagnostics) = &self.diagnostics
+            && let Some(tool) = diagnostics.tools().into_iter().find(|t| t.name == name)
+        {
+            return Some(tool);
         }
         let federation = self.federation.as_ref()?;
         let remote = federation.remote_tools(|n| catalog.tool(n).is_some());
@@ -205,6 +230,15 @@ impl ServerHandler for McpServer {
     ) -> Result<CallToolResponse, McpError> {
         let catalog = self.catalog.snapshot();
         let entry = catalog.tool(&request.name);
+        if entry.is_none()
+            && let Some(diagnostics) = &self.diagnostics
+            && diagnostics.serves(&request.name)
+        {
+            let capabilities = context.client_capabilities();
+            return diagnostics
+                .call(&request.name, capabilities.as_ref())
+                .map(CallToolResponse::from);
+        }
         // A tool only peers host runs on one of them (`[mesh] federate`).
         let federation = match (&entry, &self.federation, &self.queue) {
             (None, Some(federation), Some(_)) if federation.hosted_by_peers(&request.name) => {
@@ -220,11 +254,18 @@ impl ServerHandler for McpServer {
                 ),
             ));
         }
+        let client_has_tasks = context
+            .client_capabilities()
+            .is_some_and(|c| c.supports_tasks());
+        if let Some(queue) = &self.queue
+            && !client_has_tasks
+            && tasks::is_task_required(queue, &request.name)
+        {
+            return Err(tasks::extension_required(&request.name));
+        }
         if let Some(queue) = &self.queue
             && tasks::is_long_running(queue, &request.name)
-            && context
-                .client_capabilities()
-                .is_some_and(|c| c.supports_tasks())
+            && client_has_tasks
         {
             let client = context.client_info().map(|i| i.name).unwrap_or_default();
             return tasks::start(
@@ -346,6 +387,36 @@ impl ServerHandler for McpServer {
         context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
         tasks::cancel(self.task_queue()?, request.task_id, &requester(&context)).await
+    }
+
+    /// Components export tools only, so the (declared) prompt list is empty.
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, McpError> {
+        Err(McpError::invalid_params(
+            format!(
+                "there is no prompt `{}`: this server serves tools only (prompts/list is empty)",
+                request.name
+            ),
+            Some(json!({"name": request.name})),
+        ))
+    }
+
+    /// The (declared) resource list is empty: no URI can be read.
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        Err(McpError::invalid_params(
+            format!(
+                "there is no resource `{}`: this server serves tools only (resources/list is empty)",
+                request.uri
+            ),
+            Some(json!({"uri": request.uri})),
+        ))
     }
 
     async fn set_level(

@@ -2,11 +2,13 @@
 //! stdio and Streamable HTTP transports. rmcp types stop at this module's edge.
 
 pub mod auth;
+pub mod diagnostics;
 pub mod federation;
 mod handler;
 mod sessions;
 mod tasks;
 mod transport;
+mod wire_errors;
 
 pub use handler::McpServer;
 pub use transport::{HttpOptions, serve_http, serve_lines, serve_metrics, serve_stdio};

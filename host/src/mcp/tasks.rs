@@ -27,10 +27,32 @@ use mcpplus_telemetry::logs::rfc3339_ms;
 /// How often clients should poll `tasks/get`.
 const POLL_INTERVAL_MS: u64 = 500;
 
-/// Whether a call of `tool` should become a task for this request.
+/// Whether a call of `tool` becomes a task for clients with the extension.
 pub fn is_long_running(queue: &QueueService, tool: &str) -> bool {
-    queue.config().long_running.iter().any(|t| t == tool)
+    let config = queue.config();
+    config.long_running.iter().any(|t| t == tool) || is_task_required(queue, tool)
 }
+
+/// Whether `tool` runs only as a task (`[queue] task_required`).
+pub fn is_task_required(queue: &QueueService, tool: &str) -> bool {
+    queue.config().task_required.iter().any(|t| t == tool)
+}
+
+/// The error for a client without the tasks extension calling a tool that runs
+/// only as a task: -32021, naming the extension (HTTP 400 on HTTP).
+pub fn extension_required(tool: &str) -> McpError {
+    let mut error = McpError::missing_required_client_capability(
+        serde_json::from_value(json!({"extensions": {TASKS_EXTENSION: {}}}))
+            .expect("a capabilities object naming the tasks extension"),
+    );
+    error.message = format!(
+        "`{tool}` runs only as an MCP task: declare the `{TASKS_EXTENSION}` extension in the client capabilities, or submit it with the task_submit tool"
+    )
+    .into();
+    error
+}
+
+const TASKS_EXTENSION: &str = "io.modelcontextprotocol/tasks";
 
 async fn on_store<T: Send + 'static>(
     queue: &Arc<QueueService>,

@@ -162,7 +162,12 @@ pub async fn serve_http(
         config,
     );
     let fallback_base = format!("http://{addr}");
-    let mut mcp = axum::Router::new().nest_service("/mcp", service);
+    let mut mcp = axum::Router::new().nest_service("/mcp", service).layer(
+        axum::middleware::from_fn_with_state(
+            super::wire_errors::BodyLimit(options.max_request_bytes),
+            super::wire_errors::jsonrpc_errors,
+        ),
+    );
     let mut open = axum::Router::new();
     if let Some(auth) = options.auth {
         let state = Arc::new(AuthState {

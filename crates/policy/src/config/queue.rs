@@ -7,6 +7,7 @@
 //! lease_ms = 30000             # a claim lasts this long without a heartbeat
 //! poll_ms = 1000               # idle slots look for work at least this often
 //! long_running = ["count_to"]  # tools served as MCP tasks to clients that support them
+//! task_required = ["render"]   # tools served only as MCP tasks (others get error -32021)
 //! max_queued = 100000          # tasks waiting or running at once; more are refused
 //! max_payload_bytes = 1048576  # a task's arguments plus metadata, as JSON
 //! max_result_bytes = 10485760  # a task's result, as JSON (larger: the attempt fails)
@@ -28,6 +29,9 @@ pub struct QueueConfig {
     /// Tools whose calls become MCP tasks for clients that declare the
     /// `io.modelcontextprotocol/tasks` extension.
     pub long_running: Vec<String>,
+    /// Tools that run only as MCP tasks: a client without the extension gets
+    /// error -32021 naming it (the task tools still reach them).
+    pub task_required: Vec<String>,
     /// Tasks queued or running at once; a submit beyond it is refused.
     pub max_queued: u64,
     /// A task's arguments plus metadata, as JSON bytes.
@@ -45,6 +49,7 @@ impl Default for QueueConfig {
             lease_ms: 30_000,
             poll_ms: 1_000,
             long_running: Vec::new(),
+            task_required: Vec::new(),
             max_queued: 100_000,
             max_payload_bytes: 1 << 20,
             max_result_bytes: 10 << 20,
