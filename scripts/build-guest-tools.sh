@@ -48,4 +48,31 @@ if [[ ! -f "$PY_OUT" ]] || [[ -n "$(find "${PY_SRC[@]}" -newer "$PY_OUT")" ]]; t
     "$MCPPLUS" embed-docs "$PY_OUT.tmp" --wit py-stats/wit 2>/dev/null
     mv "$PY_OUT.tmp" "$PY_OUT"
 fi
+
+# The JavaScript tool: ComponentizeJS (npm, pinned in js-text-diff/package-lock.json)
+# bundles the SpiderMonkey engine, so only rebuild when its sources change.
+JS_DIR="$ROOT/guest-tools/js-text-diff"
+JS_OUT="$DIST/js_text_diff.wasm"
+JS_SRC=(js-text-diff/app.js js-text-diff/src js-text-diff/build.mjs js-text-diff/wit/world.wit
+        js-text-diff/package.json js-text-diff/package-lock.json)
+if [[ ! -f "$JS_OUT" ]] || [[ -n "$(find "${JS_SRC[@]}" -newer "$JS_OUT")" ]]; then
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        echo "build-guest-tools.sh: Node.js and npm are needed to build guest-tools/js-text-diff" \
+             "(Debian/Ubuntu: apt-get install nodejs npm; tested with Node.js 20)" >&2
+        exit 1
+    fi
+    # A copy of the lock file npm ci last installed from: node_modules is stale when the
+    # committed lock file differs from it (or the package is missing).
+    JS_STAMP="$JS_DIR/node_modules/.installed-package-lock.json"
+    if [[ ! -f "$JS_STAMP" ]] || ! cmp -s "$JS_DIR/package-lock.json" "$JS_STAMP" \
+        || [[ ! -f "$JS_DIR/node_modules/@bytecodealliance/componentize-js/package.json" ]] \
+        || [[ ! -f "$JS_DIR/node_modules/@bytecodealliance/preview2-shim/package.json" ]]; then
+        echo "installing ComponentizeJS into guest-tools/js-text-diff/node_modules (npm ci)" >&2
+        (cd "$JS_DIR" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+        cp "$JS_DIR/package-lock.json" "$JS_STAMP"
+    fi
+    (cd "$JS_DIR" && node build.mjs "$JS_OUT.tmp")
+    "$MCPPLUS" embed-docs "$JS_OUT.tmp" --wit js-text-diff/wit 2>/dev/null
+    mv "$JS_OUT.tmp" "$JS_OUT"
+fi
 ls -1 "$DIST"/*.wasm "$DIST"/fixtures/*.wasm >&2

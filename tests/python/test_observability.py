@@ -60,7 +60,7 @@ async def test_metrics_move_with_calls():
         assert delta(calls, tool="divide", component="showcase", outcome="tool_error") == 1
         assert delta("mcpplus_tool_call_duration_seconds_count", tool="echo") == 4
         assert delta("mcpplus_instantiation_duration_seconds_count") == 4  # echo ok x3 + divide
-        assert value(after, "mcpplus_components_loaded") == 7  # the bundled tools
+        assert value(after, "mcpplus_components_loaded") == 8  # the bundled tools
         assert value(after, "mcpplus_instances_active") == 0
         builds = [k for k in after if k[0] == "mcpplus_build_info"]
         assert builds and after[builds[0]] == 1
@@ -86,7 +86,7 @@ def test_stdio_servers_serve_metrics_on_their_own_address():
                 break
         assert url
         samples = scrape(url)
-        assert value(samples, "mcpplus_components_loaded") == 7
+        assert value(samples, "mcpplus_components_loaded") == 8
     finally:
         proc.kill()
         proc.wait()

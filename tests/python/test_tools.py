@@ -17,6 +17,7 @@ SHOWCASE = {"echo", "echo_integers", "scale", "area", "describe", "summarize", "
             "parse_port", "maybe_double", "nested", "badge", "noop", "count_to"}
 TEXT_UTILS = {"word_count", "slugify", "change_case", "wrap", "truncate", "extract_urls"}
 PY_STATS = {"describe_sample", "percentile"}
+JS_TEXT_DIFF = {"unified_diff", "diff_stats", "url_parts"}
 FETCH = {"fetch"}
 TASK_QUEUE = {"task_submit", "task_status", "task_cancel", "task_list", "task_priority", "task_result",
               "queue_stats", "queue_pause", "queue_resume", "queue_clear", "task_retry",
@@ -25,7 +26,7 @@ PEER_TOOLS = {"peer_discover", "peer_connect", "peer_disconnect", "peer_list", "
               "bootstrap_network"}
 WORKFLOW_TOOLS = {"workflow_submit", "workflow_status", "workflow_cancel", "workflow_list",
                   "workflow_dependencies", "workflow_result", "workflow_templates"}
-ALL_TOOLS = SHOWCASE | TEXT_UTILS | PY_STATS | FETCH | TASK_QUEUE | PEER_TOOLS | WORKFLOW_TOOLS
+ALL_TOOLS = SHOWCASE | TEXT_UTILS | PY_STATS | JS_TEXT_DIFF | FETCH | TASK_QUEUE | PEER_TOOLS | WORKFLOW_TOOLS
 
 
 @pytest.fixture(params=[(t, m) for t in TRANSPORTS for m in ERAS], ids=lambda p: f"{p[0]}-{p[1]}")
@@ -73,10 +74,12 @@ async def test_descriptions_come_from_wit_doc_comments(client):
     assert tools["echo"].description == "Echo a message back unchanged."
     assert tools["echo"].input_schema["properties"]["message"]["description"] == "the text to send back"
     assert tools["slugify"].input_schema["properties"]["separator"]["description"].startswith("the character between")
-    # Record field docs and Python-authored docs survive too.
+    # Record field docs and Python- and JavaScript-authored docs survive too.
     assert tools["summarize"].input_schema["properties"]["items"]["items"]["properties"]["count"][
         "description"] == "How many are in stock (at most 255)."
     assert tools["describe_sample"].description.startswith("Summarize a sample of numbers")
+    assert tools["unified_diff"].description.startswith("Compare two texts line by line")
+    assert tools["diff_stats"].output_schema["properties"]["removed"]["description"] == "Lines only in `before`."
 
 
 async def test_integer_ranges_are_exact(client):
@@ -120,6 +123,12 @@ CALLS = [
     ("describe_sample", {"values": [1, 2, 3, 4]},
      {"count": 4, "mean": 2.5, "median": 2.5, "stdev": pytest.approx(1.2909944487358056), "min": 1.0, "max": 4.0}),
     ("percentile", {"values": [10, 20, 30, 40], "percent": 50}, {"result": 25.0}),
+    ("unified_diff", {"before": "a\nb\n", "after": "a\nc\n"}, {"result": "--- before\n+++ after\n@@ -1,2 +1,2 @@\n a\n-b\n+c\n"}),
+    ("diff_stats", {"before": "a\nb\n", "after": "a\nc\n"}, {"added": 1, "removed": 1, "unchanged": 1, "similarity": 0.5}),
+    ("url_parts", {"url": "https://example.com/p?q=1#f"},
+     {"href": "https://example.com/p?q=1#f", "origin": "https://example.com", "protocol": "https:", "username": "",
+      "password": "", "hostname": "example.com", "port": None, "pathname": "/p", "search": "?q=1",
+      "params": [{"name": "q", "value": "1"}], "hash": "#f"}),
 ]
 
 
@@ -143,6 +152,7 @@ async def test_tool_errors_are_is_error_results(client):
         ("wrap", {"text": "x", "width": 0}, "width must be at least 1"),
         ("describe_sample", {"values": []}, "the sample is empty"),
         ("percentile", {"values": [1], "percent": 101}, "percent must be between 0 and 100"),
+        ("url_parts", {"url": "no scheme"}, 'invalid URL: "no scheme"'),
     ]
     for name, args, message in cases:
         result = await client.call_tool(name, args)

@@ -42,7 +42,13 @@ fn args(v: Value) -> serde_json::Map<String, Value> {
 async fn exercise(client: &Client) {
     let tools = client.list_all_tools().await.expect("tools/list");
     let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
-    for expected in ["echo", "word_count", "describe_sample", "badge"] {
+    for expected in [
+        "echo",
+        "word_count",
+        "describe_sample",
+        "unified_diff",
+        "badge",
+    ] {
         assert!(
             names.contains(&expected),
             "{expected} missing from {names:?}"
