@@ -28,6 +28,7 @@ install_rust_tool hostile hostile "$DIST/fixtures/hostile.wasm"
 install_rust_tool recorder recorder "$DIST/fixtures/recorder.wasm"
 # The tools the official MCP conformance suite calls by name (scripts/conformance.sh).
 install_rust_tool conformance conformance "$DIST/fixtures/conformance.wasm"
+cp conformance/conformance.policy.toml "$DIST/fixtures/conformance.policy.toml"
 install_rust_tool peer-tools peer_tools "$DIST/peer_tools.wasm"
 cp peer-tools/peer_tools.policy.toml "$DIST/peer_tools.policy.toml"
 install_rust_tool workflow workflow_tools "$DIST/workflow_tools.wasm"

@@ -89,6 +89,8 @@ trap 'exit 130' INT TERM
 
 mkdir -p "$WORK/tools"
 cp "$FIXTURE" "$WORK/tools/conformance.wasm"
+# Its grants: the sampling, elicitation and multi-round-trip fixtures ask the client.
+cp guest-tools/conformance/conformance.policy.toml "$WORK/tools/conformance.policy.toml"
 # The tasks extension's fixtures run as MCP tasks; 16 slots and a 3 s lease (a
 # heartbeat every second) so the suite's 60-second slow_compute tasks neither hold
 # up the others nor outlive a tasks/cancel by long.
@@ -106,6 +108,9 @@ EOF
 # Start a server on a free loopback port (port 0: the server picks one and prints
 # its URL) and wait until it listens.
 start_server() { # log-file data-dir
+    # Create the log first: the server (started in the background) may not have
+    # opened it yet when the loop below first reads it.
+    : >"$1"
     "$MCPPLUS" serve --http 127.0.0.1:0 --no-auth --tools "$WORK/tools" --data-dir "$2" \
         --conformance-fixtures --no-admin --config "$WORK/config.toml" --log-format json >"$1" 2>&1 &
     SERVER_PID=$!

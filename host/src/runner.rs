@@ -46,6 +46,9 @@ impl TaskRunner for CatalogRunner {
                 signals,
                 client_log_level: None,
                 wants_progress: true,
+                // A task has no MCP client waiting on it: `mcpplus:host/client`
+                // asks fail, saying so.
+                client: None,
             };
             let forward = tokio::spawn(async move {
                 while let Some(signal) = received.recv().await {

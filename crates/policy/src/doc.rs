@@ -32,6 +32,11 @@
 //! submit = true                      # submit and follow workflows
 //! admin = false                      # also cancel them
 //!
+//! [client]                           # ask the MCP client that made the call
+//! elicit = true                      # the user (elicitation/create)
+//! sample = false                     # the client's model (sampling/createMessage)
+//! roots = false                      # the client's roots (roots/list)
+//!
 //! [limits]                           # same keys as the operator config's [limits]
 //! timeout_ms = 60000
 //! ```
@@ -59,6 +64,8 @@ pub struct PolicyDoc {
     pub peers: PeersDoc,
     #[serde(default)]
     pub workflow: WorkflowDoc,
+    #[serde(default)]
+    pub client: ClientDoc,
     #[serde(default)]
     pub cache: CacheDoc,
     #[serde(default)]
@@ -151,4 +158,17 @@ pub struct WorkflowDoc {
     pub submit: bool,
     #[serde(default)]
     pub admin: bool,
+}
+
+/// `[client]`: which requests a component may send the MCP client that made
+/// a call (`mcpplus:host/client`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientDoc {
+    #[serde(default)]
+    pub elicit: bool,
+    #[serde(default)]
+    pub sample: bool,
+    #[serde(default)]
+    pub roots: bool,
 }

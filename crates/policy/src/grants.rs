@@ -294,6 +294,24 @@ pub struct WorkflowGrants {
     pub admin: bool,
 }
 
+/// `[client]`: what a component may ask the MCP client that made a call
+/// (`mcpplus:host/client`), one grant per request method.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ClientGrants {
+    /// `elicitation/create`: ask the user questions.
+    pub elicit: bool,
+    /// `sampling/createMessage`: use the client's model (which costs the user).
+    pub sample: bool,
+    /// `roots/list`: read the client's roots (the folders it shares).
+    pub roots: bool,
+}
+
+impl ClientGrants {
+    pub fn any(&self) -> bool {
+        self.elicit || self.sample || self.roots
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

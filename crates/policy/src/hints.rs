@@ -21,6 +21,10 @@ pub struct ToolHints {
     pub open_world_hint: bool,
 }
 
+// `[client]` grants change no hint: asking the client that made the call (its
+// user, its model, its roots) changes nothing outside the call and reaches no
+// one but that client, which sees and answers every request itself.
+
 impl ToolHints {
     pub fn from_policy(policy: &Policy) -> Self {
         let writes_files = policy

@@ -26,6 +26,8 @@ pub enum Capability {
     Peers,
     /// mcpplus:host/workflow.
     Workflow,
+    /// mcpplus:host/client: requests to the MCP client that made the call.
+    Client,
 }
 
 impl Capability {
@@ -38,6 +40,7 @@ impl Capability {
             Capability::Queue => "queue",
             Capability::Peers => "peers",
             Capability::Workflow => "workflow",
+            Capability::Client => "client",
         }
     }
 
@@ -53,6 +56,9 @@ impl Capability {
             Capability::Queue => "add [queue] submit = true (or admin = true) to the policy",
             Capability::Peers => "add [peers] read = true (or admin = true) to the policy",
             Capability::Workflow => "add [workflow] submit = true (or admin = true) to the policy",
+            Capability::Client => {
+                "add [client] elicit = true, sample = true or roots = true to the policy"
+            }
         }
     }
 
@@ -66,6 +72,7 @@ impl Capability {
             Capability::Queue => policy.queue.submit || policy.queue.admin,
             Capability::Peers => policy.peers.read || policy.peers.admin,
             Capability::Workflow => policy.workflow.submit || policy.workflow.admin,
+            Capability::Client => policy.client.any(),
         }
     }
 
@@ -80,10 +87,11 @@ impl Capability {
                 | Capability::Queue
                 | Capability::Peers
                 | Capability::Workflow
+                | Capability::Client
         )
     }
 
-    pub const ALL: [Capability; 7] = [
+    pub const ALL: [Capability; 8] = [
         Capability::Files,
         Capability::Environment,
         Capability::Sockets,
@@ -91,6 +99,7 @@ impl Capability {
         Capability::Queue,
         Capability::Peers,
         Capability::Workflow,
+        Capability::Client,
     ];
 }
 
@@ -118,6 +127,7 @@ pub fn classify(import: &str) -> ImportClass {
         ("mcpplus:host", "queue") => ImportClass::Capability(Capability::Queue),
         ("mcpplus:host", "peers") => ImportClass::Capability(Capability::Peers),
         ("mcpplus:host", "workflow") => ImportClass::Capability(Capability::Workflow),
+        ("mcpplus:host", "client") => ImportClass::Capability(Capability::Client),
         ("wasi:cli" | "wasi:io" | "wasi:clocks" | "wasi:random", _) => ImportClass::Baseline,
         ("mcpplus:host", "types" | "log" | "progress") => ImportClass::Baseline,
         _ => ImportClass::Unknown,
@@ -207,6 +217,10 @@ mod tests {
             classify("mcpplus:host/workflow@0.1.0"),
             ImportClass::Capability(Capability::Workflow)
         );
+        assert_eq!(
+            classify("mcpplus:host/client@0.1.0"),
+            ImportClass::Capability(Capability::Client)
+        );
         assert_eq!(classify("acme:thing/x@1.0.0"), ImportClass::Unknown);
         assert_eq!(classify("summary"), ImportClass::Unknown);
     }
@@ -248,9 +262,18 @@ mod tests {
             import_status(workflow, &policy).status,
             ImportStatus::Granted
         );
+        let client = "mcpplus:host/client@0.1.0";
+        assert_eq!(import_status(client, &policy).status, ImportStatus::Denied);
+        policy.client.roots = true;
+        assert_eq!(import_status(client, &policy).status, ImportStatus::Granted);
         assert_eq!(
             unused_grants(&[fs.to_string()], &policy),
-            vec![Capability::Queue, Capability::Peers, Capability::Workflow]
+            vec![
+                Capability::Queue,
+                Capability::Peers,
+                Capability::Workflow,
+                Capability::Client
+            ]
         );
     }
 }

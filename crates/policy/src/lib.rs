@@ -23,8 +23,8 @@ use toml::Spanned;
 use crate::config::{LimitOverrides, OperatorConfig};
 pub use doc::{FileAccess, PolicyDoc};
 pub use grants::{
-    Destination, EnvGrant, FileGrant, HostPattern, PeerGrants, QueueGrants, Scheme, SocketGrants,
-    SocketPattern, WorkflowGrants, destination_key,
+    ClientGrants, Destination, EnvGrant, FileGrant, HostPattern, PeerGrants, QueueGrants, Scheme,
+    SocketGrants, SocketPattern, WorkflowGrants, destination_key,
 };
 
 /// A component's checked grants.
@@ -41,6 +41,8 @@ pub struct Policy {
     pub queue: QueueGrants,
     pub peers: PeerGrants,
     pub workflow: WorkflowGrants,
+    /// What it may ask the MCP client that made a call (`[client]`).
+    pub client: ClientGrants,
     /// Tools whose results workflow steps may reuse (`[cache]`).
     pub cache: CacheRule,
     pub limits: LimitOverrides,
@@ -233,6 +235,7 @@ impl Policy {
             && self.queue == QueueGrants::default()
             && self.peers == PeerGrants::default()
             && self.workflow == WorkflowGrants::default()
+            && !self.client.any()
     }
 }
 
@@ -287,6 +290,11 @@ fn resolve(doc: &PolicyDoc, origin: &Origin<'_>) -> Result<Policy, PolicyError> 
         workflow: WorkflowGrants {
             submit: doc.workflow.submit,
             admin: doc.workflow.admin,
+        },
+        client: ClientGrants {
+            elicit: doc.client.elicit,
+            sample: doc.client.sample,
+            roots: doc.client.roots,
         },
         ..Policy::default()
     };
@@ -442,6 +450,10 @@ fn cache_rule(doc: &PolicyDoc, policy: &Policy) -> Result<CacheRule, String> {
     }
     if policy.workflow != WorkflowGrants::default() {
         outside.push("workflow");
+    }
+    // The user's answers, the client's model and roots change between calls.
+    if policy.client.any() {
+        outside.push("client");
     }
     if outside.is_empty() {
         return Ok(rule);

@@ -120,6 +120,7 @@ pub struct GrantsView {
     pub queue: super::QueueGrants,
     pub peers: super::PeerGrants,
     pub workflow: super::WorkflowGrants,
+    pub client: super::ClientGrants,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -272,6 +273,7 @@ fn grants_view(policy: &Policy) -> GrantsView {
         queue: policy.queue,
         peers: policy.peers,
         workflow: policy.workflow,
+        client: policy.client,
     }
 }
 
@@ -328,6 +330,17 @@ fn risks(policy: &Policy, imports: &[String]) -> Vec<String> {
             "can submit and follow workflows (each step calls a tool served here)".into()
         });
     }
+    if usable(Capability::Client) {
+        if policy.client.sample {
+            risks.push("can use the client's model (sampling, which costs the user)".into());
+        }
+        if policy.client.elicit {
+            risks.push("can ask the user questions through the client (elicitation)".into());
+        }
+        if policy.client.roots {
+            risks.push("can list the client's roots (the folders it shares)".into());
+        }
+    }
     if usable(Capability::Environment) {
         let names: Vec<_> = policy.env.iter().map(|e| e.name.as_str()).collect();
         risks.push(format!(
@@ -369,5 +382,27 @@ mod tests {
         let unused = risks(&policy, &[]);
         assert!(!unused.iter().any(|r| r.contains("workflow")), "{unused:?}");
         assert_eq!(grants_view(&policy).workflow, policy.workflow);
+    }
+
+    #[test]
+    fn client_grants_are_one_risk_each_when_imported() {
+        let mut policy = Policy::default();
+        policy.client.elicit = true;
+        policy.client.sample = true;
+        let imports = vec!["mcpplus:host/client@0.1.0".to_string()];
+        let granted = risks(&policy, &imports);
+        assert!(
+            granted.contains(&"can ask the user questions through the client (elicitation)".into()),
+            "{granted:?}"
+        );
+        assert!(
+            granted.contains(&"can use the client's model (sampling, which costs the user)".into()),
+            "{granted:?}"
+        );
+        assert!(!granted.iter().any(|r| r.contains("roots")), "{granted:?}");
+        // Granted but not imported: unused, so not a risk.
+        let unused = risks(&policy, &[]);
+        assert!(!unused.iter().any(|r| r.contains("client")), "{unused:?}");
+        assert_eq!(grants_view(&policy).client, policy.client);
     }
 }

@@ -85,6 +85,45 @@ fn workflow_grants_are_deny_by_default_and_parse() {
 }
 
 #[test]
+fn client_grants_are_deny_by_default_and_parse() {
+    let dir = scratch();
+    let path = dir.join("t.policy.toml");
+    let none = Policy::parse(&path, "").unwrap();
+    assert_eq!(none.client, ClientGrants::default());
+    assert!(!none.client.any());
+    let elicit = Policy::parse(&path, "[client]\nelicit = true\n").unwrap();
+    assert_eq!(
+        elicit.client,
+        ClientGrants {
+            elicit: true,
+            sample: false,
+            roots: false
+        }
+    );
+    assert!(!elicit.grants_nothing());
+    let all = Policy::parse(
+        &path,
+        "[client]\nelicit = true\nsample = true\nroots = true\n",
+    )
+    .unwrap();
+    assert!(all.client.elicit && all.client.sample && all.client.roots);
+    let off = Policy::parse(&path, "[client]\nelicit = false\n").unwrap();
+    assert!(off.grants_nothing());
+    // A method the table does not know is refused, with its line.
+    let err = parse_err("[client]\nelicit = true\nelicitation = true\n");
+    assert!(err.contains("line 3"), "{err}");
+    assert!(
+        err.contains("unknown capability or key `elicitation`"),
+        "{err}"
+    );
+    let err = parse_err("[client]\nsample = \"yes\"\n");
+    assert!(err.contains("line 2"), "{err}");
+    // Answers from the client change between calls: caching needs a ttl.
+    let err = parse_err("[client]\nelicit = true\n\n[cache]\ntools = [\"ask\"]\n");
+    assert!(err.contains("client") && err.contains("ttl_s"), "{err}");
+}
+
+#[test]
 fn an_empty_policy_grants_nothing() {
     let dir = scratch();
     let policy = Policy::parse(&dir.join("t.policy.toml"), "").unwrap();

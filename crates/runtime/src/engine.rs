@@ -93,13 +93,14 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         capabilities::filesystem::add_to_linker(&mut linker)?;
-        use capabilities::bindings::{log, peers, progress, queue, workflow};
+        use capabilities::bindings::{client, log, peers, progress, queue, workflow};
         use wasmtime::component::HasSelf;
         log::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
         progress::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
         queue::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
         peers::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
         workflow::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+        client::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
         let mut http_linker = linker.clone();
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut http_linker)?;
         let outbound = Outbound::new(options.config.outbound.clone())
@@ -269,6 +270,7 @@ fn provided_by_host(import: &str) -> bool {
         "mcpplus:host/queue@",
         "mcpplus:host/peers@",
         "mcpplus:host/workflow@",
+        "mcpplus:host/client@",
     ]
     .iter()
     .any(|p| import.starts_with(p))

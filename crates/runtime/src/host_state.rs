@@ -11,13 +11,14 @@ use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 
 use super::observer::CallObserver;
 use super::output::CappedOutput;
+use crate::capabilities::client::{Asked, ClientLink};
 use crate::capabilities::logging::LogBudget;
 use crate::capabilities::peers::PeerNetwork;
 use crate::capabilities::{CallContext, sockets};
 use crate::outbound::Outbound;
 use crate::outbound::wasi::GuestHttp;
 use mcpplus_policy::config::{CallLimits, GuestLogLevel};
-use mcpplus_policy::{FileAccess, PeerGrants, Policy, QueueGrants, WorkflowGrants};
+use mcpplus_policy::{ClientGrants, FileAccess, PeerGrants, Policy, QueueGrants, WorkflowGrants};
 use mcpplus_queue::service::QueueService;
 use mcpplus_workflow::Workflows;
 
@@ -43,6 +44,11 @@ pub struct HostState {
     /// The workflow engine (when this process runs one) and what the policy grants of it.
     workflows: Option<Arc<Workflows>>,
     workflow_grants: WorkflowGrants,
+    /// The MCP client that made the call (none for queue tasks), what the
+    /// policy grants of it, and what this run has asked.
+    client: Option<Arc<dyn ClientLink>>,
+    client_grants: ClientGrants,
+    client_asked: Asked,
     call: Arc<CallContext>,
     pub limits: TrackedLimits,
     guest_io: GuestIo,
@@ -178,6 +184,7 @@ impl HostState {
             }
         }
         sockets::configure(&mut builder, policy.clone(), call.clone());
+        let client = observer.as_ref().and_then(|o| o.client.clone());
         let deadline = std::time::Instant::now() + call_limits.timeout;
         let http = GuestHttp::new(outbound, policy.clone(), call.clone(), deadline);
         Ok((
@@ -193,6 +200,9 @@ impl HostState {
                 peer_grants: policy.peers,
                 workflows,
                 workflow_grants: policy.workflow,
+                client,
+                client_grants: policy.client,
+                client_asked: Asked::default(),
                 call,
                 limits: TrackedLimits {
                     inner: limits,
@@ -231,6 +241,19 @@ impl HostState {
 
     pub fn workflow_grants(&self) -> WorkflowGrants {
         self.workflow_grants
+    }
+
+    pub fn client_link(&self) -> Option<&Arc<dyn ClientLink>> {
+        self.client.as_ref()
+    }
+
+    pub fn client_grants(&self) -> ClientGrants {
+        self.client_grants
+    }
+
+    /// What this run has asked the client so far.
+    pub fn client_asked(&mut self) -> &mut Asked {
+        &mut self.client_asked
     }
 
     /// Who is calling, for audit events.

@@ -1,9 +1,15 @@
-//! What a running guest tells its caller besides its result: log lines and
-//! progress. The runtime only sends these down a channel; the protocol layer
-//! decides what reaches the client (MCP `notifications/message` and
-//! `notifications/progress`).
+//! What a running guest exchanges with its caller besides arguments and
+//! result: log lines and progress (sent down a channel; the protocol layer
+//! decides what reaches the client as MCP `notifications/message` and
+//! `notifications/progress`), and requests to the MCP client that made the
+//! call (`mcpplus:host/client`, through the [`ClientLink`] the protocol layer
+//! gives).
+
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
+
+use crate::capabilities::client::ClientLink;
 
 use mcpplus_policy::config::GuestLogLevel;
 
@@ -29,4 +35,7 @@ pub struct CallObserver {
     pub client_log_level: Option<GuestLogLevel>,
     /// Forward progress (the request carried a progress token).
     pub wants_progress: bool,
+    /// The MCP client that made the call, for `mcpplus:host/client`; `None`
+    /// when no client did (a queue task): asking then fails.
+    pub client: Option<Arc<dyn ClientLink>>,
 }

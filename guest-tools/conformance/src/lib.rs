@@ -1,15 +1,19 @@
 //! Test fixture: the tools the official MCP conformance suite calls by name
 //! (`test_simple_text`, `test_tool_with_progress`, the tasks extension's `greet`,
-//! `slow_compute`, …), written as an ordinary guest. Not bundled; served by
-//! `scripts/conformance.sh`.
+//! `slow_compute`, the sampling, elicitation and multi-round-trip tools over
+//! `mcpplus:host/client`, …), written as an ordinary guest, and `ask_client`,
+//! which mcpplus's own tests drive. Not bundled; served by
+//! `scripts/conformance.sh` with `conformance.policy.toml` (`[client]` grants).
 
 wit_bindgen::generate!({ path: "wit", world: "conformance-tool", generate_all });
 
 use std::time::Duration;
 
-use exports::mcpplus::conformance::conformance::Guest;
+use exports::mcpplus::conformance::conformance::{ClientRequest, Guest};
+use mcpplus::host::client::{self, AskError};
 use mcpplus::host::types::{ContentBlock, EmbeddedResource, Media, ResourceData};
 use mcpplus::host::{log, progress};
+use serde_json::{Value, json};
 
 struct Conformance;
 
@@ -117,6 +121,284 @@ impl Guest for Conformance {
     fn protocol_error_job() -> String {
         std::thread::sleep(Duration::from_millis(100));
         panic!("protocol_error_job crashed on purpose")
+    }
+
+    fn test_sampling(prompt: String) -> Result<ContentBlock, String> {
+        let answer = ask("sampling", SAMPLE, sampling(&prompt, 100))?;
+        Ok(text(format!("LLM response: {}", sampled_text(&answer))))
+    }
+
+    fn test_elicitation(message: String) -> Result<ContentBlock, String> {
+        let schema = json!({"type": "object", "properties": {
+            "username": {"type": "string", "description": "Your username"},
+            "email": {"type": "string", "description": "Your email address"}},
+            "required": ["username", "email"]});
+        let answer = ask("elicitation", ELICIT, form(&message, schema))?;
+        Ok(text(format!("User response: {}", elicited(&answer))))
+    }
+
+    fn test_elicitation_sep1034_defaults() -> Result<ContentBlock, String> {
+        let schema = json!({"type": "object", "properties": {
+            "name": {"type": "string", "description": "User name", "default": "John Doe"},
+            "age": {"type": "integer", "description": "User age", "default": 30},
+            "score": {"type": "number", "description": "User score", "default": 95.5},
+            "status": {"type": "string", "description": "User status",
+                "enum": ["active", "inactive", "pending"], "default": "active"},
+            "verified": {"type": "boolean", "description": "Verification status", "default": true}}});
+        let answer = ask(
+            "defaults",
+            ELICIT,
+            form(
+                "Please review and update the form fields with defaults",
+                schema,
+            ),
+        )?;
+        Ok(text(format!(
+            "Elicitation completed: {}",
+            elicited(&answer)
+        )))
+    }
+
+    fn test_elicitation_sep1330_enums() -> Result<ContentBlock, String> {
+        let schema = json!({"type": "object", "properties": {
+            "untitledSingle": {"type": "string", "description": "Choose an option",
+                "enum": ["option1", "option2", "option3"]},
+            "titledSingle": {"type": "string", "description": "Choose a titled option",
+                "oneOf": [{"const": "value1", "title": "First Option"},
+                          {"const": "value2", "title": "Second Option"},
+                          {"const": "value3", "title": "Third Option"}]},
+            "legacyEnum": {"type": "string", "description": "Choose a legacy option",
+                "enum": ["opt1", "opt2", "opt3"],
+                "enumNames": ["Option One", "Option Two", "Option Three"]},
+            "untitledMulti": {"type": "array", "description": "Choose multiple options",
+                "items": {"type": "string", "enum": ["option1", "option2", "option3"]}},
+            "titledMulti": {"type": "array", "description": "Choose multiple titled options",
+                "items": {"anyOf": [{"const": "value1", "title": "First Choice"},
+                                    {"const": "value2", "title": "Second Choice"},
+                                    {"const": "value3", "title": "Third Choice"}]}}}});
+        let answer = ask(
+            "enums",
+            ELICIT,
+            form("Please select options from the enum fields", schema),
+        )?;
+        Ok(text(format!(
+            "Elicitation completed: {}",
+            elicited(&answer)
+        )))
+    }
+
+    fn test_input_required_result_elicitation() -> Result<ContentBlock, String> {
+        let answer = ask("user_name", ELICIT, name_form("What is your name?"))?;
+        Ok(text(format!("Hello, {}!", field(&answer, "name"))))
+    }
+
+    fn test_input_required_result_sampling() -> Result<ContentBlock, String> {
+        let answer = ask(
+            "capital_question",
+            SAMPLE,
+            sampling("What is the capital of France?", 100),
+        )?;
+        Ok(text(format!("The model says: {}", sampled_text(&answer))))
+    }
+
+    fn test_input_required_result_list_roots() -> Result<ContentBlock, String> {
+        let answer = ask("client_roots", ROOTS, json!({}))?;
+        Ok(text(format!("The client's roots: {}", roots(&answer))))
+    }
+
+    fn test_input_required_result_request_state() -> Result<ContentBlock, String> {
+        let earlier = client::state();
+        remember("request-state:confirm")?;
+        let answer = ask("confirm", ELICIT, confirm_form())?;
+        let verdict = if earlier.as_deref() == Some("request-state:confirm") {
+            "state-ok"
+        } else {
+            "state-missing"
+        };
+        Ok(text(format!("{verdict}: confirmed {}", elicited(&answer))))
+    }
+
+    fn test_input_required_result_multiple_inputs() -> Result<ContentBlock, String> {
+        remember("multiple-inputs")?;
+        // Ask all three before stopping, so one round carries them all.
+        let name = ask("user_name", ELICIT, name_form("What is your name?"));
+        let greeting = ask("greeting", SAMPLE, sampling("Generate a greeting", 50));
+        let listed = ask("client_roots", ROOTS, json!({}));
+        let (name, greeting, listed) = (name?, greeting?, listed?);
+        Ok(text(format!(
+            "{} — {} (roots: {})",
+            sampled_text(&greeting),
+            field(&name, "name"),
+            roots(&listed)
+        )))
+    }
+
+    fn test_input_required_result_multi_round() -> Result<ContentBlock, String> {
+        // Round 1 asks the name; round 2 keeps it in the state and asks the
+        // colour; round 3 has both.
+        let name = match client::state().and_then(|s| s.strip_prefix("name:").map(String::from)) {
+            Some(name) => name,
+            None => {
+                remember("round:1")?;
+                let answer = ask("step1", ELICIT, name_form("Step 1: What is your name?"))?;
+                field(&answer, "name")
+            }
+        };
+        remember(&format!("name:{name}"))?;
+        let schema = json!({"type": "object", "properties": {"color": {"type": "string"}},
+            "required": ["color"]});
+        let answer = ask(
+            "step2",
+            ELICIT,
+            form("Step 2: What is your favorite color?", schema),
+        )?;
+        Ok(text(format!("{name} likes {}", field(&answer, "color"))))
+    }
+
+    fn test_input_required_result_tampered_state() -> Result<ContentBlock, String> {
+        remember("tampered-state:confirm")?;
+        let answer = ask("confirm", ELICIT, confirm_form())?;
+        Ok(text(format!("confirmed {}", elicited(&answer))))
+    }
+
+    fn test_input_required_result_capabilities() -> Result<ContentBlock, String> {
+        // Each goes out only when the client declared its capability.
+        let name = ask("user_name", ELICIT, name_form("What is your name?"));
+        let capital = ask(
+            "capital_question",
+            SAMPLE,
+            sampling("What is the capital of France?", 100),
+        );
+        let name = name.map(|a| field(&a, "name"));
+        let capital = capital.map(|a| sampled_text(&a));
+        match (name, capital) {
+            (Err(e), _) | (_, Err(e)) if e == PENDING => Err(e),
+            (name, capital) => Ok(text(format!(
+                "name: {}; capital: {}",
+                name.unwrap_or_else(|e| e),
+                capital.unwrap_or_else(|e| e)
+            ))),
+        }
+    }
+
+    fn ask_client(requests: Vec<ClientRequest>, remember: Option<String>) -> String {
+        let mut answers = serde_json::Map::new();
+        for r in requests {
+            let answer = match client::ask(&r.key, &r.method, &r.params) {
+                Ok(result) => serde_json::from_str(&result).unwrap_or(Value::String(result)),
+                Err(AskError::Pending) => json!({"error": "pending"}),
+                Err(AskError::NotSupported(m)) => json!({"error": "not-supported", "message": m}),
+                Err(AskError::Failed(m)) => json!({"error": "failed", "message": m}),
+            };
+            answers.insert(r.key, answer);
+        }
+        let state = client::state();
+        let kept = match remember {
+            Some(s) => client::remember(&s).err(),
+            None => None,
+        };
+        json!({"answers": answers, "state": state, "remember_error": kept}).to_string()
+    }
+}
+
+const ELICIT: &str = "elicitation/create";
+const SAMPLE: &str = "sampling/createMessage";
+const ROOTS: &str = "roots/list";
+/// What a tool returns while the host collects the client's answers (the
+/// host discards it).
+const PENDING: &str = "waiting for the client's answers";
+
+/// Ask the client; the answer as JSON, or the text a tool error shows.
+fn ask(key: &str, method: &str, params: Value) -> Result<Value, String> {
+    match client::ask(key, method, &params.to_string()) {
+        Ok(answer) => serde_json::from_str(&answer).map_err(|e| format!("not JSON: {e}")),
+        Err(AskError::Pending) => Err(PENDING.into()),
+        Err(AskError::NotSupported(m)) => Err(format!("not supported: {m}")),
+        Err(AskError::Failed(m)) => Err(format!("failed: {m}")),
+    }
+}
+
+fn remember(state: &str) -> Result<(), String> {
+    client::remember(state)
+}
+
+fn text(s: String) -> ContentBlock {
+    ContentBlock::Text(s)
+}
+
+fn form(message: &str, schema: Value) -> Value {
+    json!({"message": message, "requestedSchema": schema})
+}
+
+fn name_form(message: &str) -> Value {
+    form(
+        message,
+        json!({"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}),
+    )
+}
+
+fn confirm_form() -> Value {
+    form(
+        "Please confirm",
+        json!({"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}),
+    )
+}
+
+fn sampling(prompt: &str, max_tokens: u32) -> Value {
+    json!({"messages": [{"role": "user", "content": {"type": "text", "text": prompt}}],
+        "maxTokens": max_tokens})
+}
+
+/// `action=…, content=…` of an elicitation result.
+fn elicited(answer: &Value) -> String {
+    format!(
+        "action={}, content={}",
+        answer["action"].as_str().unwrap_or("?"),
+        answer.get("content").unwrap_or(&Value::Null)
+    )
+}
+
+/// A field of an accepted elicitation's content.
+fn field(answer: &Value, name: &str) -> String {
+    match &answer["content"][name] {
+        Value::String(s) => s.clone(),
+        Value::Null => format!("(no {name}: {})", answer["action"].as_str().unwrap_or("?")),
+        other => other.to_string(),
+    }
+}
+
+/// The text of a sampling result.
+fn sampled_text(answer: &Value) -> String {
+    let content = &answer["content"];
+    let block = if content.is_array() {
+        &content[0]
+    } else {
+        content
+    };
+    block["text"].as_str().unwrap_or("(no text)").to_string()
+}
+
+/// The roots of a `roots/list` result, by name (or URI).
+fn roots(answer: &Value) -> String {
+    let names: Vec<String> = answer["roots"]
+        .as_array()
+        .map(|roots| {
+            roots
+                .iter()
+                .map(|r| {
+                    let uri = r["uri"].as_str().unwrap_or("?");
+                    match r["name"].as_str() {
+                        Some(name) => format!("{name} ({uri})"),
+                        None => uri.to_string(),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
     }
 }
 

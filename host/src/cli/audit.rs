@@ -238,6 +238,15 @@ fn print_text(report: &AuditReport) {
         if g.workflow.admin {
             grants.push("workflow: admin".into());
         }
+        for (granted, what) in [
+            (g.client.elicit, "client: elicit"),
+            (g.client.sample, "client: sample"),
+            (g.client.roots, "client: roots"),
+        ] {
+            if granted {
+                grants.push(what.into());
+            }
+        }
         print_list("grants", &grants, "none");
         let unused: Vec<String> = c.unused_grants.iter().map(|u| u.as_str().into()).collect();
         print_list("unused", &unused, "none");

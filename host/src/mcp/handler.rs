@@ -28,6 +28,7 @@ use mcpplus_policy::hints::ToolHints;
 use mcpplus_queue::service::QueueService;
 use mcpplus_runtime::invoke::{ToolOutcome, invoke};
 
+use super::client::CallerLink;
 use super::diagnostics::Diagnostics;
 use super::federation::{self, Federation};
 use super::tasks;
@@ -316,23 +317,25 @@ impl ServerHandler for McpServer {
             .log_level()
             .or(*self.log_level.lock().unwrap_or_else(|e| e.into_inner()));
         let progress_token = context.meta.get_progress_token();
-        let (observer, forwarder) = match (requested_level, progress_token) {
-            (None, None) => (None, None),
-            (level, token) => {
-                let (signals, received) = tokio::sync::mpsc::unbounded_channel();
-                let observer = CallObserver {
-                    signals,
-                    client_log_level: level.map(guest_level),
-                    wants_progress: token.is_some(),
-                };
-                let forwarder = tokio::spawn(forward_signals(
-                    received,
-                    context.peer.clone(),
-                    token,
-                    request.name.to_string(),
-                ));
-                (Some(observer), Some(forwarder))
-            }
+        // The client, for guests that ask it (`mcpplus:host/client`); an echoed
+        // requestState is verified here, before the guest runs.
+        let caller = CallerLink::for_call(&request, &context, &requester(&context))?;
+        let (signals, received) = tokio::sync::mpsc::unbounded_channel();
+        let wants_progress = progress_token.is_some();
+        // Signals nobody asked for are never sent, so nothing reads them.
+        let forwarder = (requested_level.is_some() || wants_progress).then(|| {
+            tokio::spawn(forward_signals(
+                received,
+                context.peer.clone(),
+                progress_token,
+                request.name.to_string(),
+            ))
+        });
+        let observer = CallObserver {
+            signals,
+            client_log_level: requested_level.map(guest_level),
+            wants_progress,
+            client: Some(caller.clone()),
         };
         let outcome = invoke(
             &self.runtime,
@@ -340,7 +343,7 @@ impl ServerHandler for McpServer {
             entry.signature,
             request.arguments.as_ref(),
             &context.ct,
-            observer,
+            Some(observer),
         )
         .instrument(span)
         .await;
@@ -363,6 +366,11 @@ impl ServerHandler for McpServer {
                 ],
                 error: outcome.is_error,
             });
+        }
+        // A 2026-07-28 client is asked what the guest wanted to know, and the
+        // guest runs again with the answers: its result now is not the answer.
+        if let Some(input_required) = caller.finish()? {
+            return Ok(CallToolResponse::InputRequired(input_required));
         }
         let mut result = to_result(outcome)?;
         // Which build answered: lets clients and operators follow a hot swap.

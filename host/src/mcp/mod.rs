@@ -2,6 +2,7 @@
 //! stdio and Streamable HTTP transports. rmcp types stop at this module's edge.
 
 pub mod auth;
+mod client;
 pub mod diagnostics;
 pub mod federation;
 mod handler;

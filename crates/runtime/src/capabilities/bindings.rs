@@ -7,7 +7,8 @@ wasmtime::component::bindgen!({
         "mcpplus:host/queue": async,
         "mcpplus:host/peers": async,
         "mcpplus:host/workflow": async,
+        "mcpplus:host/client": async,
     },
 });
 
-pub use self::mcpplus::host::{log, peers, progress, queue, workflow};
+pub use self::mcpplus::host::{client, log, peers, progress, queue, workflow};

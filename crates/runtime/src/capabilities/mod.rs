@@ -4,6 +4,7 @@
 //! reason).
 
 pub mod bindings;
+pub mod client;
 pub mod filesystem;
 pub mod logging;
 pub mod peers;
