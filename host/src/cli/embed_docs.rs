@@ -2,7 +2,7 @@
 //! comments in the component so tools and parameters get descriptions.
 //! (Compilers drop doc comments when they build a component.)
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -22,16 +22,10 @@ pub struct EmbedDocsArgs {
 }
 
 pub fn run(args: EmbedDocsArgs) -> anyhow::Result<ExitCode> {
-    let mut resolve = wit_parser::Resolve::default();
-    let (package, _) = resolve
-        .push_path(&args.wit)
-        .with_context(|| format!("cannot parse the WIT in {}", args.wit.display()))?;
-    let encoded =
-        wit_component::encode(&resolve, package).context("cannot encode the WIT package")?;
     let bytes = std::fs::read(&args.component)
         .with_context(|| format!("cannot read {}", args.component.display()))?;
-    let with_docs = with_docs_section(&bytes, &encoded)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", args.component.display()))?;
+    let with_docs =
+        embed(&bytes, &args.wit).with_context(|| format!("{}", args.component.display()))?;
     let out = args.output.unwrap_or(args.component);
     std::fs::write(&out, with_docs).with_context(|| format!("cannot write {}", out.display()))?;
     eprintln!(
@@ -40,4 +34,15 @@ pub fn run(args: EmbedDocsArgs) -> anyhow::Result<ExitCode> {
         out.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `component` with the WIT package in `wit` (and its doc comments) stored in it.
+pub fn embed(component: &[u8], wit: &Path) -> anyhow::Result<Vec<u8>> {
+    let mut resolve = wit_parser::Resolve::default();
+    let (package, _) = resolve
+        .push_path(wit)
+        .with_context(|| format!("cannot parse the WIT in {}", wit.display()))?;
+    let encoded =
+        wit_component::encode(&resolve, package).context("cannot encode the WIT package")?;
+    with_docs_section(component, &encoded).map_err(|e| anyhow::anyhow!("{e}"))
 }

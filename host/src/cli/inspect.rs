@@ -14,10 +14,10 @@ use mcpplus_schema::describe_component;
 #[derive(clap::Args)]
 pub struct InspectArgs {
     /// The component file (.wasm)
-    component: PathBuf,
+    pub(super) component: PathBuf,
     /// Print machine-readable JSON instead of text
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
 }
 
 pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {

@@ -2,9 +2,12 @@
 
 mod audit;
 mod breakers;
+mod build_project;
 mod call;
+mod dev;
 mod embed_docs;
 mod inspect;
+mod new;
 mod peers;
 mod serve;
 mod tools;
@@ -115,6 +118,12 @@ enum Command {
     Call(call::CallArgs),
     /// Store the doc comments of a WIT package in a component, for tool descriptions
     EmbedDocs(embed_docs::EmbedDocsArgs),
+    /// Create a tool project in Rust, Python or JavaScript
+    New(new::NewArgs),
+    /// Build a tool project into DIR/dist/NAME.wasm and list its tools
+    Build(build_project::BuildArgs),
+    /// Build a tool project into a tools folder, and again on every change
+    Dev(dev::DevArgs),
 }
 
 /// Entry point of the binary.
@@ -152,6 +161,9 @@ pub fn main() -> std::process::ExitCode {
             Command::Peers(args) => peers::run(args).await,
             Command::Call(args) => call::run(args, &cli.common).await,
             Command::EmbedDocs(args) => embed_docs::run(args),
+            Command::New(args) => new::run(args),
+            Command::Build(args) => build_project::run(args),
+            Command::Dev(args) => dev::run(args).await,
         }
     });
     match result {
