@@ -3,7 +3,9 @@
 //! A [`Catalog`] is an immutable snapshot; [`LiveCatalog`] holds the current one and
 //! swaps it whole, so a call that started on one snapshot finishes on it. Tool names
 //! are unique across components: a component whose tool name is already taken is
-//! refused with an error naming both components, never shadowed silently.
+//! refused with an error naming both components, never shadowed silently. The
+//! same holds for the prompt names, resource URIs and resource templates that
+//! components serve (`mcpplus:host/prompts`, `mcpplus:host/resources`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,6 +22,12 @@ pub struct Catalog {
     components: Vec<Arc<LoadedComponent>>,
     /// tool name → index into `components`.
     tools: BTreeMap<String, usize>,
+    /// prompt name → index into `components`.
+    prompts: BTreeMap<String, usize>,
+    /// resource URI → index into `components`.
+    resources: BTreeMap<String, usize>,
+    /// resource URI template → index into `components`.
+    templates: BTreeMap<String, usize>,
 }
 
 /// A tool found in the catalog, with the component that serves it.
@@ -38,6 +46,17 @@ pub enum CatalogError {
     NameCollision {
         path: PathBuf,
         tool: String,
+        existing: String,
+        existing_path: PathBuf,
+    },
+    #[error(
+        "{path}: {kind} `{name}` is already served by component `{existing}` ({existing_path}); rename it or remove one of the components"
+    )]
+    ServedCollision {
+        path: PathBuf,
+        /// `prompt`, `resource` or `resource template`.
+        kind: &'static str,
+        name: String,
         existing: String,
         existing_path: PathBuf,
     },
@@ -66,12 +85,44 @@ impl Catalog {
                 });
             }
         }
+        let served = served_keys(&component);
+        for (kind, key) in &served {
+            if let Some(&i) = self.served_map(kind).get(key) {
+                let existing = &self.components[i];
+                return Err(CatalogError::ServedCollision {
+                    path: component.path.clone(),
+                    kind,
+                    name: key.clone(),
+                    existing: existing.name.clone(),
+                    existing_path: existing.path.clone(),
+                });
+            }
+        }
         let index = self.components.len();
         for tool in component.tools() {
             self.tools.insert(tool.name.clone(), index);
         }
+        for (kind, key) in served {
+            self.served_map_mut(kind).insert(key, index);
+        }
         self.components.push(component);
         Ok(())
+    }
+
+    fn served_map(&self, kind: &str) -> &BTreeMap<String, usize> {
+        match kind {
+            PROMPT => &self.prompts,
+            RESOURCE => &self.resources,
+            _ => &self.templates,
+        }
+    }
+
+    fn served_map_mut(&mut self, kind: &str) -> &mut BTreeMap<String, usize> {
+        match kind {
+            PROMPT => &mut self.prompts,
+            RESOURCE => &mut self.resources,
+            _ => &mut self.templates,
+        }
     }
 
     /// The component called `name`.
@@ -108,6 +159,9 @@ impl Catalog {
         Catalog {
             components: self.components.clone(),
             tools: self.tools.clone(),
+            prompts: self.prompts.clone(),
+            resources: self.resources.clone(),
+            templates: self.templates.clone(),
         }
     }
 
@@ -137,6 +191,149 @@ impl Catalog {
 
     pub fn components(&self) -> &[Arc<LoadedComponent>] {
         &self.components
+    }
+
+    /// All prompts (MCP `Prompt` objects) in name order, with their components.
+    pub fn prompts(&self) -> impl Iterator<Item = ServedEntry<'_>> {
+        self.prompts.iter().filter_map(|(name, &i)| {
+            let component = &self.components[i];
+            Some(ServedEntry {
+                component,
+                json: component.served.prompt(name)?,
+            })
+        })
+    }
+
+    pub fn prompt(&self, name: &str) -> Option<ServedEntry<'_>> {
+        let component = &self.components[*self.prompts.get(name)?];
+        Some(ServedEntry {
+            component,
+            json: component.served.prompt(name)?,
+        })
+    }
+
+    /// All resources (MCP `Resource` objects) in URI order.
+    pub fn resources(&self) -> impl Iterator<Item = ServedEntry<'_>> {
+        self.resources.iter().filter_map(|(uri, &i)| {
+            let component = &self.components[i];
+            Some(ServedEntry {
+                component,
+                json: component
+                    .served
+                    .resources
+                    .iter()
+                    .find(|r| r["uri"] == *uri)?,
+            })
+        })
+    }
+
+    /// All resource templates (MCP `ResourceTemplate` objects) in template order.
+    pub fn resource_templates(&self) -> impl Iterator<Item = ServedEntry<'_>> {
+        self.templates.iter().filter_map(|(template, &i)| {
+            let component = &self.components[i];
+            Some(ServedEntry {
+                component,
+                json: &component
+                    .served
+                    .templates
+                    .iter()
+                    .find(|t| t.uri_template() == template)?
+                    .json,
+            })
+        })
+    }
+
+    /// The component that serves `uri`: the one listing it as a resource, else
+    /// the one whose template (the first in template order) matches it.
+    pub fn resolve_uri(&self, uri: &str) -> Option<&Arc<LoadedComponent>> {
+        if let Some(&i) = self.resources.get(uri) {
+            return Some(&self.components[i]);
+        }
+        self.templates.iter().find_map(|(template, &i)| {
+            let component = &self.components[i];
+            component
+                .served
+                .templates
+                .iter()
+                .find(|t| t.uri_template() == template)
+                .and_then(|t| t.template.match_uri(uri))
+                .map(|_| component)
+        })
+    }
+
+    /// Whether any component serves prompts.
+    pub fn has_prompts(&self) -> bool {
+        !self.prompts.is_empty()
+    }
+
+    /// Whether any component serves resources or resource templates.
+    pub fn has_resources(&self) -> bool {
+        !self.resources.is_empty() || !self.templates.is_empty()
+    }
+
+    fn prompt_list(&self) -> Vec<&serde_json::Value> {
+        self.prompts().map(|e| e.json).collect()
+    }
+
+    fn resource_list(&self) -> Vec<&serde_json::Value> {
+        self.resources()
+            .chain(self.resource_templates())
+            .map(|e| e.json)
+            .collect()
+    }
+}
+
+/// A prompt, resource or resource template, with the component serving it.
+pub struct ServedEntry<'a> {
+    pub component: &'a Arc<LoadedComponent>,
+    /// The MCP object as listed.
+    pub json: &'a serde_json::Value,
+}
+
+const PROMPT: &str = "prompt";
+const RESOURCE: &str = "resource";
+const TEMPLATE: &str = "resource template";
+
+/// What a component serves besides tools: (kind, name/URI/template).
+fn served_keys(component: &LoadedComponent) -> Vec<(&'static str, String)> {
+    let served = &component.served;
+    let text = |v: &serde_json::Value, key: &str| v[key].as_str().unwrap_or_default().to_string();
+    served
+        .prompts
+        .iter()
+        .map(|p| (PROMPT, text(p, "name")))
+        .chain(served.resources.iter().map(|r| (RESOURCE, text(r, "uri"))))
+        .chain(
+            served
+                .templates
+                .iter()
+                .map(|t| (TEMPLATE, t.uri_template().to_string())),
+        )
+        .collect()
+}
+
+/// What changed in one swap of the catalog (every swap may change tools).
+#[derive(Clone)]
+pub struct CatalogChange {
+    /// The tool list may have changed.
+    pub tools: bool,
+    /// The prompt list changed.
+    pub prompts: bool,
+    /// The resource or resource-template list changed.
+    pub resources: bool,
+    pub before: Arc<Catalog>,
+    pub after: Arc<Catalog>,
+}
+
+impl CatalogChange {
+    /// The URIs among `uris` whose serving build changed (another component
+    /// or sha256, or none any more): their contents may have changed.
+    pub fn updated_uris<'a>(&self, uris: impl IntoIterator<Item = &'a String>) -> Vec<String> {
+        let serving = |c: &Catalog, uri: &str| c.resolve_uri(uri).map(|c| c.digest.clone());
+        uris.into_iter()
+            .filter(|uri| serving(&self.before, uri) != serving(&self.after, uri))
+            .cloned()
+            .collect()
     }
 }
 
@@ -190,7 +387,7 @@ fn set_loaded_gauge(catalog: &Catalog) {
 /// The catalog the server answers from; replaced whole, never edited in place.
 pub struct LiveCatalog {
     current: RwLock<Arc<Catalog>>,
-    changes: broadcast::Sender<()>,
+    changes: broadcast::Sender<CatalogChange>,
 }
 
 impl LiveCatalog {
@@ -210,21 +407,53 @@ impl LiveCatalog {
             .clone()
     }
 
-    /// Swap in a new catalog and tell subscribers the tool list changed.
+    /// Swap in a new catalog and tell subscribers what changed: the tool list
+    /// (always), the prompt and resource lists (when they differ).
     pub fn replace(&self, catalog: Catalog) {
         set_loaded_gauge(&catalog);
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(catalog);
-        let _ = self.changes.send(());
+        let after = Arc::new(catalog);
+        let before = std::mem::replace(
+            &mut *self.current.write().unwrap_or_else(|e| e.into_inner()),
+            after.clone(),
+        );
+        let change = CatalogChange {
+            tools: true,
+            prompts: before.prompt_list() != after.prompt_list(),
+            resources: before.resource_list() != after.resource_list(),
+            before,
+            after,
+        };
+        let _ = self.changes.send(change);
     }
 
     /// Tell subscribers the tool list changed outside the catalog (tools the
     /// server adds itself, e.g. the conformance suite's diagnostics).
     pub fn announce_change(&self) {
-        let _ = self.changes.send(());
+        let now = self.snapshot();
+        let _ = self.changes.send(CatalogChange {
+            tools: true,
+            prompts: false,
+            resources: false,
+            before: now.clone(),
+            after: now,
+        });
+    }
+
+    /// Tell subscribers the prompt list changed outside the catalog (the
+    /// conformance suite's diagnostics).
+    pub fn announce_prompt_change(&self) {
+        let now = self.snapshot();
+        let _ = self.changes.send(CatalogChange {
+            tools: false,
+            prompts: true,
+            resources: false,
+            before: now.clone(),
+            after: now,
+        });
     }
 
     /// Notified after every [`LiveCatalog::replace`] and [`LiveCatalog::announce_change`].
-    pub fn subscribe(&self) -> broadcast::Receiver<()> {
+    pub fn subscribe(&self) -> broadcast::Receiver<CatalogChange> {
         self.changes.subscribe()
     }
 }

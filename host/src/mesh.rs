@@ -202,7 +202,7 @@ async fn announce_changes(
         tokio::select! {
             _ = stop.cancelled() => return,
             change = changes.recv() => match change {
-                Ok(()) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                     let caps = caps_of(&live, slots, &queue).await;
                     tracing::info!(event = "mesh.caps_announced", tools = caps.tools.len(), "told peers what this node hosts now");
                     mesh.announce(caps).await;

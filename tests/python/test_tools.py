@@ -78,6 +78,8 @@ async def test_descriptions_come_from_wit_doc_comments(client):
     assert tools["summarize"].input_schema["properties"]["items"]["items"]["properties"]["count"][
         "description"] == "How many are in stock (at most 255)."
     assert tools["describe_sample"].description.startswith("Summarize a sample of numbers")
+    # A record declared in a world (not an interface) keeps its field docs.
+    assert tools["describe_sample"].output_schema["properties"]["count"]["description"] == "Number of values."
     assert tools["unified_diff"].description.startswith("Compare two texts line by line")
     assert tools["diff_stats"].output_schema["properties"]["removed"]["description"] == "Lines only in `before`."
 

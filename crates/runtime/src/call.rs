@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
-use wasmtime::component::Val;
+use wasmtime::component::{ComponentExportIndex, Val};
 use wasmtime::{Store, StoreLimitsBuilder, UpdateDeadline};
 
 use super::engine::Runtime;
@@ -109,7 +109,49 @@ pub async fn call_tool_with(
     how: Instantiation,
     observer: Option<CallObserver>,
 ) -> Result<Vec<Val>, CallError> {
+    let export = component
+        .export(tool)
+        .ok_or_else(|| CallError::UnknownTool(tool.to_string()))?;
+    let result_count = usize::from(
+        component
+            .tool(tool)
+            .is_some_and(|t| t.result != mcpplus_schema::ResultShape::Nothing),
+    );
+    let target = Target {
+        label: tool,
+        export,
+        result_count,
+    };
+    call_target(
+        runtime, component, &target, limits, args, cancel, how, observer,
+    )
+    .await
+}
+
+/// What a call runs: an export of the component, named `label` in logs,
+/// metrics and admission (a tool's name, or `prompts/get`, `resources/read`…).
+pub(crate) struct Target<'a> {
+    pub label: &'a str,
+    pub export: &'a ComponentExportIndex,
+    /// How many results the export returns (0 or 1).
+    pub result_count: usize,
+}
+
+/// Run `target` as a tool call runs: a fresh instance, the same sandbox,
+/// limits, admission, logging and cancellation.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn call_target(
+    runtime: &Runtime,
+    component: &LoadedComponent,
+    target: &Target<'_>,
+    limits: &CallLimits,
+    args: &[Val],
+    cancel: &CancellationToken,
+    how: Instantiation,
+    observer: Option<CallObserver>,
+) -> Result<Vec<Val>, CallError> {
     let call_id = NEXT_CALL_ID.fetch_add(1, Ordering::Relaxed);
+    let tool = target.label;
     // Every log line of the call (guest output, denials, limits) carries these.
     let span = tracing::info_span!(
         "call",
@@ -119,7 +161,7 @@ pub async fn call_tool_with(
         digest = %component.digest
     );
     run_call(
-        runtime, component, tool, limits, args, cancel, how, call_id, observer,
+        runtime, component, target, limits, args, cancel, how, call_id, observer,
     )
     .instrument(span)
     .await
@@ -129,7 +171,7 @@ pub async fn call_tool_with(
 async fn run_call(
     runtime: &Runtime,
     component: &LoadedComponent,
-    tool: &str,
+    target: &Target<'_>,
     limits: &CallLimits,
     args: &[Val],
     cancel: &CancellationToken,
@@ -137,14 +179,9 @@ async fn run_call(
     call_id: u64,
     observer: Option<CallObserver>,
 ) -> Result<Vec<Val>, CallError> {
-    let export = component
-        .export(tool)
-        .ok_or_else(|| CallError::UnknownTool(tool.to_string()))?;
-    let result_count = usize::from(
-        component
-            .tool(tool)
-            .is_some_and(|t| t.result != mcpplus_schema::ResultShape::Nothing),
-    );
+    let tool = target.label;
+    let export = target.export;
+    let result_count = target.result_count;
 
     let store_limits = StoreLimitsBuilder::new()
         .memory_size(limits.memory_bytes)

@@ -86,7 +86,7 @@ pub async fn invoke_labelled(
 }
 
 /// The outcome label of a failed call.
-fn outcome_label(e: &CallError) -> &'static str {
+pub(crate) fn outcome_label(e: &CallError) -> &'static str {
     match e {
         CallError::Timeout(_) => "timeout",
         CallError::Cancelled => "cancelled",

@@ -22,6 +22,7 @@ pub mod loaded;
 pub mod observer;
 pub mod outbound;
 pub mod output;
+pub mod served;
 pub mod tracker;
 
 pub use call::CallError;

@@ -11,6 +11,7 @@ use wasmtime::component::{Component, ComponentExportIndex, InstancePre};
 use super::cache::{CacheOutcome, CachedFacts, content_key, digest};
 use super::engine::{Allocator, Runtime};
 use super::host_state::HostState;
+use super::served::{Served, ServedExports, gather_blocking};
 use super::tracker::CallTracker;
 use mcpplus_policy::{Policy, PolicyError};
 use mcpplus_schema::{ComponentDescription, ToolSignature, describe_component};
@@ -28,6 +29,9 @@ pub struct LoadedComponent {
     pub policy: Arc<Policy>,
     /// Calls running on this component (for draining on replace and unload).
     pub calls: CallTracker,
+    /// The MCP prompts and resources it serves, listed when it loaded.
+    pub served: Served,
+    served_exports: ServedExports,
     component: Component,
     pre: InstancePre<HostState>,
     exports: HashMap<String, ComponentExportIndex>,
@@ -174,7 +178,9 @@ impl LoadedComponent {
             })?;
             exports.insert(tool.name.clone(), index);
         }
-        Ok(Self {
+        let mut warnings = Vec::new();
+        let served_exports = ServedExports::find(&component, &description, &mut warnings);
+        let mut loaded = Self {
             name: name.to_string(),
             path: path.to_owned(),
             digest,
@@ -183,10 +189,17 @@ impl LoadedComponent {
             compile_time,
             policy: Arc::new(policy),
             calls: CallTracker::default(),
+            served: Served::default(),
+            served_exports,
             component,
             pre,
             exports,
-        })
+        };
+        // Prompts and resources are listed once, by running the component:
+        // a failure is a load warning, never a failed load.
+        loaded.served = gather_blocking(runtime, &loaded, &mut warnings);
+        loaded.description.warnings.extend(warnings);
+        Ok(loaded)
     }
 
     pub fn tools(&self) -> &[ToolSignature] {
@@ -203,6 +216,10 @@ impl LoadedComponent {
 
     pub(crate) fn instance_pre(&self) -> &InstancePre<HostState> {
         &self.pre
+    }
+
+    pub(crate) fn served_exports(&self) -> &ServedExports {
+        &self.served_exports
     }
 
     pub(crate) fn export(&self, tool: &str) -> Option<&ComponentExportIndex> {

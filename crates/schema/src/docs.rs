@@ -62,61 +62,74 @@ pub fn inject_docs(target: &mut Resolve, source: &Resolve) {
         }
     }
 
-    // Named types: match by owning interface's qualified name and the type name.
+    // Named types: those of interfaces match by the interface's qualified name
+    // and the type name; those declared in a world by the type name (a decoded
+    // component's world is not named like the source's).
     let mut source_types = HashMap::new();
+    let mut source_world_types = HashMap::new();
     for (id, def) in source.types.iter() {
-        if let (Some(name), TypeOwner::Interface(owner)) = (&def.name, def.owner)
-            && let Some(owner) = source.id_of(owner)
-        {
-            source_types.insert((owner, name.clone()), id);
+        match (&def.name, def.owner) {
+            (Some(name), TypeOwner::Interface(owner)) => {
+                if let Some(owner) = source.id_of(owner) {
+                    source_types.insert((owner, name.clone()), id);
+                }
+            }
+            (Some(name), TypeOwner::World(_)) => {
+                source_world_types.insert(name.clone(), id);
+            }
+            _ => {}
         }
     }
     let target_types: Vec<_> = target.types.iter().map(|(id, _)| id).collect();
     for id in target_types {
         let def = &target.types[id];
-        let (Some(name), TypeOwner::Interface(owner)) = (&def.name, def.owner) else {
+        let src_id = match (&def.name, def.owner) {
+            (Some(name), TypeOwner::Interface(owner)) => target
+                .id_of(owner)
+                .and_then(|owner| source_types.get(&(owner, name.clone()))),
+            (Some(name), TypeOwner::World(_)) => source_world_types.get(name),
+            _ => None,
+        };
+        let Some(&src_id) = src_id else {
             continue;
         };
-        let Some(owner) = target.id_of(owner) else {
-            continue;
-        };
-        let Some(&src_id) = source_types.get(&(owner, name.clone())) else {
-            continue;
-        };
-        let src = &source.types[src_id];
-        let def = &mut target.types[id];
-        def.docs = src.docs.clone();
-        match (&mut def.kind, &src.kind) {
-            (TypeDefKind::Record(t), TypeDefKind::Record(s)) => {
-                for f in &mut t.fields {
-                    if let Some(sf) = s.fields.iter().find(|sf| sf.name == f.name) {
-                        f.docs = sf.docs.clone();
-                    }
+        copy_type_docs(&mut target.types[id], &source.types[src_id]);
+    }
+}
+
+/// A named type's docs, and those of its fields, cases or flags, from `src`.
+fn copy_type_docs(def: &mut wit_parser::TypeDef, src: &wit_parser::TypeDef) {
+    def.docs = src.docs.clone();
+    match (&mut def.kind, &src.kind) {
+        (TypeDefKind::Record(t), TypeDefKind::Record(s)) => {
+            for f in &mut t.fields {
+                if let Some(sf) = s.fields.iter().find(|sf| sf.name == f.name) {
+                    f.docs = sf.docs.clone();
                 }
             }
-            (TypeDefKind::Variant(t), TypeDefKind::Variant(s)) => {
-                for c in &mut t.cases {
-                    if let Some(sc) = s.cases.iter().find(|sc| sc.name == c.name) {
-                        c.docs = sc.docs.clone();
-                    }
-                }
-            }
-            (TypeDefKind::Enum(t), TypeDefKind::Enum(s)) => {
-                for c in &mut t.cases {
-                    if let Some(sc) = s.cases.iter().find(|sc| sc.name == c.name) {
-                        c.docs = sc.docs.clone();
-                    }
-                }
-            }
-            (TypeDefKind::Flags(t), TypeDefKind::Flags(s)) => {
-                for c in &mut t.flags {
-                    if let Some(sc) = s.flags.iter().find(|sc| sc.name == c.name) {
-                        c.docs = sc.docs.clone();
-                    }
-                }
-            }
-            _ => {}
         }
+        (TypeDefKind::Variant(t), TypeDefKind::Variant(s)) => {
+            for c in &mut t.cases {
+                if let Some(sc) = s.cases.iter().find(|sc| sc.name == c.name) {
+                    c.docs = sc.docs.clone();
+                }
+            }
+        }
+        (TypeDefKind::Enum(t), TypeDefKind::Enum(s)) => {
+            for c in &mut t.cases {
+                if let Some(sc) = s.cases.iter().find(|sc| sc.name == c.name) {
+                    c.docs = sc.docs.clone();
+                }
+            }
+        }
+        (TypeDefKind::Flags(t), TypeDefKind::Flags(s)) => {
+            for c in &mut t.flags {
+                if let Some(sc) = s.flags.iter().find(|sc| sc.name == c.name) {
+                    c.docs = sc.docs.clone();
+                }
+            }
+        }
+        _ => {}
     }
 }
 

@@ -7,7 +7,9 @@ pub mod convert;
 pub mod docs;
 pub mod json_schema;
 pub mod naming;
+pub mod served;
 pub mod signature;
+pub mod uri_template;
 pub mod wit_type;
 
 pub use convert::{ConvertError, arguments_to_values, from_value, to_value};

@@ -2,7 +2,8 @@
 //! result shape, input and output schema).
 //!
 //! Every exported function, top level or inside an exported interface, is a tool;
-//! exports of `wasi:*` interfaces (e.g. `wasi:cli/run`) are runtime entry points,
+//! exports of `mcpplus:host/prompts` and `mcpplus:host/resources` serve MCP
+//! prompts and resources instead (recorded, not tools); exports of `wasi:*` interfaces (e.g. `wasi:cli/run`) are runtime entry points,
 //! not tools, and are skipped. Functions whose types have no JSON form are skipped
 //! with a warning rather than failing the whole component.
 
@@ -85,6 +86,14 @@ pub struct ToolSignature {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ComponentDescription {
     pub tools: Vec<ToolSignature>,
+    /// The export name of `mcpplus:host/prompts` (e.g.
+    /// `mcpplus:host/prompts@0.1.0`) when the component serves MCP prompts.
+    #[serde(default)]
+    pub prompts_export: Option<String>,
+    /// The export name of `mcpplus:host/resources` when the component serves
+    /// MCP resources.
+    #[serde(default)]
+    pub resources_export: Option<String>,
     /// Imported interfaces and functions (what the component asks the host for).
     pub imports: Vec<String>,
     /// Exports that could not become tools, with the reason.
@@ -144,6 +153,8 @@ pub fn describe_component(
         .collect();
 
     let mut found: Vec<(ExportPath, Option<String>, &Function)> = Vec::new();
+    let mut prompts_export = None;
+    let mut resources_export = None;
     for (key, item) in &world.exports {
         match item {
             WorldItem::Function(f) => found.push((
@@ -165,6 +176,19 @@ pub fn describe_component(
                 let export_name = resolve.name_world_key(key);
                 if TOOLCHAIN_EXPORTS.contains(&export_name.as_str()) {
                     continue;
+                }
+                // `mcpplus:host/prompts` and `mcpplus:host/resources` serve MCP
+                // prompts and resources; their functions are not tools.
+                match served_interface(&resolve, iface) {
+                    Some(ServedInterface::Prompts) => {
+                        prompts_export = Some(export_name);
+                        continue;
+                    }
+                    Some(ServedInterface::Resources) => {
+                        resources_export = Some(export_name);
+                        continue;
+                    }
+                    None => {}
                 }
                 let short = match key {
                     WorldKey::Name(n) => n.clone(),
@@ -217,10 +241,30 @@ pub fn describe_component(
     tools.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(ComponentDescription {
         tools,
+        prompts_export,
+        resources_export,
         imports,
         warnings,
         has_docs,
     })
+}
+
+enum ServedInterface {
+    Prompts,
+    Resources,
+}
+
+/// `mcpplus:host/prompts` or `mcpplus:host/resources` (any version).
+fn served_interface(resolve: &Resolve, iface: &wit_parser::Interface) -> Option<ServedInterface> {
+    let package = &resolve.packages[iface.package?].name;
+    if package.namespace != "mcpplus" || package.name != "host" {
+        return None;
+    }
+    match iface.name.as_deref()? {
+        "prompts" => Some(ServedInterface::Prompts),
+        "resources" => Some(ServedInterface::Resources),
+        _ => None,
+    }
 }
 
 fn signature(

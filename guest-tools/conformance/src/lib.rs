@@ -2,7 +2,8 @@
 //! (`test_simple_text`, `test_tool_with_progress`, the tasks extension's `greet`,
 //! `slow_compute`, the sampling, elicitation and multi-round-trip tools over
 //! `mcpplus:host/client`, …), written as an ordinary guest, and `ask_client`,
-//! which mcpplus's own tests drive. Not bundled; served by
+//! which mcpplus's own tests drive; and the suite's prompts and resources
+//! (`mcpplus:host/prompts`, `mcpplus:host/resources`). Not bundled; served by
 //! `scripts/conformance.sh` with `conformance.policy.toml` (`[client]` grants).
 
 wit_bindgen::generate!({ path: "wit", world: "conformance-tool", generate_all });
@@ -10,6 +11,12 @@ wit_bindgen::generate!({ path: "wit", world: "conformance-tool", generate_all })
 use std::time::Duration;
 
 use exports::mcpplus::conformance::conformance::{ClientRequest, Guest};
+use exports::mcpplus::host::prompts::{
+    self, Prompt, PromptArgument, PromptError, PromptMessage, PromptResult, Role,
+};
+use exports::mcpplus::host::resources::{
+    self, Resource, ResourceContents, ResourceError, ResourceTemplate,
+};
 use mcpplus::host::client::{self, AskError};
 use mcpplus::host::types::{ContentBlock, EmbeddedResource, Media, ResourceData};
 use mcpplus::host::{log, progress};
@@ -436,6 +443,172 @@ fn silent_wav() -> Vec<u8> {
     wav.extend_from_slice(&samples.to_le_bytes());
     wav.extend(std::iter::repeat_n(0x80u8, samples as usize));
     wav
+}
+
+impl prompts::Guest for Conformance {
+    fn list_prompts() -> Vec<Prompt> {
+        let arg = |name: &str, description: &str| PromptArgument {
+            name: name.into(),
+            title: None,
+            description: Some(description.into()),
+            required: true,
+        };
+        let prompt = |name: &str, description: &str, arguments| Prompt {
+            name: name.into(),
+            title: None,
+            description: Some(description.into()),
+            arguments,
+        };
+        vec![
+            prompt(
+                "test_simple_prompt",
+                "A simple prompt without arguments",
+                vec![],
+            ),
+            prompt(
+                "test_prompt_with_arguments",
+                "A prompt with two required arguments",
+                vec![
+                    arg("arg1", "The first argument"),
+                    arg("arg2", "The second argument"),
+                ],
+            ),
+            prompt(
+                "test_prompt_with_embedded_resource",
+                "A prompt that embeds a resource",
+                vec![arg("resourceUri", "The URI of the resource to embed")],
+            ),
+            prompt(
+                "test_prompt_with_image",
+                "A prompt that includes an image",
+                vec![],
+            ),
+            prompt(
+                "test_trapping_prompt",
+                "mcpplus's own test (not the suite's): crashes while rendering",
+                vec![],
+            ),
+        ]
+    }
+
+    fn get_prompt(
+        name: String,
+        arguments: Vec<(String, String)>,
+    ) -> Result<PromptResult, PromptError> {
+        let arg = |key: &str| {
+            arguments
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+                .ok_or_else(|| PromptError::InvalidArguments(format!("`{key}` is required")))
+        };
+        let user = |content| PromptMessage {
+            role: Role::User,
+            content,
+        };
+        let messages = match name.as_str() {
+            "test_simple_prompt" => vec![user(ContentBlock::Text(
+                "This is a simple prompt for testing.".into(),
+            ))],
+            "test_prompt_with_arguments" => vec![user(ContentBlock::Text(format!(
+                "Prompt with arguments: arg1='{}', arg2='{}'",
+                arg("arg1")?,
+                arg("arg2")?
+            )))],
+            "test_prompt_with_embedded_resource" => vec![
+                user(ContentBlock::Resource(EmbeddedResource {
+                    uri: arg("resourceUri")?,
+                    mime_type: Some("text/plain".into()),
+                    data: ResourceData::Text("Embedded resource content for testing.".into()),
+                })),
+                user(ContentBlock::Text(
+                    "Please process the embedded resource above.".into(),
+                )),
+            ],
+            "test_prompt_with_image" => vec![
+                user(png()),
+                user(ContentBlock::Text("Please analyze the image above.".into())),
+            ],
+            "test_trapping_prompt" => panic!("this prompt crashes on purpose"),
+            _ => return Err(PromptError::NotFound),
+        };
+        Ok(PromptResult {
+            description: None,
+            messages,
+        })
+    }
+}
+
+impl resources::Guest for Conformance {
+    fn list_resources() -> Vec<Resource> {
+        let resource = |uri: &str, name: &str, description: &str, mime: &str| Resource {
+            uri: uri.into(),
+            name: name.into(),
+            title: None,
+            description: Some(description.into()),
+            mime_type: Some(mime.into()),
+            size: None,
+        };
+        vec![
+            resource(
+                "test://static-text",
+                "static-text",
+                "A static text resource",
+                "text/plain",
+            ),
+            resource(
+                "test://static-binary",
+                "static-binary",
+                "A static binary resource (a 1×1 PNG)",
+                "image/png",
+            ),
+            resource(
+                "test://watched-resource",
+                "watched-resource",
+                "A resource to subscribe to",
+                "text/plain",
+            ),
+        ]
+    }
+
+    fn list_resource_templates() -> Vec<ResourceTemplate> {
+        vec![ResourceTemplate {
+            uri_template: "test://template/{id}/data".into(),
+            name: "template-data".into(),
+            title: None,
+            description: Some("Data for the resource with that id, as JSON".into()),
+            mime_type: Some("application/json".into()),
+        }]
+    }
+
+    fn read_resource(uri: String) -> Result<Vec<ResourceContents>, ResourceError> {
+        let text = |mime: &'static str, text: String| (mime, ResourceData::Text(text));
+        let (mime, data) = match uri.as_str() {
+            "test://static-text" => text(
+                "text/plain",
+                "This is the content of the static text resource.".into(),
+            ),
+            "test://static-binary" => ("image/png", ResourceData::Blob(ONE_PIXEL_PNG.to_vec())),
+            "test://watched-resource" => text("text/plain", "Watched resource content".into()),
+            _ => match uri
+                .strip_prefix("test://template/")
+                .and_then(|rest| rest.strip_suffix("/data"))
+                .filter(|id| !id.is_empty() && !id.contains('/'))
+            {
+                Some(id) => text(
+                    "application/json",
+                    json!({"id": id, "templateTest": true, "data": format!("Data for ID: {id}")})
+                        .to_string(),
+                ),
+                None => return Err(ResourceError::NotFound),
+            },
+        };
+        Ok(vec![ResourceContents {
+            uri,
+            mime_type: Some(mime.into()),
+            data,
+        }])
+    }
 }
 
 export!(Conformance);

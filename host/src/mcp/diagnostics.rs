@@ -6,6 +6,8 @@
 //!   without it, the answer is error -32021 naming it (HTTP 400).
 //! - `test_trigger_tool_change` adds or removes `test_dynamic_tool`, so every
 //!   client watching the tool list is told it changed.
+//! - `test_trigger_prompt_change` adds or removes the prompt
+//!   `test_dynamic_prompt`, so every client watching the prompt list is told.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,11 +21,15 @@ use crate::catalog::LiveCatalog;
 pub const MISSING_CAPABILITY: &str = "test_missing_capability";
 pub const TRIGGER_TOOL_CHANGE: &str = "test_trigger_tool_change";
 pub const DYNAMIC_TOOL: &str = "test_dynamic_tool";
+pub const TRIGGER_PROMPT_CHANGE: &str = "test_trigger_prompt_change";
+pub const DYNAMIC_PROMPT: &str = "test_dynamic_prompt";
 
 pub struct Diagnostics {
     catalog: Arc<LiveCatalog>,
     /// Whether `test_dynamic_tool` is listed; each trigger flips it.
     dynamic_listed: AtomicBool,
+    /// Whether `test_dynamic_prompt` is listed; each prompt trigger flips it.
+    dynamic_prompt_listed: AtomicBool,
 }
 
 impl Diagnostics {
@@ -31,6 +37,7 @@ impl Diagnostics {
         Self {
             catalog,
             dynamic_listed: AtomicBool::new(false),
+            dynamic_prompt_listed: AtomicBool::new(false),
         }
     }
 
@@ -43,6 +50,10 @@ impl Diagnostics {
             tool(
                 TRIGGER_TOOL_CHANGE,
                 "Conformance diagnostic: adds or removes `test_dynamic_tool`, so clients are told the tool list changed",
+            ),
+            tool(
+                TRIGGER_PROMPT_CHANGE,
+                "Conformance diagnostic: adds or removes the prompt `test_dynamic_prompt`, so clients are told the prompt list changed",
             ),
         ];
         if self.dynamic_listed.load(Ordering::Acquire) {
@@ -81,8 +92,38 @@ impl Diagnostics {
                     "test_dynamic_tool removed"
                 }))
             }
+            TRIGGER_PROMPT_CHANGE => {
+                let listed = !self.dynamic_prompt_listed.fetch_xor(true, Ordering::AcqRel);
+                self.catalog.announce_prompt_change();
+                Ok(text(if listed {
+                    "test_dynamic_prompt added"
+                } else {
+                    "test_dynamic_prompt removed"
+                }))
+            }
             _ => Ok(text("a diagnostic tool that does nothing")),
         }
+    }
+}
+
+impl Diagnostics {
+    /// The diagnostic prompts listed now (MCP `Prompt` objects).
+    pub fn prompts(&self) -> Vec<serde_json::Value> {
+        if self.dynamic_prompt_listed.load(Ordering::Acquire) {
+            vec![json!({
+                "name": DYNAMIC_PROMPT,
+                "description": "Conformance diagnostic: listed after every other prompt trigger",
+            })]
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// The result of getting a diagnostic prompt, if `name` is one listed now.
+    pub fn get_prompt(&self, name: &str) -> Option<serde_json::Value> {
+        self.prompts().iter().any(|p| p["name"] == name).then(|| {
+            json!({"messages": [{"role": "user", "content": {"type": "text", "text": "A dynamic prompt."}}]})
+        })
     }
 }
 

@@ -12,21 +12,24 @@ use std::sync::Arc;
 
 use rmcp::model::{
     CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams,
-    ContentBlock, GetPromptRequestParams, GetPromptResponse, GetTaskParams, GetTaskResult,
-    Implementation, ListToolsResult, LoggingLevel, LoggingMessageNotificationParam, MetaObject,
-    PaginatedRequestParams, ProgressNotificationParam, ProgressToken, ReadResourceRequestParams,
-    ReadResourceResponse, ServerCapabilities, ServerConfig, SetLevelRequestParams,
-    SubscriptionFilter, Tool,
+    ContentBlock, GetPromptRequestParams, GetPromptResponse, GetPromptResult, GetTaskParams,
+    GetTaskResult, Implementation, ListPromptsResult, ListResourceTemplatesResult,
+    ListResourcesResult, ListToolsResult, LoggingLevel, LoggingMessageNotificationParam,
+    MetaObject, PaginatedRequestParams, ProgressNotificationParam, ProgressToken,
+    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, ServerCapabilities,
+    ServerConfig, SetLevelRequestParams, SubscribeRequestParams, SubscriptionFilter, Tool,
+    UnsubscribeRequestParams,
 };
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::json;
 
-use crate::catalog::{LiveCatalog, ToolEntry};
+use crate::catalog::{CatalogChange, LiveCatalog, ToolEntry};
 use mcpplus_policy::config::GuestLogLevel;
 use mcpplus_policy::hints::ToolHints;
 use mcpplus_queue::service::QueueService;
 use mcpplus_runtime::invoke::{ToolOutcome, invoke};
+use mcpplus_runtime::served::{self, ServeError};
 
 use super::client::CallerLink;
 use super::diagnostics::Diagnostics;
@@ -40,6 +43,16 @@ use tracing::Instrument as _;
 /// How long clients may cache `tools/list`: zero, because tools can be replaced at
 /// any moment (clients that asked are also told through list_changed).
 const TOOLS_LIST_TTL_MS: u64 = 0;
+
+/// How long clients may cache prompt and resource lists and resource contents:
+/// zero, for the same reason (a component can be replaced at any moment).
+const SERVED_TTL_MS: u64 = 0;
+
+/// Most resource subscriptions (`resources/subscribe`) one session may hold.
+const MAX_SUBSCRIPTIONS: usize = 1000;
+
+/// The URIs a session subscribed to (`resources/subscribe`).
+type Subscriptions = Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>;
 
 pub struct McpServer {
     catalog: Arc<LiveCatalog>,
@@ -55,6 +68,8 @@ pub struct McpServer {
     session: Arc<SessionEnd>,
     /// The conformance suite's diagnostic tools (`serve --conformance-fixtures`).
     diagnostics: Option<Arc<Diagnostics>>,
+    /// The resources this session subscribed to (2025-11-25 `resources/subscribe`).
+    subscriptions: Subscriptions,
 }
 
 /// Cancels its token when dropped: one per session (each clone of the
@@ -88,6 +103,7 @@ impl McpServer {
             federation: None,
             session: Arc::new(SessionEnd(tokio_util::sync::CancellationToken::new())),
             diagnostics: None,
+            subscriptions: Arc::default(),
         }
     }
 
@@ -156,14 +172,19 @@ fn to_result(outcome: ToolOutcome) -> Result<CallToolResult, McpError> {
 
 impl ServerHandler for McpServer {
     fn get_info(&self) -> ServerConfig {
-        // Prompts and resources: declared because `prompts/list` and
-        // `resources/list` are answered (with empty lists: components export
-        // tools only), and a server that answers them must say so.
+        // Prompts and resources: served by components that export
+        // `mcpplus:host/prompts` / `mcpplus:host/resources` (the lists may be
+        // empty), and they change with the components (list_changed). A
+        // subscribed resource is announced as updated when the build serving
+        // it changes.
         let capabilities = ServerCapabilities::builder()
             .enable_tools()
             .enable_tool_list_changed()
             .enable_prompts()
+            .enable_prompts_list_changed()
             .enable_resources()
+            .enable_resources_list_changed()
+            .enable_resources_subscribe()
             .enable_logging();
         // Tasks need the durable queue.
         let capabilities = if self.queue.is_some() {
@@ -397,34 +418,254 @@ impl ServerHandler for McpServer {
         tasks::cancel(self.task_queue()?, request.task_id, &requester(&context)).await
     }
 
-    /// Components export tools only, so the (declared) prompt list is empty.
+    async fn list_prompts(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, McpError> {
+        single_page(request, "prompts")?;
+        let catalog = self.catalog.snapshot();
+        let diagnostic = self.diagnostics.iter().flat_map(|d| d.prompts());
+        let prompts = catalog
+            .prompts()
+            .map(|e| served_meta(e.json.clone(), &e.component.name))
+            .chain(diagnostic)
+            .map(serde_json::from_value)
+            .collect::<Result<_, _>>()
+            .map_err(|e| McpError::internal_error(format!("an invalid prompt: {e}"), None))?;
+        Ok(ListPromptsResult::with_all_items(prompts)
+            .with_ttl_ms(SERVED_TTL_MS)
+            .with_cache_scope(CacheScope::Public))
+    }
+
     async fn get_prompt(
         &self,
         request: GetPromptRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, McpError> {
-        Err(McpError::invalid_params(
-            format!(
-                "there is no prompt `{}`: this server serves tools only (prompts/list is empty)",
-                request.name
-            ),
-            Some(json!({"name": request.name})),
-        ))
+        let catalog = self.catalog.snapshot();
+        if let Some(mut result) = self
+            .diagnostics
+            .as_ref()
+            .and_then(|d| d.get_prompt(&request.name))
+        {
+            result["resultType"] = json!("complete");
+            let result: GetPromptResult = serde_json::from_value(result)
+                .map_err(|e| McpError::internal_error(e.to_string(), None))?;
+            return Ok(GetPromptResponse::Complete(result));
+        }
+        let Some(entry) = catalog.prompt(&request.name) else {
+            let served = if catalog.has_prompts() {
+                "call prompts/list for the available prompts"
+            } else {
+                "no component serves prompts (prompts/list is empty)"
+            };
+            return Err(McpError::invalid_params(
+                format!("there is no prompt `{}`: {served}", request.name),
+                Some(json!({"name": request.name})),
+            ));
+        };
+        // Required arguments are checked here, before the guest runs.
+        let missing: Vec<&str> = entry.json["arguments"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| a["required"] == true)
+            .filter_map(|a| a["name"].as_str())
+            .filter(|n| {
+                !request
+                    .arguments
+                    .as_ref()
+                    .is_some_and(|args| args.contains_key(*n))
+            })
+            .collect();
+        if !missing.is_empty() {
+            return Err(McpError::invalid_params(
+                format!(
+                    "prompt `{}` needs the argument(s) {}",
+                    request.name,
+                    missing.join(", ")
+                ),
+                Some(json!({"name": request.name, "missing": missing})),
+            ));
+        }
+        let (span, observer, forwarder) = self.served_call(&context, &request.name);
+        let outcome = served::get_prompt(
+            &self.runtime,
+            entry.component,
+            &request.name,
+            request.arguments.as_ref(),
+            &context.ct,
+            Some(observer),
+        )
+        .instrument(span)
+        .await;
+        if let Some(forwarder) = forwarder {
+            let _ = forwarder.await;
+        }
+        let mut result = match outcome {
+            Ok(result) => result,
+            Err(ServeError::NotFound) => {
+                return Err(McpError::invalid_params(
+                    format!("there is no prompt `{}`", request.name),
+                    Some(json!({"name": request.name})),
+                ));
+            }
+            Err(ServeError::InvalidArguments(why)) => {
+                return Err(McpError::invalid_params(
+                    format!("invalid arguments for prompt `{}`: {why}", request.name),
+                    Some(json!({"name": request.name})),
+                ));
+            }
+            Err(e) => {
+                return Err(McpError::internal_error(
+                    format!("prompt `{}` failed: {e}", request.name),
+                    Some(json!({"name": request.name, "component": entry.component.name})),
+                ));
+            }
+        };
+        result["resultType"] = json!("complete");
+        let result = served_meta_with_digest(result, entry.component);
+        let result: GetPromptResult = serde_json::from_value(result).map_err(|e| {
+            McpError::internal_error(format!("the prompt is not a valid MCP prompt: {e}"), None)
+        })?;
+        Ok(GetPromptResponse::Complete(result))
     }
 
-    /// The (declared) resource list is empty: no URI can be read.
+    async fn list_resources(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        single_page(request, "resources")?;
+        let catalog = self.catalog.snapshot();
+        let resources = catalog
+            .resources()
+            .map(|e| served_meta(e.json.clone(), &e.component.name))
+            .map(serde_json::from_value)
+            .collect::<Result<_, _>>()
+            .map_err(|e| McpError::internal_error(format!("an invalid resource: {e}"), None))?;
+        Ok(ListResourcesResult::with_all_items(resources)
+            .with_ttl_ms(SERVED_TTL_MS)
+            .with_cache_scope(CacheScope::Public))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, McpError> {
+        single_page(request, "resource templates")?;
+        let catalog = self.catalog.snapshot();
+        let templates = catalog
+            .resource_templates()
+            .map(|e| served_meta(e.json.clone(), &e.component.name))
+            .map(serde_json::from_value)
+            .collect::<Result<_, _>>()
+            .map_err(|e| {
+                McpError::internal_error(format!("an invalid resource template: {e}"), None)
+            })?;
+        Ok(ListResourceTemplatesResult::with_all_items(templates)
+            .with_ttl_ms(SERVED_TTL_MS)
+            .with_cache_scope(CacheScope::Public))
+    }
+
+    /// A URI no component serves (no exact resource, no matching template, or
+    /// the component says `not-found`) is -32602 with the URI in `data`
+    /// (SEP-2164), never an empty `contents`.
     async fn read_resource(
         &self,
         request: ReadResourceRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
-        Err(McpError::invalid_params(
-            format!(
-                "there is no resource `{}`: this server serves tools only (resources/list is empty)",
-                request.uri
-            ),
-            Some(json!({"uri": request.uri})),
-        ))
+        let catalog = self.catalog.snapshot();
+        let not_found = |uri: &str| {
+            let served = if catalog.has_resources() {
+                "call resources/list and resources/templates/list for what is served"
+            } else {
+                "no component serves resources (resources/list is empty)"
+            };
+            McpError::invalid_params(
+                format!("there is no resource `{uri}`: {served}"),
+                Some(json!({"uri": uri})),
+            )
+        };
+        let Some(component) = catalog.resolve_uri(&request.uri) else {
+            return Err(not_found(&request.uri));
+        };
+        let (span, observer, forwarder) = self.served_call(&context, &request.uri);
+        let outcome = served::read_resource(
+            &self.runtime,
+            component,
+            &request.uri,
+            &context.ct,
+            Some(observer),
+        )
+        .instrument(span)
+        .await;
+        if let Some(forwarder) = forwarder {
+            let _ = forwarder.await;
+        }
+        let contents = match outcome {
+            Ok(contents) => contents,
+            Err(ServeError::NotFound) => return Err(not_found(&request.uri)),
+            Err(e) => {
+                return Err(McpError::internal_error(
+                    format!("reading `{}` failed: {e}", request.uri),
+                    Some(json!({"uri": request.uri, "component": component.name})),
+                ));
+            }
+        };
+        let result = json!({
+            "resultType": "complete",
+            "contents": contents,
+            "ttlMs": SERVED_TTL_MS,
+            "cacheScope": "public",
+        });
+        let result = served_meta_with_digest(result, component);
+        let result: ReadResourceResult = serde_json::from_value(result).map_err(|e| {
+            McpError::internal_error(format!("invalid resource contents: {e}"), None)
+        })?;
+        Ok(ReadResourceResponse::Complete(result))
+    }
+
+    /// Remember the subscription (per session, at most [`MAX_SUBSCRIPTIONS`]);
+    /// `notifications/resources/updated` follows when the build serving the
+    /// URI changes.
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        if self.catalog.snapshot().resolve_uri(&request.uri).is_none() {
+            return Err(McpError::invalid_params(
+                format!("there is no resource `{}` to subscribe to", request.uri),
+                Some(json!({"uri": request.uri})),
+            ));
+        }
+        let mut subscriptions = self.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
+        if subscriptions.len() >= MAX_SUBSCRIPTIONS && !subscriptions.contains(&request.uri) {
+            return Err(McpError::invalid_params(
+                format!(
+                    "this session already holds {MAX_SUBSCRIPTIONS} resource subscriptions, the most it may; unsubscribe from some first"
+                ),
+                Some(json!({"uri": request.uri})),
+            ));
+        }
+        subscriptions.insert(request.uri);
+        Ok(())
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.subscriptions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&request.uri);
+        Ok(())
     }
 
     async fn set_level(
@@ -444,49 +685,182 @@ impl ServerHandler for McpServer {
     }
 
     /// A 2025-11-25 client (stdio, or an HTTP session) is told about every change
-    /// of the tool list with `notifications/tools/list_changed`, until its
+    /// of the tool list with `notifications/tools/list_changed` (and of the
+    /// prompt and resource lists with theirs, and of the resources it
+    /// subscribed to with `notifications/resources/updated`), until its
     /// session ends (the forwarder would otherwise live until the next change,
     /// holding the session's state: a leak per short session).
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
         let peer = context.peer;
         let mut changes = self.catalog.subscribe();
         let ended = self.session.0.clone();
+        let subscriptions = self.subscriptions.clone();
+        let catalog = self.catalog.clone();
         tokio::spawn(async move {
             loop {
                 let change = tokio::select! {
                     _ = ended.cancelled() => return,
                     change = changes.recv() => change,
                 };
-                match change {
-                    Ok(()) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        if peer.is_transport_closed()
-                            || peer.notify_tool_list_changed().await.is_err()
-                        {
-                            return;
-                        }
+                let change = match change {
+                    Ok(change) => change,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        everything_changed(&catalog)
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                if peer.is_transport_closed() {
+                    return;
+                }
+                let updated = {
+                    let subscribed = subscriptions.lock().unwrap_or_else(|e| e.into_inner());
+                    change.updated_uris(subscribed.iter())
+                };
+                let mut sent = true;
+                if change.tools {
+                    sent &= peer.notify_tool_list_changed().await.is_ok();
+                }
+                if change.prompts {
+                    sent &= peer.notify_prompt_list_changed().await.is_ok();
+                }
+                if change.resources {
+                    sent &= peer.notify_resource_list_changed().await.is_ok();
+                }
+                for uri in updated {
+                    let param = rmcp::model::ResourceUpdatedNotificationParam::new(uri);
+                    sent &= peer.notify_resource_updated(param).await.is_ok();
+                }
+                if !sent {
+                    return;
                 }
             }
         });
     }
 
+    /// A 2026-07-28 `subscriptions/listen`: the notifications its accepted
+    /// filter asks for (tools, prompts, resources list changes; updates of
+    /// the resources it names), until it is cancelled.
     async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
         let mut changes = self.catalog.subscribe();
+        let accepted = context.accepted().clone();
+        let wants = |flag: Option<bool>| flag == Some(true);
+        let watched = accepted.resource_subscriptions.clone().unwrap_or_default();
         loop {
-            tokio::select! {
+            let change = tokio::select! {
                 _ = context.cancelled() => return Ok(()),
                 change = changes.recv() => match change {
-                    Ok(()) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        if context.sink().notify_tool_list_changed().await.is_err() {
-                            return Ok(());
-                        }
+                    Ok(change) => change,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        everything_changed(&self.catalog)
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
                 },
+            };
+            let sink = context.sink();
+            let mut sent = true;
+            if change.tools && wants(accepted.tools_list_changed) {
+                sent &= sink.notify_tool_list_changed().await.is_ok();
+            }
+            if change.prompts && wants(accepted.prompts_list_changed) {
+                sent &= sink.notify_prompt_list_changed().await.is_ok();
+            }
+            if change.resources && wants(accepted.resources_list_changed) {
+                sent &= sink.notify_resource_list_changed().await.is_ok();
+            }
+            for uri in change.updated_uris(watched.iter()) {
+                sent &= sink.notify_resource_updated(uri).await.is_ok();
+            }
+            if !sent {
+                return Ok(());
             }
         }
     }
+}
+
+impl McpServer {
+    /// What a prompt or resource request needs to run like a tool call: its
+    /// log span, an observer forwarding the guest's log lines and progress to
+    /// the client (when it asked for them), and the forwarder to await.
+    fn served_call(
+        &self,
+        context: &RequestContext<RoleServer>,
+        what: &str,
+    ) -> (
+        tracing::Span,
+        CallObserver,
+        Option<tokio::task::JoinHandle<()>>,
+    ) {
+        let trace = TraceContext::for_call(context.meta.get_traceparent());
+        let span = tracing::info_span!(
+            "request",
+            request_id = %context.id,
+            trace_id = %trace.trace_id_hex(),
+            span_id = %trace.span_id_hex(),
+        );
+        let requested_level = context
+            .meta
+            .log_level()
+            .or(*self.log_level.lock().unwrap_or_else(|e| e.into_inner()));
+        let progress_token = context.meta.get_progress_token();
+        let (signals, received) = tokio::sync::mpsc::unbounded_channel();
+        let wants_progress = progress_token.is_some();
+        let forwarder = (requested_level.is_some() || wants_progress).then(|| {
+            tokio::spawn(forward_signals(
+                received,
+                context.peer.clone(),
+                progress_token,
+                what.to_string(),
+            ))
+        });
+        let observer = CallObserver {
+            signals,
+            client_log_level: requested_level.map(guest_level),
+            wants_progress,
+            // Prompts and resources cannot ask the client (no MRTR for them yet).
+            client: None,
+        };
+        (span, observer, forwarder)
+    }
+}
+
+/// After a lagged receiver: assume every list changed (a spare notification
+/// is harmless; a missed one is not).
+fn everything_changed(catalog: &LiveCatalog) -> CatalogChange {
+    let now = catalog.snapshot();
+    CatalogChange {
+        tools: true,
+        prompts: true,
+        resources: true,
+        before: Arc::new(crate::catalog::Catalog::default()),
+        after: now,
+    }
+}
+
+/// One page holds every entry; a cursor can only be one we never issued.
+fn single_page(request: Option<PaginatedRequestParams>, what: &str) -> Result<(), McpError> {
+    match request.and_then(|r| r.cursor) {
+        Some(cursor) => Err(McpError::invalid_params(
+            format!("invalid cursor `{cursor}`: this server returns all {what} in one page"),
+            None,
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A listed prompt or resource, with the component serving it in `_meta`.
+fn served_meta(mut json: serde_json::Value, component: &str) -> serde_json::Value {
+    json["_meta"] = json!({"mcpplus/component": component});
+    json
+}
+
+/// A result, with the build that answered in `_meta` (as tool results carry).
+fn served_meta_with_digest(
+    mut json: serde_json::Value,
+    component: &mcpplus_runtime::LoadedComponent,
+) -> serde_json::Value {
+    json["_meta"] =
+        json!({"mcpplus/component": component.name, "mcpplus/sha256": component.digest});
+    json
 }
 
 /// Who is asking, for binding MCP tasks to their creator: the authenticated

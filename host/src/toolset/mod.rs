@@ -127,6 +127,9 @@ impl ToolSet {
             .map_err(|e| ToolSetError::Internal(e.to_string()))?
             .map_err(|e| self.refused(&name, CatalogError::from(e)))?;
         let new = Arc::new(loaded);
+        for w in &new.description.warnings {
+            tracing::warn!(component = %name, "{w}");
+        }
         let (next, replaced) = current
             .with_component(new.clone())
             .map_err(|e| self.refused(&name, e))?;
