@@ -58,6 +58,23 @@ fn inspect_json_lists_tools_schemas_and_imports() {
     );
 }
 
+/// `mcpplus inspect … | head`: a reader that stops early ends the output, not
+/// the process with a panic.
+#[test]
+fn inspect_into_a_closed_pipe_exits_quietly() {
+    let mut child = Command::new(mcpplus_bin())
+        .args(["inspect", artifacts::showcase().to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run mcpplus inspect");
+    drop(child.stdout.take()); // the reader is gone before anything is written
+    let out = child.wait_with_output().expect("inspect ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 #[test]
 fn call_runs_one_tool_without_a_client() {
     let out = mcpplus(&[

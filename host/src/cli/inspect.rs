@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::fmt::Write as _;
+
 use anyhow::Context as _;
 use serde_json::json;
 
@@ -39,6 +41,7 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
             })
         })
         .collect();
+    let mut out = String::new();
     if args.json {
         let report = json!({
             "component": name,
@@ -46,37 +49,70 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
             "sha256": digest(&bytes),
             "hasDocs": description.has_docs,
             "tools": tools,
+            "servesPrompts": description.prompts_export.is_some(),
+            "servesResources": description.resources_export.is_some(),
             "imports": description.imports,
             "warnings": description.warnings,
         });
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(ExitCode::SUCCESS);
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+        return print(&out);
     }
-    println!("component {name}  ({})", args.component.display());
-    println!("sha256    {}", digest(&bytes));
-    println!("\ntools ({}):", description.tools.len());
+    writeln!(out, "component {name}  ({})", args.component.display())?;
+    writeln!(out, "sha256    {}", digest(&bytes))?;
+    writeln!(out, "\ntools ({}):", description.tools.len())?;
     for t in &description.tools {
-        println!("\n  {}  [{}]", t.name, t.export);
+        writeln!(out, "\n  {}  [{}]", t.name, t.export)?;
         for line in t.description.lines() {
-            println!("    {line}");
+            writeln!(out, "    {line}")?;
         }
-        println!("    input:  {}", serde_json::to_string(&t.input_schema)?);
+        writeln!(
+            out,
+            "    input:  {}",
+            serde_json::to_string(&t.input_schema)?
+        )?;
         if let Some(output) = &t.output_schema {
-            println!("    output: {}", serde_json::to_string(output)?);
+            writeln!(out, "    output: {}", serde_json::to_string(output)?)?;
         }
     }
-    println!("\nimports ({}):", description.imports.len());
+    // Which prompts and resources: the component says when it is loaded
+    // (`mcpplus serve`), since listing them runs its code.
+    for (what, export) in [
+        ("prompts", &description.prompts_export),
+        ("resources", &description.resources_export),
+    ] {
+        if let Some(export) = export {
+            writeln!(
+                out,
+                "\nserves {what} (exports {export}; listed once served)"
+            )?;
+        }
+    }
+    writeln!(out, "\nimports ({}):", description.imports.len())?;
     for i in &description.imports {
-        println!("  {i}");
+        writeln!(out, "  {i}")?;
     }
     for w in &description.warnings {
-        println!("\nwarning: {w}");
+        writeln!(out, "\nwarning: {w}")?;
     }
     if !description.has_docs {
-        println!(
+        writeln!(
+            out,
             "\nnote: no doc comments embedded; run `mcpplus embed-docs {} --wit <your wit dir>`",
             args.component.display()
-        );
+        )?;
     }
-    Ok(ExitCode::SUCCESS)
+    print(&out)
+}
+
+/// Write the report to stdout; a reader that stops early (`| head`) is not an error.
+fn print(report: &str) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(report.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(ExitCode::SUCCESS),
+    }
 }
