@@ -329,6 +329,12 @@ fn a_cut_worker_fences_itself_and_its_late_results_are_stale() {
     {
         std::thread::sleep(Duration::from_millis(100));
     }
+    // A logs each completion just after its store commits it: wait for the
+    // last line before reading them (bounded; a missing one still fails below).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while recorded_completions(&a.logs()).len() < TASKS && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let (b_logs, a_logs) = (b.logs(), a.logs());
     drop((a, b, c));
 
