@@ -98,7 +98,7 @@ cat > "$WORK/config.toml" <<'EOF'
 [queue]
 workers = 16
 lease_ms = 3000
-long_running = ["slow_compute", "protocol_error_job"]
+long_running = ["slow_compute", "protocol_error_job", "confirm_delete", "multi_input"]
 task_required = ["failing_job"]
 
 [tools.slow_compute]

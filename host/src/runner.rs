@@ -15,6 +15,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::LiveCatalog;
+use crate::mcp::TaskLink;
 
 /// Runs a task as a call of the tool it names, in the served catalog.
 pub struct CatalogRunner {
@@ -42,13 +43,17 @@ impl TaskRunner for CatalogRunner {
                 };
             };
             let (signals, mut received) = tokio::sync::mpsc::unbounded_channel();
+            // An MCP task's tool may ask its client: unanswered asks park the
+            // task (`waiting_input`) until `tasks/update` brings the answers.
+            // Other tasks have no client: asks fail, saying so.
+            let link = TaskLink::for_task(task);
             let observer = CallObserver {
                 signals,
                 client_log_level: None,
                 wants_progress: true,
-                // A task has no MCP client waiting on it: `mcpplus:host/client`
-                // asks fail, saying so.
-                client: None,
+                client: link
+                    .clone()
+                    .map(|l| l as Arc<dyn mcpplus_runtime::capabilities::client::ClientLink>),
             };
             let forward = tokio::spawn(async move {
                 while let Some(signal) = received.recv().await {
@@ -72,6 +77,14 @@ impl TaskRunner for CatalogRunner {
             )
             .await;
             let _ = forward.await;
+            // Asked something not yet answered: park, whatever the guest
+            // returned meanwhile (as a 2026-07-28 round does). A failure of
+            // the call itself (a trap, a limit) still fails it.
+            if let Some(requests) = link.as_ref().and_then(|l| l.pending())
+                && matches!(label, "ok" | "tool_error")
+            {
+                return AttemptOutcome::InputRequired { requests };
+            }
             let error_text = outcome
                 .content
                 .iter()

@@ -4,12 +4,14 @@
 //! stops it. A client without the extension gets the same call answered
 //! directly.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use mcpplus_tests::{HttpServer, Scratch};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CancelTaskParams, ClientCapabilities, ClientConfig,
-    GetTaskParams, GetTaskResult, Implementation, ProtocolVersion, TaskPayload, TaskStatus,
+    GetTaskParams, GetTaskResult, Implementation, InputResponses, ProtocolVersion, TaskPayload,
+    TaskStatus, UpdateTaskParams,
 };
 use rmcp::service::{RoleClient, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
@@ -38,20 +40,40 @@ fn call(tool: &str, args: Value) -> CallToolRequestParams {
 }
 
 fn server(scratch: &Scratch) -> HttpServer {
-    let config = scratch.join("mcpplus.toml");
-    std::fs::write(
-        &config,
+    start_server(
+        scratch,
         "[queue]\nworkers = 2\nlease_ms = 3000\nlong_running = [\"count_to\", \"divide\"]\n",
+        &[],
     )
-    .unwrap();
+}
+
+/// A server with `config` as its operator config, serving the bundled tools,
+/// or only `components` (each copied with its policy file, if it has one).
+fn start_server(scratch: &Scratch, config: &str, components: &[PathBuf]) -> HttpServer {
+    let config_path = scratch.join("mcpplus.toml");
+    std::fs::write(&config_path, config).unwrap();
     let data = scratch.join("data");
-    HttpServer::start(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--no-admin",
-    ])
+    let tools = scratch.join("tools");
+    let mut args = vec![
+        "--config".to_string(),
+        config_path.display().to_string(),
+        "--data-dir".into(),
+        data.display().to_string(),
+        "--no-admin".into(),
+    ];
+    if !components.is_empty() {
+        std::fs::create_dir_all(&tools).unwrap();
+        for component in components {
+            let name = component.file_name().unwrap();
+            std::fs::copy(component, tools.join(name)).unwrap();
+            let policy = component.with_extension("policy.toml");
+            if policy.exists() {
+                std::fs::copy(&policy, tools.join(policy.file_name().unwrap())).unwrap();
+            }
+        }
+        args.extend(["--tools".into(), tools.display().to_string()]);
+    }
+    HttpServer::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 async fn poll_until(
@@ -259,29 +281,11 @@ async fn a_task_belongs_to_the_session_that_created_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crashed_calls_fail_their_task_and_task_only_tools_need_the_extension() {
     let scratch = Scratch::new("mcp-tasks-crash");
-    let tools = scratch.join("tools");
-    std::fs::create_dir_all(&tools).unwrap();
-    std::fs::copy(
-        mcpplus_tests::artifacts::misbehaving(),
-        tools.join("misbehaving.wasm"),
-    )
-    .unwrap();
-    let config = scratch.join("mcpplus.toml");
-    std::fs::write(
-        &config,
+    let server = start_server(
+        &scratch,
         "[queue]\nworkers = 1\nlong_running = [\"panic\"]\ntask_required = [\"trap\"]\n",
-    )
-    .unwrap();
-    let data = scratch.join("data");
-    let server = HttpServer::start(&[
-        "--tools",
-        tools.to_str().unwrap(),
-        "--config",
-        config.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--no-admin",
-    ]);
+        &[mcpplus_tests::artifacts::misbehaving()],
+    );
     let client = client_with_tasks(&server.url).await;
     let CallToolResponse::Task(created) = client
         .call_tool_once(call("panic", json!({"message": "boom"})))
@@ -328,4 +332,212 @@ async fn crashed_calls_fail_their_task_and_task_only_tools_need_the_extension() 
         "{text}"
     );
     plain.cancel().await.ok();
+}
+
+/// A server of the conformance fixture (its `confirm_delete` and
+/// `multi_input` ask the client), both served as MCP tasks.
+fn asking_server(scratch: &Scratch) -> HttpServer {
+    start_server(
+        scratch,
+        "[queue]\nworkers = 2\nlease_ms = 3000\nlong_running = [\"confirm_delete\", \"multi_input\"]\n",
+        &[mcpplus_tests::dist().join("fixtures/conformance.wasm")],
+    )
+}
+
+/// Tasks and elicitation, in `lifecycle` (2026-07-28 discovery, or a
+/// 2025-11-25 session of its own).
+async fn asking_client(
+    url: &str,
+    lifecycle: ClientLifecycleMode,
+) -> RunningService<RoleClient, ClientConfig> {
+    let capabilities: ClientCapabilities = serde_json::from_value(json!({
+        "elicitation": {},
+        "extensions": {"io.modelcontextprotocol/tasks": {}},
+    }))
+    .unwrap();
+    let info = ClientConfig::new(capabilities, Implementation::new("tasks-input-test", "0"));
+    info.serve_with_lifecycle(StreamableHttpClientTransport::from_uri(url), lifecycle)
+        .await
+        .expect("connect")
+}
+
+async fn start_task(
+    client: &RunningService<RoleClient, ClientConfig>,
+    request: CallToolRequestParams,
+) -> String {
+    match client.call_tool_once(request).await.expect("tools/call") {
+        CallToolResponse::Task(created) => created.task.task_id,
+        other => panic!("expected a task handle, got {other:?}"),
+    }
+}
+
+/// The keys and methods of a task's pending input requests, once it waits.
+async fn wait_for_input(
+    client: &RunningService<RoleClient, ClientConfig>,
+    id: &str,
+) -> Vec<(String, String)> {
+    let parked = poll_until(client, id, |t| {
+        t.task.status() == TaskStatus::InputRequired || t.task.status().is_terminal()
+    })
+    .await;
+    let TaskPayload::InputRequired { input_requests } = &parked.task.payload else {
+        panic!("expected input_required, got {parked:?}");
+    };
+    let wire = serde_json::to_value(input_requests).unwrap();
+    wire.as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v["method"].as_str().unwrap_or("").to_string()))
+        .collect()
+}
+
+fn answer(key: &str, content: Value) -> InputResponses {
+    let mut responses = InputResponses::new();
+    responses.insert(
+        key.to_string(),
+        json!({"action": "accept", "content": content}),
+    );
+    responses
+}
+
+/// A task whose tool asks the client parks in `input_required` with the
+/// request; `tasks/update` brings the answer and the task resumes and
+/// completes with it. Answering part of several requests keeps it waiting
+/// for the rest; a waiting task can be cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_asks_the_client_waits_for_tasks_update() {
+    let scratch = Scratch::new("mcp-tasks-input");
+    let server = asking_server(&scratch);
+    let client = asking_client(&server.url, modern()).await;
+
+    let id = start_task(
+        &client,
+        call("confirm_delete", json!({"filename": "a.txt"})),
+    )
+    .await;
+    let pending = wait_for_input(&client, &id).await;
+    assert_eq!(
+        pending,
+        [(
+            "confirm_delete".to_string(),
+            "elicitation/create".to_string()
+        )]
+    );
+    // Still waiting: the request stays until answered.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(wait_for_input(&client, &id).await.len(), 1);
+    client
+        .update_task(UpdateTaskParams::new(
+            id.clone(),
+            answer("confirm_delete", json!({"confirm": true})),
+        ))
+        .await
+        .expect("tasks/update");
+    let done = poll_until(&client, &id, |t| t.task.status().is_terminal()).await;
+    let TaskPayload::Completed { result } = &done.task.payload else {
+        panic!("expected completed, got {done:?}");
+    };
+    assert_eq!(result["isError"], json!(false), "{result:?}");
+    assert!(
+        Value::Object(result.clone())
+            .to_string()
+            .contains("Deleted a.txt"),
+        "{result:?}"
+    );
+    // A task that waits for nothing takes no answers.
+    let late = client
+        .update_task(UpdateTaskParams::new(
+            id.clone(),
+            answer("confirm_delete", json!({"confirm": true})),
+        ))
+        .await;
+    assert!(format!("{late:?}").contains("-32602"), "{late:?}");
+
+    // Two requests at once: answering one keeps it waiting for the other.
+    let id = start_task(&client, call("multi_input", json!({}))).await;
+    let pending = wait_for_input(&client, &id).await;
+    let keys: Vec<&str> = pending.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["confirm", "name"]);
+    client
+        .update_task(UpdateTaskParams::new(
+            id.clone(),
+            answer("name", json!({"name": "Ada"})),
+        ))
+        .await
+        .expect("tasks/update");
+    let pending = wait_for_input(&client, &id).await;
+    assert_eq!(
+        pending,
+        [("confirm".to_string(), "elicitation/create".to_string())]
+    );
+    // An answer to nothing pending is ignored.
+    let mut both = answer("confirm", json!({"ok": true}));
+    both.insert("unknown".into(), json!({"ignored": true}));
+    client
+        .update_task(UpdateTaskParams::new(id.clone(), both))
+        .await
+        .expect("tasks/update");
+    let done = poll_until(&client, &id, |t| t.task.status().is_terminal()).await;
+    let TaskPayload::Completed { result } = &done.task.payload else {
+        panic!("expected completed, got {done:?}");
+    };
+    let text = Value::Object(result.clone()).to_string();
+    assert!(text.contains("Ada") && text.contains("true"), "{text}");
+
+    // A waiting task can be cancelled.
+    let id = start_task(
+        &client,
+        call("confirm_delete", json!({"filename": "b.txt"})),
+    )
+    .await;
+    wait_for_input(&client, &id).await;
+    client
+        .cancel_task(CancelTaskParams::new(id.clone()))
+        .await
+        .expect("tasks/cancel");
+    let done = poll_until(&client, &id, |t| t.task.status().is_terminal()).await;
+    assert_eq!(done.task.status(), TaskStatus::Cancelled);
+    client.cancel().await.ok();
+}
+
+/// Only the client that created a waiting task can answer it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_owner_answers_a_waiting_task() {
+    let scratch = Scratch::new("mcp-tasks-input-owner");
+    let server = asking_server(&scratch);
+    let (owner, other) = (
+        asking_client(&server.url, ClientLifecycleMode::Initialize).await,
+        asking_client(&server.url, ClientLifecycleMode::Initialize).await,
+    );
+    let id = start_task(&owner, call("confirm_delete", json!({"filename": "c.txt"}))).await;
+    wait_for_input(&owner, &id).await;
+    let refused = other
+        .update_task(UpdateTaskParams::new(
+            id.clone(),
+            answer("confirm_delete", json!({"confirm": true})),
+        ))
+        .await;
+    assert!(
+        format!("{refused:?}").contains(&format!("there is no task `{id}`")),
+        "{refused:?}"
+    );
+    // Still waiting for its owner's answer.
+    assert_eq!(wait_for_input(&owner, &id).await.len(), 1);
+    owner
+        .update_task(UpdateTaskParams::new(
+            id.clone(),
+            answer("confirm_delete", json!({"confirm": false})),
+        ))
+        .await
+        .expect("tasks/update");
+    let done = poll_until(&owner, &id, |t| t.task.status().is_terminal()).await;
+    let TaskPayload::Completed { result } = &done.task.payload else {
+        panic!("expected completed, got {done:?}");
+    };
+    assert!(
+        Value::Object(result.clone())
+            .to_string()
+            .contains("Kept c.txt"),
+        "{result:?}"
+    );
 }

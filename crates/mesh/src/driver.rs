@@ -264,5 +264,7 @@ fn task_of(grant: &Grant, owner: &str) -> Task {
         finished_ms: None,
         retries: 0,
         remote_peer: Some(owner.to_string()),
+        input_requests: None,
+        input_responses: None,
     }
 }

@@ -13,7 +13,8 @@
 //!    │  └──────────────┘ │   (back to queued after a backoff)
 //!    │ retry             │ fail / lease expired, no attempts left
 //!  failed ◀──────────────┘
-//!  queued | running ──cancel──▶ cancelled
+//!  queued | running | waiting_input ──cancel──▶ cancelled
+//!  running ──asks the client──▶ waiting_input ──all answered──▶ queued
 //! ```
 //!
 //! Priority: one convention, a positive number, **higher runs first**; equal
@@ -49,15 +50,19 @@ pub enum TaskState {
     Completed,
     Failed,
     Cancelled,
+    /// Parked: an attempt asked the client for input (an MCP task's
+    /// `input_required`); not claimable until every request is answered.
+    WaitingInput,
 }
 
 impl TaskState {
-    pub const ALL: [TaskState; 5] = [
+    pub const ALL: [TaskState; 6] = [
         TaskState::Queued,
         TaskState::Running,
         TaskState::Completed,
         TaskState::Failed,
         TaskState::Cancelled,
+        TaskState::WaitingInput,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -67,6 +72,7 @@ impl TaskState {
             TaskState::Completed => "completed",
             TaskState::Failed => "failed",
             TaskState::Cancelled => "cancelled",
+            TaskState::WaitingInput => "waiting_input",
         }
     }
 
@@ -155,6 +161,12 @@ pub struct Task {
     /// The peer whose worker holds (or last held) the task; `None` for this
     /// node's own workers.
     pub remote_peer: Option<String>,
+    /// While `waiting_input`: the requests still unanswered, by key (a JSON
+    /// object of MCP `InputRequest`s).
+    pub input_requests: Option<serde_json::Value>,
+    /// The answers received so far, by key (a JSON object), which the next
+    /// attempt sees.
+    pub input_responses: Option<serde_json::Value>,
 }
 
 /// How one attempt of a task ended, as its worker reports it.
@@ -171,6 +183,10 @@ pub enum AttemptOutcome {
         /// The tool's own error result (`isError: true`), when it gave one.
         result: Option<serde_json::Value>,
     },
+    /// The tool asked the client for input that has not arrived: the task
+    /// parks in `waiting_input` with these requests (a JSON object by key).
+    /// The attempt does not count against `max_attempts`.
+    InputRequired { requests: serde_json::Value },
 }
 
 /// What the owner made of a reported outcome ([`QueueStore::settle`]).

@@ -88,12 +88,18 @@ const ADDED_COLUMNS: &[(&str, &str)] = &[
     // The attempt whose own outcome (complete or fail) was recorded, so a
     // repeated report of it is told `already_recorded`, not `stale`.
     ("settled_attempt", "INTEGER"),
+    // A parked task's unanswered requests to the client (a JSON object by key).
+    ("input_requests", "TEXT"),
+    // The client's answers so far (a JSON object by key), for the next attempt.
+    ("input_responses", "TEXT"),
+    // When the task parked in `waiting_input` (it expires like a finished task).
+    ("waiting_since", "INTEGER"),
 ];
 
 const COLUMNS: &str = "id, tool, arguments, priority, tags, metadata, timeout_ms, max_attempts, \
     backoff_ms, idempotency_key, state, attempt, worker, lease_until, not_before, progress, \
     progress_total, progress_message, result, error, created_at, started_at, finished_at, retries, \
-    remote_peer";
+    remote_peer, input_requests, input_responses";
 
 pub struct QueueStore {
     db: Mutex<Connection>,
@@ -158,11 +164,13 @@ impl QueueStore {
     }
 
     /// Delete tasks that finished before `before` (completed, failed,
-    /// cancelled); returns how many.
+    /// cancelled), and tasks waiting for input since before then; returns how
+    /// many.
     pub fn purge_finished(&self, before: i64) -> Result<u64> {
         let n = self.db().execute(
-            "DELETE FROM tasks WHERE state IN ('completed', 'failed', 'cancelled')
-               AND finished_at IS NOT NULL AND finished_at < ?1",
+            "DELETE FROM tasks WHERE (state IN ('completed', 'failed', 'cancelled')
+               AND finished_at IS NOT NULL AND finished_at < ?1)
+               OR (state = 'waiting_input' AND waiting_since IS NOT NULL AND waiting_since < ?1)",
             [before],
         )?;
         Ok(n as u64)
@@ -226,7 +234,7 @@ struct Room {
 impl Room {
     fn of(tx: &Connection, quotas: Quotas) -> Result<Self> {
         let live: i64 = tx.query_row(
-            "SELECT COUNT(*) FROM tasks WHERE state IN ('queued', 'running')",
+            "SELECT COUNT(*) FROM tasks WHERE state IN ('queued', 'running', 'waiting_input')",
             [],
             |r| r.get(0),
         )?;
@@ -360,7 +368,7 @@ fn cancel(tx: &Connection, id: &str, reason: Option<&str>, now: i64) -> Result<T
     ensure(
         &task,
         !task.state.is_terminal(),
-        "only queued or running tasks can be cancelled",
+        "only queued or running tasks (or tasks waiting for input) can be cancelled",
     )?;
     tx.execute(
         "UPDATE tasks SET state = 'cancelled', error = ?2, finished_at = ?3, lease_until = NULL
@@ -561,6 +569,19 @@ impl QueueStore {
                 retryable,
                 result,
             } => settle_failed_attempt(&tx, &task, error, result.as_ref(), *retryable, now)?,
+            // Parked: the attempt number stays used (so this attempt can
+            // never complete it), but it does not count against
+            // `max_attempts`, as a released grant does not.
+            AttemptOutcome::InputRequired { requests } => {
+                tx.execute(
+                    "UPDATE tasks SET state = 'waiting_input', input_requests = ?2,
+                        worker = NULL, lease_until = NULL, waiting_since = ?3,
+                        max_attempts = max_attempts + 1
+                     WHERE id = ?1",
+                    params![id, requests.to_string(), now],
+                )?;
+                TaskState::WaitingInput
+            }
         };
         tx.execute(
             "UPDATE tasks SET settled_attempt = ?2 WHERE id = ?1",
@@ -638,6 +659,69 @@ impl QueueStore {
         Ok(task)
     }
 
+    /// The client answered some of a parked task's requests: `responses` (a
+    /// JSON object by key) are kept for the next attempt, the requests they
+    /// answer are removed, and keys that answer no pending request are
+    /// ignored. Once nothing is pending the task is queued again (ready at
+    /// once). Only a `waiting_input` task takes answers.
+    pub fn provide_input(
+        &self,
+        id: &str,
+        responses: &serde_json::Map<String, Value>,
+    ) -> Result<Task> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let task = get(&tx, id)?;
+        ensure(
+            &task,
+            task.state == TaskState::WaitingInput,
+            "only a task waiting for input takes answers",
+        )?;
+        let mut pending = match task.input_requests {
+            Some(Value::Object(map)) => map,
+            _ => Default::default(),
+        };
+        let mut answers = match task.input_responses {
+            Some(Value::Object(map)) => map,
+            _ => Default::default(),
+        };
+        for (key, answer) in responses {
+            if pending.remove(key).is_some() {
+                answers.insert(key.clone(), answer.clone());
+            }
+        }
+        let answers = Value::Object(answers).to_string();
+        let max = self.quotas().max_payload_bytes;
+        if answers.len() as u64 > max {
+            return Err(StoreError::Invalid(format!(
+                "the task's answers would be {} bytes of JSON, over this queue's limit of {max} ([queue] max_payload_bytes)",
+                answers.len()
+            )));
+        }
+        let ready = pending.is_empty();
+        if ready {
+            tx.execute(
+                "UPDATE tasks SET state = 'queued', input_requests = NULL, input_responses = ?2,
+                    waiting_since = NULL, not_before = 0
+                 WHERE id = ?1",
+                params![id, answers],
+            )?;
+        } else {
+            tx.execute(
+                "UPDATE tasks SET input_requests = ?2, input_responses = ?3 WHERE id = ?1",
+                params![id, Value::Object(pending).to_string(), answers],
+            )?;
+        }
+        let task = get(&tx, id)?;
+        tx.commit()?;
+        drop(db);
+        if ready {
+            self.wake();
+        }
+        self.changed();
+        Ok(task)
+    }
+
     /// Run `body` as one transaction on the queue's file, for a controller
     /// that keeps its own tables beside the tasks (workflows): what it reads,
     /// writes and submits commits together or not at all. Committed only when
@@ -696,7 +780,8 @@ impl QueueStore {
         )?;
         tx.execute(
             "UPDATE tasks SET state = 'queued', max_attempts = attempt + ?2, not_before = 0,
-                worker = NULL, finished_at = NULL, retries = retries + 1
+                worker = NULL, finished_at = NULL, retries = retries + 1,
+                input_requests = NULL, waiting_since = NULL
              WHERE id = ?1",
             params![id, extra_attempts],
         )?;
@@ -1225,6 +1310,12 @@ fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
         finished_ms: row.get(22)?,
         retries: row.get(23)?,
         remote_peer: row.get(24)?,
+        input_requests: row
+            .get::<_, Option<String>>(25)?
+            .and_then(|r| serde_json::from_str(&r).ok()),
+        input_responses: row
+            .get::<_, Option<String>>(26)?
+            .and_then(|r| serde_json::from_str(&r).ok()),
     })
 }
 
@@ -1238,6 +1329,7 @@ fn outcome_too_large(outcome: &AttemptOutcome, max: u64) -> Option<AttemptOutcom
             ..
         } => result,
         AttemptOutcome::Failed { result: None, .. } => return None,
+        AttemptOutcome::InputRequired { requests } => requests,
     };
     let size = result.to_string().len() as u64;
     (size > max).then(|| AttemptOutcome::Failed {

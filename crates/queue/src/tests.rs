@@ -576,6 +576,119 @@ fn a_released_attempt_does_not_count_and_remote_leases_survive_a_restart() {
 }
 
 #[test]
+fn a_task_that_asks_for_input_waits_until_every_request_is_answered() {
+    let q = QueueStore::in_memory().unwrap();
+    q.submit(
+        NewTask {
+            id: Some("w".into()),
+            max_attempts: 1,
+            ..task("t")
+        },
+        0,
+    )
+    .unwrap();
+    // Not waiting yet: it takes no answers.
+    let early = q.provide_input("w", &json!({"a": 1}).as_object().cloned().unwrap());
+    assert!(
+        matches!(early, Err(StoreError::WrongState { .. })),
+        "{early:?}"
+    );
+    let claim = q.claim("w/0", None, LEASE_MS, 0).unwrap().unwrap();
+    let asked = AttemptOutcome::InputRequired {
+        requests: json!({"a": {"method": "elicitation/create"}, "b": {"method": "roots/list"}}),
+    };
+    assert_eq!(
+        q.settle("w", claim.attempt, &asked, 1).unwrap(),
+        Settled::Recorded(TaskState::WaitingInput)
+    );
+    // Parked: not claimable, no lease to lose, its attempt not counted, and a
+    // repeated report of the attempt is already recorded.
+    assert!(q.claim("w/0", None, LEASE_MS, 2).unwrap().is_none());
+    assert!(q.expire_leases(10 * LEASE_MS).unwrap().is_empty());
+    assert_eq!(
+        q.settle("w", claim.attempt, &asked, 3).unwrap(),
+        Settled::AlreadyRecorded
+    );
+    assert_eq!(
+        q.heartbeat("w", claim.attempt, LEASE_MS).unwrap(),
+        Lease::Lost
+    );
+    let parked = q.get("w").unwrap();
+    assert_eq!(parked.state, TaskState::WaitingInput);
+    assert_eq!(parked.max_attempts, 2);
+    // Part of the answers (and one for nothing pending, ignored): still waiting.
+    let part = q
+        .provide_input(
+            "w",
+            &json!({"a": {"x": 1}, "zzz": 0})
+                .as_object()
+                .cloned()
+                .unwrap(),
+        )
+        .unwrap();
+    assert_eq!(part.state, TaskState::WaitingInput);
+    assert_eq!(
+        part.input_requests,
+        Some(json!({"b": {"method": "roots/list"}}))
+    );
+    assert_eq!(part.input_responses, Some(json!({"a": {"x": 1}})));
+    // The rest: queued again, and the next attempt sees every answer.
+    let ready = q
+        .provide_input(
+            "w",
+            &json!({"b": {"roots": []}}).as_object().cloned().unwrap(),
+        )
+        .unwrap();
+    assert_eq!(ready.state, TaskState::Queued);
+    assert_eq!(ready.input_requests, None);
+    let again = q.claim("w/0", None, LEASE_MS, 4).unwrap().unwrap();
+    assert_eq!(again.attempt, claim.attempt + 1);
+    assert_eq!(
+        again.task.input_responses,
+        Some(json!({"a": {"x": 1}, "b": {"roots": []}}))
+    );
+    assert!(
+        q.complete("w", again.attempt, &json!({"ok": true}), 5)
+            .unwrap()
+    );
+
+    // A waiting task can be cancelled; answers are then refused.
+    q.submit(
+        NewTask {
+            id: Some("c".into()),
+            ..task("t")
+        },
+        10,
+    )
+    .unwrap();
+    let claim = q.claim("w/0", None, LEASE_MS, 10).unwrap().unwrap();
+    q.settle("c", claim.attempt, &asked, 11).unwrap();
+    assert_eq!(q.cancel("c", None, 12).unwrap().state, TaskState::Cancelled);
+    let late = q.provide_input("c", &json!({"a": 1, "b": 2}).as_object().cloned().unwrap());
+    assert!(
+        matches!(late, Err(StoreError::WrongState { .. })),
+        "{late:?}"
+    );
+
+    // A waiting task expires with the retention, counted from when it parked.
+    q.submit(
+        NewTask {
+            id: Some("e".into()),
+            ..task("t")
+        },
+        20,
+    )
+    .unwrap();
+    let claim = q.claim("w/0", None, LEASE_MS, 20).unwrap().unwrap();
+    q.settle("e", claim.attempt, &asked, 21).unwrap();
+    // Before: only the finished two go; after: the waiting one too.
+    assert_eq!(q.purge_finished(21).unwrap(), 2);
+    assert_eq!(q.get("e").unwrap().state, TaskState::WaitingInput);
+    assert_eq!(q.purge_finished(22).unwrap(), 1);
+    assert!(matches!(q.get("e"), Err(StoreError::NotFound(_))));
+}
+
+#[test]
 fn outboxes_and_the_new_columns_survive_reopening_an_older_file() {
     let dir = std::env::temp_dir().join(format!("mcpplus-outbox-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -606,6 +719,7 @@ fn outboxes_and_the_new_columns_survive_reopening_an_older_file() {
     {
         let q = QueueStore::open(&path).unwrap();
         assert_eq!(q.get("old").unwrap().remote_peer, None);
+        assert_eq!(q.get("old").unwrap().input_requests, None);
         q.outbox_put("owner", "x", 3, &outcome, 1).unwrap();
     }
     let q = QueueStore::open(&path).unwrap();

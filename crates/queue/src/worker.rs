@@ -353,11 +353,18 @@ async fn run_claim(
         } => s
             .fail_with_result(&id, attempt, &error, result.as_ref(), retryable, now_ms())
             .map(|next| next.map(|state| state.as_str())),
+        outcome @ AttemptOutcome::InputRequired { .. } => s
+            .settle(&id, attempt, &outcome, now_ms())
+            .map(|settled| match settled {
+                crate::Settled::Recorded(state) => Some(state.as_str()),
+                crate::Settled::AlreadyRecorded | crate::Settled::Stale => None,
+            }),
     })
     .await;
     let outcome = match &recorded {
         Some(Ok(Some("completed"))) => Some("completed"),
         Some(Ok(Some("queued"))) => Some("retry"),
+        Some(Ok(Some("waiting_input"))) => Some("waiting_input"),
         Some(Ok(Some(_))) => Some("failed"),
         Some(Ok(None)) => Some("stale"),
         _ => None,

@@ -288,6 +288,34 @@ impl Guest for Conformance {
         }
     }
 
+    fn confirm_delete(filename: String) -> Result<String, String> {
+        let schema = json!({"type": "object", "properties": {"confirm": {"type": "boolean"}},
+            "required": ["confirm"]});
+        let answer = ask(
+            "confirm_delete",
+            ELICIT,
+            form(&format!("Delete {filename}?"), schema),
+        )?;
+        let confirmed = answer["action"] == "accept" && answer["content"]["confirm"] == true;
+        Ok(if confirmed {
+            format!("Deleted {filename}")
+        } else {
+            format!("Kept {filename}: not confirmed ({})", elicited(&answer))
+        })
+    }
+
+    fn multi_input() -> Result<String, String> {
+        // Ask both before stopping, so both are pending at once.
+        let name = ask("name", ELICIT, name_form("What is your name?"));
+        let confirm = ask("confirm", ELICIT, confirm_form());
+        let (name, confirm) = (name?, confirm?);
+        Ok(format!(
+            "name: {}; confirm: {}",
+            elicited(&name),
+            elicited(&confirm)
+        ))
+    }
+
     fn ask_client(requests: Vec<ClientRequest>, remember: Option<String>) -> String {
         let mut answers = serde_json::Map::new();
         for r in requests {

@@ -133,35 +133,7 @@ impl CallerLink {
     }
 
     fn declared(&self, method: ClientMethod, request: &InputRequest) -> Result<(), AskError> {
-        let caps = self.capabilities.as_ref();
-        let declared = match method {
-            ClientMethod::Elicit => caps.and_then(|c| c.elicitation.as_ref()).is_some_and(|e| {
-                // An empty `elicitation: {}` means forms only.
-                match request {
-                    InputRequest::Elicitation(r) => match r.params {
-                        ElicitRequestParams::UrlElicitationParams { .. } => e.url.is_some(),
-                        _ => true,
-                    },
-                    _ => true,
-                }
-            }),
-            ClientMethod::Sample => caps.and_then(|c| c.sampling.as_ref()).is_some(),
-            ClientMethod::Roots => caps.and_then(|c| c.roots.as_ref()).is_some(),
-        };
-        if declared {
-            Ok(())
-        } else {
-            Err(AskError::NotSupported(format!(
-                "the client did not declare the `{}` capability{}, so it cannot answer {}",
-                method.capability(),
-                if method == ClientMethod::Elicit {
-                    " (for this mode)"
-                } else {
-                    ""
-                },
-                method.as_str()
-            )))
-        }
+        declared(self.capabilities.as_ref(), method, request)
     }
 
     async fn ask_session(
@@ -253,6 +225,80 @@ impl ClientLink for CallerLink {
     }
 }
 
+/// The MCP client of a call that runs as an MCP task (docs/queue.md): the
+/// client is not waiting on the call, so an `ask` works like a 2026-07-28
+/// round. An ask whose key the task's stored answers (`tasks/update`) cover
+/// gets that answer; any other is recorded and answered `pending`. When the
+/// guest returns with requests pending, the attempt parks the task in
+/// `waiting_input` with them, and `tasks/get` shows them as `inputRequests`.
+#[derive(Debug)]
+pub struct TaskLink {
+    /// What the client that created the task declared.
+    capabilities: Option<ClientCapabilities>,
+    answers: InputResponses,
+    pending: Mutex<InputRequests>,
+}
+
+impl TaskLink {
+    /// The link of a task the MCP tasks surface created and this node runs;
+    /// `None` for other tasks (`task_submit`, workflows, another node's), which
+    /// have no client to ask.
+    pub fn for_task(task: &mcpplus_queue::Task) -> Option<Arc<Self>> {
+        if task.remote_peer.is_some() || task.metadata["origin"] != "mcp-task" {
+            return None;
+        }
+        let capabilities =
+            serde_json::from_value(task.metadata["client_capabilities"].clone()).ok();
+        let answers = match &task.input_responses {
+            Some(Value::Object(map)) => map.clone().into_iter().collect(),
+            _ => InputResponses::new(),
+        };
+        Some(Arc::new(Self {
+            capabilities,
+            answers,
+            pending: Mutex::default(),
+        }))
+    }
+
+    /// The requests asked and not answered in this run (a JSON object by
+    /// key), if any.
+    pub fn pending(&self) -> Option<Value> {
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if pending.is_empty() {
+            return None;
+        }
+        serde_json::to_value(&*pending).ok()
+    }
+}
+
+impl ClientLink for TaskLink {
+    fn ask(&self, key: &str, method: ClientMethod, params: Value) -> AskFuture<'_> {
+        let key = key.to_string();
+        Box::pin(async move {
+            let request = input_request(method, params).map_err(AskError::Failed)?;
+            if let Some(answer) = self.answers.get(&key) {
+                check_answer(method, answer).map_err(|why| {
+                    AskError::Failed(format!("the client's answer to `{key}`: {why}"))
+                })?;
+                return Ok(answer.clone());
+            }
+            declared(self.capabilities.as_ref(), method, &request)?;
+            self.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key, request);
+            Err(AskError::Pending)
+        })
+    }
+
+    /// A task keeps no state between rounds: its answers are kept instead.
+    fn state(&self) -> Option<String> {
+        None
+    }
+
+    fn remember(&self, _state: String) {}
+}
+
 /// A request sent and not yet answered: dropping it unanswered tells the
 /// client to stop (`notifications/cancelled`).
 struct Outstanding {
@@ -275,6 +321,42 @@ impl Drop for Outstanding {
                 ))
                 .await;
         });
+    }
+}
+
+/// Whether the client declared what `request` needs, else `not-supported`.
+fn declared(
+    caps: Option<&ClientCapabilities>,
+    method: ClientMethod,
+    request: &InputRequest,
+) -> Result<(), AskError> {
+    let declared = match method {
+        ClientMethod::Elicit => caps.and_then(|c| c.elicitation.as_ref()).is_some_and(|e| {
+            // An empty `elicitation: {}` means forms only.
+            match request {
+                InputRequest::Elicitation(r) => match r.params {
+                    ElicitRequestParams::UrlElicitationParams { .. } => e.url.is_some(),
+                    _ => true,
+                },
+                _ => true,
+            }
+        }),
+        ClientMethod::Sample => caps.and_then(|c| c.sampling.as_ref()).is_some(),
+        ClientMethod::Roots => caps.and_then(|c| c.roots.as_ref()).is_some(),
+    };
+    if declared {
+        Ok(())
+    } else {
+        Err(AskError::NotSupported(format!(
+            "the client did not declare the `{}` capability{}, so it cannot answer {}",
+            method.capability(),
+            if method == ClientMethod::Elicit {
+                " (for this mode)"
+            } else {
+                ""
+            },
+            method.as_str()
+        )))
     }
 }
 

@@ -18,7 +18,7 @@ use rmcp::model::{
     MetaObject, PaginatedRequestParams, ProgressNotificationParam, ProgressToken,
     ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, ServerCapabilities,
     ServerConfig, SetLevelRequestParams, SubscribeRequestParams, SubscriptionFilter, Tool,
-    UnsubscribeRequestParams,
+    UnsubscribeRequestParams, UpdateTaskParams,
 };
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
@@ -296,6 +296,7 @@ impl ServerHandler for McpServer {
                 request.arguments.as_ref(),
                 &client,
                 &requester(&context),
+                context.client_capabilities().as_ref(),
             )
             .await;
         }
@@ -408,6 +409,20 @@ impl ServerHandler for McpServer {
         context: RequestContext<RoleServer>,
     ) -> Result<GetTaskResult, McpError> {
         tasks::get(self.task_queue()?, request.task_id, &requester(&context)).await
+    }
+
+    async fn update_task(
+        &self,
+        request: UpdateTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        tasks::update(
+            self.task_queue()?,
+            request.task_id,
+            request.input_responses,
+            &requester(&context),
+        )
+        .await
     }
 
     async fn cancel_task(

@@ -11,5 +11,6 @@ mod tasks;
 mod transport;
 mod wire_errors;
 
+pub use client::TaskLink;
 pub use handler::McpServer;
 pub use transport::{HttpOptions, serve_http, serve_lines, serve_metrics, serve_stdio};

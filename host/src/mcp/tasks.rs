@@ -1,7 +1,9 @@
 //! MCP tasks (the 2026-07-28 `io.modelcontextprotocol/tasks` extension): a call
 //! of a tool configured as long-running (`[queue] long_running`) from a client
 //! that declares the extension becomes a task in the durable queue; the client
-//! polls `tasks/get` and may `tasks/cancel`. Clients without the extension get
+//! polls `tasks/get` and may `tasks/cancel`. A task whose tool asks the
+//! client (`mcpplus:host/client`) parks in `waiting_input` (`input_required`
+//! with the `inputRequests`) until the client answers with `tasks/update`. Clients without the extension get
 //! the same call answered directly, or use the task tools.
 //!
 //! Mapping (docs/queue.md): queued and running → `working` (progress in
@@ -14,8 +16,8 @@ use std::sync::Arc;
 
 use rmcp::ErrorData as McpError;
 use rmcp::model::{
-    CallToolResponse, CreateTaskResult, DetailedTask, GetTaskResult, JsonObject, Task as McpTask,
-    TaskPayload, TaskStatus,
+    CallToolResponse, ClientCapabilities, CreateTaskResult, DetailedTask, GetTaskResult,
+    InputResponses, JsonObject, Task as McpTask, TaskPayload, TaskStatus,
 };
 use serde_json::{Value, json};
 
@@ -64,6 +66,10 @@ async fn on_store<T: Send + 'static>(
             format!("there is no task `{id}`"),
             Some(json!({"taskId": id})),
         )),
+        // Answers for a task that waits for none, or too large.
+        Some(Err(e @ (StoreError::WrongState { .. } | StoreError::Invalid(_)))) => {
+            Err(McpError::invalid_params(e.to_string(), None))
+        }
         Some(Err(e)) => Err(McpError::internal_error(e.to_string(), None)),
         None => Err(McpError::internal_error(
             "the queue operation did not finish",
@@ -79,11 +85,16 @@ pub async fn start(
     arguments: Option<&JsonObject>,
     client: &str,
     owner: &str,
+    capabilities: Option<&ClientCapabilities>,
 ) -> Result<CallToolResponse, McpError> {
     let mut new = NewTask::new(tool, Value::Object(arguments.cloned().unwrap_or_default()));
     // A direct call is not retried either: one attempt, its outcome is the answer.
     new.max_attempts = 1;
-    new.metadata = json!({"origin": "mcp-task", "client": client, "owner": owner});
+    // What the client can answer if the tool asks (`TaskLink`).
+    let asks = capabilities
+        .map(|c| json!({"elicitation": c.elicitation, "sampling": c.sampling, "roots": c.roots}));
+    new.metadata = json!({"origin": "mcp-task", "client": client, "owner": owner,
+        "client_capabilities": asks});
     let task = on_store(queue, move |s| s.submit(new, now_ms()).map(|(t, _)| t)).await?;
     mcpplus_telemetry::metrics::metrics()
         .queue_submitted
@@ -136,6 +147,26 @@ pub async fn cancel(
         }
     })
     .await
+}
+
+/// `tasks/update`: the client's answers to a task waiting for input (keys it
+/// does not wait for are ignored); once all are answered it runs again. An
+/// empty acknowledgement.
+pub async fn update(
+    queue: &Arc<QueueService>,
+    id: String,
+    responses: InputResponses,
+    requester: &str,
+) -> Result<(), McpError> {
+    let requester = requester.to_string();
+    let responses: serde_json::Map<String, Value> = responses.into_iter().collect();
+    let task = on_store(queue, move |s| {
+        owned(s.get(&id)?, &requester)?;
+        s.provide_input(&id, &responses)
+    })
+    .await?;
+    tracing::info!(event = "queue.task_input", task = %task.id, state = task.state.as_str(), "the client answered the task's input requests");
+    Ok(())
 }
 
 /// `retention_ms`: how long the finished task is kept (0: for ever), the
@@ -191,6 +222,7 @@ fn status_message(task: &Task, position: Option<u64>) -> Option<String> {
             (None, _) => "running".to_string(),
         }),
         TaskState::Failed | TaskState::Cancelled => task.error.clone(),
+        TaskState::WaitingInput => Some("waiting for the client's input (tasks/update)".into()),
         TaskState::Completed => None,
     }
 }
@@ -220,6 +252,13 @@ fn detailed(task: &Task, position: Option<u64>, retention_ms: u64) -> DetailedTa
             },
         },
         TaskState::Cancelled => TaskPayload::Cancelled,
+        TaskState::WaitingInput => TaskPayload::InputRequired {
+            input_requests: task
+                .input_requests
+                .clone()
+                .and_then(|r| serde_json::from_value(r).ok())
+                .unwrap_or_default(),
+        },
     };
     DetailedTask::new(base(task, position, retention_ms), payload)
 }

@@ -102,6 +102,18 @@ fn state_to_wit(s: q::TaskState) -> TaskState {
         q::TaskState::Completed => TaskState::Completed,
         q::TaskState::Failed => TaskState::Failed,
         q::TaskState::Cancelled => TaskState::Cancelled,
+        // The WIT enum is frozen: a task waiting for its MCP client's input is
+        // live and not running, so guests see it queued (not ready: no
+        // position), its progress message saying what it waits for.
+        q::TaskState::WaitingInput => TaskState::Queued,
+    }
+}
+
+/// The queue states a WIT state stands for (`queued` includes waiting ones).
+fn states_from_wit(s: TaskState) -> Vec<q::TaskState> {
+    match s {
+        TaskState::Queued => vec![q::TaskState::Queued, q::TaskState::WaitingInput],
+        other => vec![state_from_wit(other)],
     }
 }
 
@@ -116,6 +128,13 @@ fn state_from_wit(s: TaskState) -> q::TaskState {
 }
 
 fn task_to_wit(t: q::Task, queue_position: Option<u64>) -> Task {
+    let progress_message = match (&t.state, &t.input_requests) {
+        (q::TaskState::WaitingInput, Some(serde_json::Value::Object(requests))) => Some(format!(
+            "waiting for the MCP client's input (tasks/update): {}",
+            requests.keys().cloned().collect::<Vec<_>>().join(", ")
+        )),
+        _ => t.progress_message,
+    };
     Task {
         id: t.id,
         tool: t.tool,
@@ -131,7 +150,7 @@ fn task_to_wit(t: q::Task, queue_position: Option<u64>) -> Task {
         queue_position,
         progress: t.progress,
         progress_total: t.progress_total,
-        progress_message: t.progress_message,
+        progress_message,
         result: t.result.map(|r| r.to_string()),
         error: t.error,
         created_ms: t.created_ms,
@@ -157,7 +176,7 @@ fn stats_of(store: &QueueStore) -> Result<QueueStats, q::StoreError> {
     let pause = store.paused()?;
     let timings = store.timings(now_ms() - 60_000)?;
     Ok(QueueStats {
-        queued: count(q::TaskState::Queued),
+        queued: count(q::TaskState::Queued) + count(q::TaskState::WaitingInput),
         running: count(q::TaskState::Running),
         completed: count(q::TaskState::Completed),
         failed: count(q::TaskState::Failed),
@@ -253,24 +272,30 @@ impl Host for HostState {
                 "priority_min must be a number of 0 or more".into(),
             ));
         }
+        // Only a listing of exactly the queued tasks is in queue order from 0
+        // (the ready ones come first; waiting ones have no position).
+        let in_queue_order = filter.states == [TaskState::Queued]
+            && filter.worker.is_none()
+            && filter.tags.is_empty()
+            && filter.priority_min.is_none();
         let filter = ListFilter {
-            states: filter.states.into_iter().map(state_from_wit).collect(),
+            states: filter
+                .states
+                .into_iter()
+                .flat_map(states_from_wit)
+                .collect(),
             worker: filter.worker,
             tags: filter.tags,
             min_priority: filter.priority_min,
         };
-        // Only a listing of exactly the queued tasks is in queue order from 0.
-        let in_queue_order = filter.states == [q::TaskState::Queued]
-            && filter.worker.is_none()
-            && filter.tags.is_empty()
-            && filter.min_priority.is_none();
         on_store(&queue, move |s| {
             let (tasks, total) = s.list(&filter, offset, limit as u64)?;
             let tasks = tasks
                 .into_iter()
                 .enumerate()
                 .map(|(i, t)| {
-                    let position = in_queue_order.then_some(offset + i as u64);
+                    let position = (in_queue_order && t.state == q::TaskState::Queued)
+                        .then_some(offset + i as u64);
                     task_to_wit(t, position)
                 })
                 .collect();
@@ -345,7 +370,7 @@ impl Host for HostState {
                 "name the states to clear (queued, completed, failed, cancelled)".into(),
             ));
         }
-        let states: Vec<q::TaskState> = states.into_iter().map(state_from_wit).collect();
+        let states: Vec<q::TaskState> = states.into_iter().flat_map(states_from_wit).collect();
         on_store(&queue, move |s| {
             let cleared = s.clear(&states)?;
             tracing::warn!(event = "queue.cleared", cleared, states = ?states, "tasks cleared");
