@@ -3,6 +3,8 @@
 Python client (PyPI `mcp`), whose callbacks answer. Both eras: a 2025-11-25 client
 gets real server→client requests mid-call; a 2026-07-28 client gets
 `input_required` results, which `Client.call_tool` answers and retries by itself.
+Prompts ask the same way (`Client.get_prompt` answers and retries too), and a
+prompt's signed `requestState` is no tool's.
 
 The guest is the conformance fixture (guest-tools/conformance), whose `ask_client`
 tool asks whatever it is given and answers `{answers, state, remember_error}`."""
@@ -13,7 +15,7 @@ import shutil
 import httpx2 as httpx
 import mcp_types as types
 import pytest
-from mcp import Client
+from mcp import Client, MCPError
 
 from conftest import ERAS, FIXTURES, MCPPLUS, TRANSPORTS, HttpServer, stdio_params
 
@@ -24,7 +26,7 @@ NAME_FORM = {"message": "What is your name?",
              "requestedSchema": {"type": "object", "properties": {"name": {"type": "string"}},
                                  "required": ["name"]}}
 # What the user answers, by form field.
-ANSWERS = {"name": "Ada", "color": "blue", "ok": True}
+ANSWERS = {"name": "Ada", "color": "blue", "ok": True, "context": "a sunny day"}
 SAMPLING = {"messages": [{"role": "user", "content": {"type": "text", "text": "Say hello"}}],
             "maxTokens": 20}
 
@@ -232,15 +234,16 @@ async def test_a_run_may_ask_at_most_16_times(granted_server, granted_tools, tra
         assert "over the limit of 16384 bytes" in out["remember_error"]
 
 
-def post(url: str, tool: str, arguments: dict, **params) -> dict:
-    """One stateless 2026-07-28 `tools/call`, raw: its JSON-RPC response."""
-    body = {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+def post(url: str, tool: str, arguments: dict, method: str = "tools/call", **params) -> dict:
+    """One stateless 2026-07-28 `tools/call` (or `prompts/get` of prompt `tool`),
+    raw: its JSON-RPC response."""
+    body = {"jsonrpc": "2.0", "id": 7, "method": method,
             "params": {"name": tool, "arguments": arguments, **params,
                        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
                                  "io.modelcontextprotocol/clientCapabilities": {"elicitation": {}},
                                  "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "0"}}}}
     headers = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2026-07-28",
-               "Mcp-Method": "tools/call", "Mcp-Name": tool}
+               "Mcp-Method": method, "Mcp-Name": tool}
     r = httpx.post(url, json=body, headers=headers, timeout=60)
     if r.headers["content-type"].startswith("text/event-stream"):
         for line in r.text.splitlines():
@@ -276,6 +279,52 @@ def test_a_tampered_request_state_is_refused_before_the_tool_runs(granted_server
     # An answer that is not a result of its request: -32602 too.
     error = post(granted_server.url, tool, {}, inputResponses={"confirm": 12345}, requestState=state).get("error")
     assert error is not None and error["code"] == -32602 and "`confirm`" in error["message"], error
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("mode", ERAS)
+async def test_a_prompt_asks_the_client_as_a_tool_does(granted_server, granted_tools, sample_only_server,
+                                                       sample_only_tools, transport, mode):
+    callbacks = Callbacks()
+    async with client(transport, mode, granted_server, granted_tools, callbacks) as c:
+        # 2025-11-25: a real elicitation/create while the prompt renders;
+        # 2026-07-28: an input_required round, which get_prompt answers and retries.
+        prompt = await c.get_prompt("test_input_required_result_prompt")
+        assert prompt.messages[0].content.text == "Prompt with context: a sunny day", prompt.messages
+        assert callbacks.methods() == ["elicitation/create"]
+        assert callbacks.asked[0][1].message == "What context should the prompt use?"
+    # The component's [client] grants apply to its prompts too.
+    async with client(transport, mode, sample_only_server, sample_only_tools, Callbacks()) as c:
+        with pytest.raises(MCPError) as raised:
+            await c.get_prompt("test_input_required_result_prompt")
+        assert raised.value.error.code == -32603, raised.value.error
+        assert "[client] elicit = true" in raised.value.error.message, raised.value.error.message
+
+
+def test_a_prompt_state_is_no_tool_state_and_back(granted_server):
+    prompt, tool = "test_input_required_result_prompt", "test_input_required_result_tampered_state"
+    first = post(granted_server.url, prompt, {}, method="prompts/get")["result"]
+    assert first["resultType"] == "input_required", first
+    assert list(first["inputRequests"]) == ["user_context"], first
+    assert first["inputRequests"]["user_context"]["method"] == "elicitation/create"
+    prompt_state = first["requestState"]
+    tool_state = post(granted_server.url, tool, {})["result"]["requestState"]
+    answers = {"user_context": {"action": "accept", "content": {"context": "raw"}},
+               "confirm": {"action": "accept", "content": {"ok": True}}}
+
+    # A prompt's state sent with a tool call, a tool's with prompts/get: refused.
+    error = post(granted_server.url, tool, {}, inputResponses=answers, requestState=prompt_state).get("error")
+    assert error is not None and error["code"] == -32602 and "requestState" in error["message"], error
+    error = post(granted_server.url, prompt, {}, method="prompts/get", inputResponses=answers,
+                 requestState=tool_state).get("error")
+    assert error is not None and error["code"] == -32602 and "requestState" in error["message"], error
+    # Each with its own request completes.
+    done = post(granted_server.url, prompt, {}, method="prompts/get", inputResponses=answers,
+                requestState=prompt_state)["result"]
+    assert done.get("resultType", "complete") == "complete", done
+    assert done["messages"][0]["content"]["text"] == "Prompt with context: raw", done
+    done = post(granted_server.url, tool, {}, inputResponses=answers, requestState=tool_state)["result"]
+    assert done["content"][0]["text"].startswith("confirmed"), done
 
 
 def test_a_call_no_client_made_has_no_one_to_ask(granted_tools):

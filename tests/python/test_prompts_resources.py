@@ -27,6 +27,7 @@ PROMPTS = {
     "test_prompt_with_arguments",
     "test_prompt_with_embedded_resource",
     "test_prompt_with_image",
+    "test_input_required_result_prompt",
     "test_trapping_prompt",
 }
 RESOURCES = {"test://static-text", "test://static-binary", "test://watched-resource"}

@@ -512,6 +512,11 @@ impl prompts::Guest for Conformance {
                 vec![],
             ),
             prompt(
+                "test_input_required_result_prompt",
+                "A prompt that asks the user for context (key `user_context`) first",
+                vec![],
+            ),
+            prompt(
                 "test_trapping_prompt",
                 "mcpplus's own test (not the suite's): crashes while rendering",
                 vec![],
@@ -557,6 +562,25 @@ impl prompts::Guest for Conformance {
                 user(png()),
                 user(ContentBlock::Text("Please analyze the image above.".into())),
             ],
+            "test_input_required_result_prompt" => {
+                // A state for the next round (signed for this prompt), so
+                // mcpplus's own tests can check a prompt's state is no tool's.
+                remember("prompt:user_context").map_err(PromptError::Failed)?;
+                let answer = ask(
+                    "user_context",
+                    ELICIT,
+                    form(
+                        "What context should the prompt use?",
+                        json!({"type": "object", "properties": {"context": {"type": "string"}},
+                            "required": ["context"]}),
+                    ),
+                )
+                .map_err(PromptError::Failed)?;
+                vec![user(ContentBlock::Text(format!(
+                    "Prompt with context: {}",
+                    field(&answer, "context")
+                )))]
+            }
             "test_trapping_prompt" => panic!("this prompt crashes on purpose"),
             _ => return Err(PromptError::NotFound),
         };

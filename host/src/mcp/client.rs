@@ -1,5 +1,6 @@
-//! The MCP client that made a call, as a guest reaches it through
-//! `mcpplus:host/client` (the runtime's [`ClientLink`]), in both eras:
+//! The MCP client that made a call (`tools/call` or `prompts/get`), as a guest
+//! reaches it through `mcpplus:host/client` (the runtime's [`ClientLink`]), in
+//! both eras:
 //!
 //! - **2025-11-25** (stdio, HTTP sessions): each `ask` is a real server→client
 //!   request through the session's `Peer`; the guest waits for the answer.
@@ -9,16 +10,17 @@
 //!   `ask` whose key the request's `inputResponses` answers gets that answer
 //!   (checked to be a result of its method); any other is recorded and
 //!   answered `pending`. When the guest returns with requests pending, the
-//!   call answers `input_required` with all of them, and with a
+//!   call (or prompt) answers `input_required` with all of them, and with a
 //!   `requestState` if the guest kept one (`remember`).
 //!
 //! Either way a request needs the client capability its method needs
 //! (`elicitation`, `sampling`, `roots`), else the guest gets `not-supported`.
 //!
 //! `requestState` is signed here (HMAC-SHA256 with a key drawn at start-up,
-//! rmcp's `RequestStateCodec`), bound to the tool and the requester, and
-//! verified before the guest runs: a changed, foreign or stale (from before a
-//! restart) state fails the call with -32602.
+//! rmcp's `RequestStateCodec`), bound to the tool or prompt (each in its own
+//! domain: a tool's state is no prompt's) and the requester, and verified
+//! before the guest runs: a changed, foreign or stale (from before a restart)
+//! state fails the request with -32602.
 
 // Sampling and roots are deprecated by SEP-2577 in rmcp, but 2025-11-25
 // clients and multi-round-trip results still use them.
@@ -29,9 +31,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use rmcp::model::{
     CallToolRequestParams, CancelledNotificationParam, ClientCapabilities, CreateMessageRequest,
     CreateMessageRequestParams, CreateMessageResult, ElicitRequest, ElicitRequestParams,
-    ElicitResult, InputRequest, InputRequests, InputRequiredResult, InputResponses,
-    ListRootsRequest, ListRootsResult, ProtocolVersion, RequestStateCodec, SealOptions,
-    ServerRequest,
+    ElicitResult, GetPromptRequestParams, InputRequest, InputRequests, InputRequiredResult,
+    InputResponses, ListRootsRequest, ListRootsResult, ProtocolVersion, RequestStateCodec,
+    SealOptions, ServerRequest,
 };
 use rmcp::service::{PeerRequestOptions, RequestContext, ServiceError};
 use rmcp::{ErrorData as McpError, Peer, RoleServer};
@@ -62,7 +64,7 @@ struct Rounds {
     answers: InputResponses,
     /// The verified state of the previous round.
     state: Option<String>,
-    /// What a state of this call is bound to (tool and requester).
+    /// What a state of this call is bound to (tool or prompt, and requester).
     binding: Vec<u8>,
     out: Mutex<RoundOut>,
 }
@@ -77,12 +79,52 @@ struct RoundOut {
     invalid: Vec<String>,
 }
 
+/// What asks the client: a tool being called or a prompt being rendered.
+/// Each binds its `requestState` in its own domain.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Asker<'a> {
+    Tool(&'a str),
+    Prompt(&'a str),
+}
+
 impl CallerLink {
-    /// The client of a call of `tool` by `requester`. For a 2026-07-28 request
+    /// The client of a call of a tool by `requester`. For a 2026-07-28 request
     /// that echoes a `requestState`, the state is verified first: one this
     /// server did not sign for this tool and requester is -32602.
     pub(super) fn for_call(
         request: &CallToolRequestParams,
+        context: &RequestContext<RoleServer>,
+        requester: &str,
+    ) -> Result<Arc<Self>, McpError> {
+        Self::new(
+            Asker::Tool(&request.name),
+            request.input_responses.as_ref(),
+            request.request_state.as_deref(),
+            context,
+            requester,
+        )
+    }
+
+    /// The client of a `prompts/get` of a prompt by `requester`; its state is
+    /// verified as a tool call's is, bound to the prompt.
+    pub(super) fn for_prompt(
+        request: &GetPromptRequestParams,
+        context: &RequestContext<RoleServer>,
+        requester: &str,
+    ) -> Result<Arc<Self>, McpError> {
+        Self::new(
+            Asker::Prompt(&request.name),
+            request.input_responses.as_ref(),
+            request.request_state.as_deref(),
+            context,
+            requester,
+        )
+    }
+
+    fn new(
+        asker: Asker<'_>,
+        input_responses: Option<&InputResponses>,
+        request_state: Option<&str>,
         context: &RequestContext<RoleServer>,
         requester: &str,
     ) -> Result<Arc<Self>, McpError> {
@@ -91,13 +133,13 @@ impl CallerLink {
             .protocol_version()
             .is_some_and(|v| v >= ProtocolVersion::V_2026_07_28);
         let era = if modern {
-            let binding = binding(&request.name, requester);
-            let state = match &request.request_state {
+            let binding = binding(asker, requester);
+            let state = match request_state {
                 Some(sealed) => Some(open_state(sealed, &binding)?),
                 None => None,
             };
             Era::Rounds(Rounds {
-                answers: request.input_responses.clone().unwrap_or_default(),
+                answers: input_responses.cloned().unwrap_or_default(),
                 state,
                 binding,
                 out: Mutex::default(),
@@ -317,7 +359,7 @@ impl Drop for Outstanding {
             let _ = peer
                 .notify_cancelled(CancelledNotificationParam::new(
                     Some(id),
-                    Some("the tool call that asked ended".into()),
+                    Some("the request that asked ended".into()),
                 ))
                 .await;
         });
@@ -393,11 +435,14 @@ fn check_answer(method: ClientMethod, answer: &Value) -> Result<(), String> {
     checked.map_err(|e| format!("not a result of {}: {e}", method.as_str()))
 }
 
-/// What a state is bound to: this tool, this requester.
-fn binding(tool: &str, requester: &str) -> Vec<u8> {
-    json!(["mcpplus:host/client state", tool, requester])
-        .to_string()
-        .into_bytes()
+/// What a state is bound to: this tool or prompt (each kind its own domain),
+/// this requester.
+fn binding(asker: Asker<'_>, requester: &str) -> Vec<u8> {
+    let (domain, name) = match asker {
+        Asker::Tool(name) => ("mcpplus:host/client tool state", name),
+        Asker::Prompt(name) => ("mcpplus:host/client prompt state", name),
+    };
+    json!([domain, name, requester]).to_string().into_bytes()
 }
 
 /// The signing key of this process: 32 random bytes, drawn once.
@@ -422,7 +467,7 @@ fn seal_state(state: &str, binding: &[u8]) -> String {
 fn open_state(sealed: &str, binding: &[u8]) -> Result<String, McpError> {
     let refused = || {
         McpError::invalid_params(
-            "invalid requestState: it fails its integrity check (changed, made for another tool or client, or from before this server restarted); call the tool again without requestState and inputResponses",
+            "invalid requestState: it fails its integrity check (changed, made for another tool, prompt or client, or from before this server restarted); send the request again without requestState and inputResponses",
             None,
         )
     };
@@ -453,7 +498,7 @@ mod tests {
             era: Era::Rounds(Rounds {
                 answers,
                 state: None,
-                binding: binding("tool", "stdio"),
+                binding: binding(Asker::Tool("tool"), "stdio"),
                 out: Mutex::default(),
             }),
         }
@@ -465,8 +510,8 @@ mod tests {
     }
 
     #[test]
-    fn a_state_opens_only_unchanged_and_for_its_own_tool_and_requester() {
-        let here = binding("greet", "stdio");
+    fn a_state_opens_only_unchanged_and_for_its_own_tool_or_prompt_and_requester() {
+        let here = binding(Asker::Tool("greet"), "stdio");
         let sealed = seal_state("round-2:Ada", &here);
         assert!(!sealed.contains("round-2"), "encoded, not plain: {sealed}");
         assert_eq!(open_state(&sealed, &here).unwrap(), "round-2:Ada");
@@ -479,9 +524,16 @@ mod tests {
         let last = flipped.len() - 1;
         flipped[last] = if flipped[last] == b'A' { b'B' } else { b'A' };
         assert!(open_state(&String::from_utf8(flipped).unwrap(), &here).is_err());
-        // Replayed against another tool or by another requester: refused.
-        assert!(open_state(&sealed, &binding("other", "stdio")).is_err());
-        assert!(open_state(&sealed, &binding("greet", "session:x")).is_err());
+        // Replayed against another tool, a prompt of the same name or by
+        // another requester: refused.
+        assert!(open_state(&sealed, &binding(Asker::Tool("other"), "stdio")).is_err());
+        assert!(open_state(&sealed, &binding(Asker::Prompt("greet"), "stdio")).is_err());
+        assert!(open_state(&sealed, &binding(Asker::Tool("greet"), "session:x")).is_err());
+        // And the other way round.
+        let prompt = binding(Asker::Prompt("greet"), "stdio");
+        let sealed = seal_state("p", &prompt);
+        assert_eq!(open_state(&sealed, &prompt).unwrap(), "p");
+        assert!(open_state(&sealed, &here).is_err());
         // Made by someone without the key: refused.
         let foreign = RequestStateCodec::try_new(vec![7u8; 32])
             .unwrap()
@@ -509,7 +561,7 @@ mod tests {
         assert_eq!(wire["inputRequests"]["roots"]["method"], "roots/list");
         let sealed = wire["requestState"].as_str().unwrap();
         assert_eq!(
-            open_state(sealed, &binding("tool", "stdio")).unwrap(),
+            open_state(sealed, &binding(Asker::Tool("tool"), "stdio")).unwrap(),
             "step-1"
         );
     }

@@ -504,7 +504,11 @@ impl ServerHandler for McpServer {
                 Some(json!({"name": request.name, "missing": missing})),
             ));
         }
-        let (span, observer, forwarder) = self.served_call(&context, &request.name);
+        // The client, for prompts that ask it (`mcpplus:host/client`), as in a
+        // tool call; an echoed requestState is verified before the guest runs.
+        let caller = CallerLink::for_prompt(&request, &context, &requester(&context))?;
+        let (span, observer, forwarder) =
+            self.served_call(&context, &request.name, Some(caller.clone()));
         let outcome = served::get_prompt(
             &self.runtime,
             entry.component,
@@ -517,6 +521,11 @@ impl ServerHandler for McpServer {
         .await;
         if let Some(forwarder) = forwarder {
             let _ = forwarder.await;
+        }
+        // A 2026-07-28 client is asked what the guest wanted to know, and the
+        // prompt renders again with the answers: its result now is not the answer.
+        if let Some(input_required) = caller.finish()? {
+            return Ok(GetPromptResponse::InputRequired(input_required));
         }
         let mut result = match outcome {
             Ok(result) => result,
@@ -608,7 +617,7 @@ impl ServerHandler for McpServer {
         let Some(component) = catalog.resolve_uri(&request.uri) else {
             return Err(not_found(&request.uri));
         };
-        let (span, observer, forwarder) = self.served_call(&context, &request.uri);
+        let (span, observer, forwarder) = self.served_call(&context, &request.uri, None);
         let outcome = served::read_resource(
             &self.runtime,
             component,
@@ -800,6 +809,7 @@ impl McpServer {
         &self,
         context: &RequestContext<RoleServer>,
         what: &str,
+        client: Option<Arc<CallerLink>>,
     ) -> (
         tracing::Span,
         CallObserver,
@@ -831,8 +841,8 @@ impl McpServer {
             signals,
             client_log_level: requested_level.map(guest_level),
             wants_progress,
-            // Prompts and resources cannot ask the client (no MRTR for them yet).
-            client: None,
+            // Prompts may ask the client; resources cannot (yet).
+            client: client.map(|c| c as Arc<dyn mcpplus_runtime::capabilities::client::ClientLink>),
         };
         (span, observer, forwarder)
     }
