@@ -28,6 +28,16 @@ ensure_venv() {
     fi
 }
 
+# Install Debian package $2 when command $1 is missing (quiet when it is there).
+ensure_apt_command() {
+    command -v "$1" >/dev/null 2>&1 && return
+    log "installing $2 ($1)"
+    local sudo=""
+    if [[ "$(id -u)" != 0 ]]; then sudo="sudo"; fi
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$2" >/dev/null
+}
+
 build_host() {
     log "building mcpplus"
     # All targets, so dependency features match `cargo test --workspace` and nothing

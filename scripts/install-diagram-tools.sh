@@ -3,19 +3,9 @@
 # Graphviz `dot` (Debian `graphviz`) and, in tests/js/node_modules, mermaid 12.3.0 + jsdom
 # from tests/js/package-lock.json (parse only, no browser). Idempotent: quiet when
 # everything is already there. Needs Node.js and npm on PATH for the Mermaid part.
-set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
-
-if ! command -v dot >/dev/null 2>&1; then
-    log "installing graphviz (dot)"
-    SUDO=""
-    if [[ "$(id -u)" != 0 ]]; then SUDO="sudo"; fi
-    export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq --no-install-recommends graphviz >/dev/null
-fi
+ensure_apt_command dot graphviz
 
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     echo "install-diagram-tools.sh: node and npm are needed (e.g. apt-get install nodejs npm)" >&2

@@ -33,14 +33,7 @@ scripts/install-ecosystem.sh
 ECO="$ROOT/tests/ecosystem"
 NODE="$ECO/node_modules/.bin/node"
 
-if ! command -v prometheus >/dev/null 2>&1; then
-    log "installing prometheus"
-    SUDO=""
-    if [[ "$(id -u)" != 0 ]]; then SUDO="sudo"; fi
-    export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-fi
+ensure_apt_command prometheus prometheus
 PROMETHEUS_BIN="$(command -v prometheus)"
 export PROMETHEUS_BIN
 

@@ -50,6 +50,19 @@ pub fn install_task_queue(tools: &std::path::Path) {
     .unwrap();
 }
 
+/// The command failed and said `message` on stderr.
+pub fn assert_fails_saying(out: &std::process::Output, message: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "expected a failure; stderr:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(message),
+        "expected `{message}` on stderr:\n{stderr}"
+    );
+}
+
 /// Named test artifacts, so tests say what they use rather than spell paths.
 pub mod artifacts {
     use std::path::PathBuf;

@@ -3,7 +3,7 @@
 
 use std::process::{Command, Output};
 
-use mcpplus_tests::{Scratch, artifacts, mcpplus_bin, root};
+use mcpplus_tests::{Scratch, artifacts, assert_fails_saying, mcpplus_bin, root};
 use serde_json::Value;
 
 fn mcpplus(args: &[&str]) -> Output {
@@ -11,19 +11,6 @@ fn mcpplus(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run mcpplus")
-}
-
-/// The command failed and said `message` on stderr.
-fn assert_fails_saying(out: &Output, message: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "expected a failure; stderr:\n{stderr}"
-    );
-    assert!(
-        stderr.contains(message),
-        "expected `{message}` on stderr:\n{stderr}"
-    );
 }
 
 fn json_stdout(out: &Output) -> Value {

@@ -34,6 +34,13 @@ async fn client_with_tasks(url: &str) -> RunningService<RoleClient, ClientConfig
         .expect("connect")
 }
 
+/// A 2026-07-28 client that declares no capabilities (no tasks extension).
+async fn client_without_tasks(url: &str) -> RunningService<RoleClient, ()> {
+    ().serve_with_lifecycle(StreamableHttpClientTransport::from_uri(url), modern())
+        .await
+        .expect("connect")
+}
+
 fn call(tool: &str, args: Value) -> CallToolRequestParams {
     CallToolRequestParams::new(tool.to_string())
         .with_arguments(args.as_object().cloned().expect("object"))
@@ -202,13 +209,7 @@ async fn long_calls_become_tasks_for_clients_that_declare_the_extension() {
     client.cancel().await.ok();
 
     // A client without the extension: the same call is answered directly.
-    let plain = ()
-        .serve_with_lifecycle(
-            StreamableHttpClientTransport::from_uri(server.url.as_str()),
-            modern(),
-        )
-        .await
-        .expect("connect");
+    let plain = client_without_tasks(&server.url).await;
     let direct = plain
         .call_tool_once(call("count_to", json!({"to": 3, "pause_ms": 1})))
         .await
@@ -315,13 +316,7 @@ async fn crashed_calls_fail_their_task_and_task_only_tools_need_the_extension() 
     client.cancel().await.ok();
 
     // Without it: -32021, naming the extension.
-    let plain = ()
-        .serve_with_lifecycle(
-            StreamableHttpClientTransport::from_uri(server.url.as_str()),
-            modern(),
-        )
-        .await
-        .expect("connect");
+    let plain = client_without_tasks(&server.url).await;
     let refused = plain
         .call_tool_once(call("trap", json!({})))
         .await

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use mcpplus_tests::{HttpServer, Scratch, mcpplus_bin, root};
+use mcpplus_tests::{HttpServer, Scratch, assert_fails_saying, mcpplus_bin, root};
 use serde_json::{Value, json};
 
 const TEXT: &str = "The quick brown fox\njumps over the lazy dog";
@@ -35,18 +35,6 @@ fn assert_ok(out: &Output, what: &str) {
         out.status,
         text(&out.stdout),
         text(&out.stderr)
-    );
-}
-
-fn assert_fails_saying(out: &Output, message: &str) {
-    let stderr = text(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "expected a failure; stderr:\n{stderr}"
-    );
-    assert!(
-        stderr.contains(message),
-        "expected `{message}` on stderr:\n{stderr}"
     );
 }
 

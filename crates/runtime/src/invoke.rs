@@ -71,18 +71,24 @@ pub async fn invoke_labelled(
 ) -> (ToolOutcome, &'static str) {
     let started = std::time::Instant::now();
     let (outcome, label) = run(runtime, component, tool, arguments, cancel, observer).await;
+    record_call(&tool.name, &component.name, label, started);
+    (outcome, label)
+}
+
+/// Count one call of `tool` (or a method such as `prompts/get`) and its
+/// duration: `mcpplus_tool_calls_total`, `mcpplus_tool_call_duration_seconds`.
+pub(crate) fn record_call(tool: &str, component: &str, outcome: &str, started: std::time::Instant) {
     let m = metrics();
     m.calls
         .get_or_create(&vec![
-            ("tool", tool.name.clone()),
-            ("component", component.name.clone()),
-            ("outcome", label.to_string()),
+            ("tool", tool.to_string()),
+            ("component", component.to_string()),
+            ("outcome", outcome.to_string()),
         ])
         .inc();
     m.call_duration
-        .get_or_create(&vec![("tool", tool.name.clone())])
+        .get_or_create(&vec![("tool", tool.to_string())])
         .observe(started.elapsed().as_secs_f64());
-    (outcome, label)
 }
 
 /// The outcome label of a failed call.

@@ -17,7 +17,6 @@ use mcpplus_schema::served::{
     resource_templates_json, resources_json,
 };
 use mcpplus_schema::uri_template::UriTemplate;
-use mcpplus_telemetry::metrics::metrics;
 
 /// Most prompts, resources or resource templates one component may list
 /// (each list separately); the rest are dropped with a load warning.
@@ -221,13 +220,11 @@ async fn list(
     export: &ComponentExportIndex,
     convert: fn(&Val) -> Result<Vec<Value>, String>,
 ) -> Result<Vec<Value>, String> {
-    let results = run(runtime, component, function, export, &[], None, None)
+    let value = run(runtime, component, function, export, &[], None, None)
         .await
-        .map_err(|e| format!("`{function}` failed: {e}"))?;
-    let value = results
-        .first()
+        .map_err(|e| format!("`{function}` failed: {e}"))?
         .ok_or(format!("`{function}` returned nothing"))?;
-    convert(value).map_err(|e| format!("`{function}` returned a malformed value: {e}"))
+    convert(&value).map_err(|e| format!("`{function}` returned a malformed value: {e}"))
 }
 
 /// At most [`MAX_ENTRIES`], unique by `key`, at most [`MAX_LIST_BYTES`].
@@ -339,7 +336,7 @@ pub async fn get_prompt(
         .ok_or(ServeError::NotServed("prompts"))?;
     let args = [Val::String(name.into()), prompt_arguments_value(arguments)];
     counted(runtime, component, "prompts/get", async {
-        let results = run(
+        let value = run(
             runtime,
             component,
             "prompts/get",
@@ -348,11 +345,9 @@ pub async fn get_prompt(
             Some(cancel),
             observer,
         )
-        .await?;
-        let value = results
-            .first()
-            .ok_or(ServeError::Malformed("no result".into()))?;
-        let result = prompt_result_json(value).map_err(ServeError::Malformed)??;
+        .await?
+        .ok_or(ServeError::Malformed("no result".into()))?;
+        let result = prompt_result_json(&value).map_err(ServeError::Malformed)??;
         Ok(result)
     })
     .await
@@ -373,7 +368,7 @@ pub async fn read_resource(
         .ok_or(ServeError::NotServed("resources"))?;
     let args = [Val::String(uri.into())];
     counted(runtime, component, "resources/read", async {
-        let results = run(
+        let value = run(
             runtime,
             component,
             "resources/read",
@@ -382,11 +377,9 @@ pub async fn read_resource(
             Some(cancel),
             observer,
         )
-        .await?;
-        let value = results
-            .first()
-            .ok_or(ServeError::Malformed("no result".into()))?;
-        let contents = resource_contents_json(value).map_err(ServeError::Malformed)??;
+        .await?
+        .ok_or(ServeError::Malformed("no result".into()))?;
+        let contents = resource_contents_json(&value).map_err(ServeError::Malformed)??;
         if contents.is_empty() {
             // MCP forbids an empty `contents` for a resource that exists.
             return Err(ServeError::NotFound);
@@ -420,17 +413,7 @@ async fn counted<T: serde::Serialize>(
         Ok(_) => "ok",
         Err(e) => e.label(),
     };
-    let m = metrics();
-    m.calls
-        .get_or_create(&vec![
-            ("tool", method.to_string()),
-            ("component", component.name.clone()),
-            ("outcome", label.to_string()),
-        ])
-        .inc();
-    m.call_duration
-        .get_or_create(&vec![("tool", method.to_string())])
-        .observe(started.elapsed().as_secs_f64());
+    crate::invoke::record_call(method, &component.name, label, started);
     outcome
 }
 
@@ -442,7 +425,7 @@ async fn run(
     args: &[Val],
     cancel: Option<&CancellationToken>,
     observer: Option<CallObserver>,
-) -> Result<Vec<Val>, CallError> {
+) -> Result<Option<Val>, CallError> {
     let limits = runtime.limits_for(component, label);
     let never = CancellationToken::new();
     let target = Target {
@@ -461,4 +444,5 @@ async fn run(
         observer,
     )
     .await
+    .map(|results| results.into_iter().next())
 }

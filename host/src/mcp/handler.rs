@@ -20,7 +20,12 @@ use rmcp::model::{
     ServerConfig, SetLevelRequestParams, SubscribeRequestParams, SubscriptionFilter, Tool,
     UnsubscribeRequestParams, UpdateTaskParams,
 };
-use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
+use rmcp::model::{
+    ResourceUpdatedNotification, ResourceUpdatedNotificationParam, ServerNotification,
+};
+use rmcp::service::{
+    NotificationContext, RequestContext, SubscriptionContext, SubscriptionSendError,
+};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::json;
 
@@ -317,66 +322,27 @@ impl ServerHandler for McpServer {
                 .await?;
             return Ok(CallToolResponse::from(result));
         };
-        let trace = TraceContext::for_call(context.meta.get_traceparent());
         #[cfg(feature = "otlp")]
         let started = std::time::SystemTime::now();
-        let client = context
-            .meta
-            .client_info()
-            .map(|i| i.name)
-            .or_else(|| context.peer.peer_info().map(|p| p.client_info.name.clone()))
-            .unwrap_or_default();
-        // The request's context, on every log line of the call.
-        let span = tracing::info_span!(
-            "request",
-            request_id = %context.id,
-            client = %client,
-            trace_id = %trace.trace_id_hex(),
-            span_id = %trace.span_id_hex(),
-        );
-        let requested_level = context
-            .meta
-            .log_level()
-            .or(*self.log_level.lock().unwrap_or_else(|e| e.into_inner()));
-        let progress_token = context.meta.get_progress_token();
         // The client, for guests that ask it (`mcpplus:host/client`); an echoed
         // requestState is verified here, before the guest runs.
         let caller = CallerLink::for_call(&request, &context, &requester(&context))?;
-        let (signals, received) = tokio::sync::mpsc::unbounded_channel();
-        let wants_progress = progress_token.is_some();
-        // Signals nobody asked for are never sent, so nothing reads them.
-        let forwarder = (requested_level.is_some() || wants_progress).then(|| {
-            tokio::spawn(forward_signals(
-                received,
-                context.peer.clone(),
-                progress_token,
-                request.name.to_string(),
-            ))
-        });
-        let observer = CallObserver {
-            signals,
-            client_log_level: requested_level.map(guest_level),
-            wants_progress,
-            client: Some(caller.clone()),
-        };
+        let call = self.request_context(&context, &request.name, Some(caller.clone()));
         let outcome = invoke(
             &self.runtime,
             entry.component,
             entry.signature,
             request.arguments.as_ref(),
             &context.ct,
-            Some(observer),
+            Some(call.observer),
         )
-        .instrument(span)
+        .instrument(call.span)
         .await;
-        // Notifications of the call go out before its result.
-        if let Some(forwarder) = forwarder {
-            let _ = forwarder.await;
-        }
+        call.forwarded.finish().await;
         #[cfg(feature = "otlp")]
         if mcpplus_telemetry::otlp::enabled() {
             mcpplus_telemetry::otlp::record(mcpplus_telemetry::otlp::CallSpan {
-                trace,
+                trace: call.trace,
                 name: format!("tools/call {}", request.name),
                 start: started,
                 end: std::time::SystemTime::now(),
@@ -441,13 +407,13 @@ impl ServerHandler for McpServer {
         single_page(request, "prompts")?;
         let catalog = self.catalog.snapshot();
         let diagnostic = self.diagnostics.iter().flat_map(|d| d.prompts());
-        let prompts = catalog
-            .prompts()
-            .map(|e| served_meta(e.json.clone(), &e.component.name))
-            .chain(diagnostic)
-            .map(serde_json::from_value)
-            .collect::<Result<_, _>>()
-            .map_err(|e| McpError::internal_error(format!("an invalid prompt: {e}"), None))?;
+        let prompts = listed(
+            catalog
+                .prompts()
+                .map(|e| served_meta(e.json.clone(), &e.component.name))
+                .chain(diagnostic),
+            "prompt",
+        )?;
         Ok(ListPromptsResult::with_all_items(prompts)
             .with_ttl_ms(SERVED_TTL_MS)
             .with_cache_scope(CacheScope::Public))
@@ -507,21 +473,18 @@ impl ServerHandler for McpServer {
         // The client, for prompts that ask it (`mcpplus:host/client`), as in a
         // tool call; an echoed requestState is verified before the guest runs.
         let caller = CallerLink::for_prompt(&request, &context, &requester(&context))?;
-        let (span, observer, forwarder) =
-            self.served_call(&context, &request.name, Some(caller.clone()));
+        let call = self.request_context(&context, &request.name, Some(caller.clone()));
         let outcome = served::get_prompt(
             &self.runtime,
             entry.component,
             &request.name,
             request.arguments.as_ref(),
             &context.ct,
-            Some(observer),
+            Some(call.observer),
         )
-        .instrument(span)
+        .instrument(call.span)
         .await;
-        if let Some(forwarder) = forwarder {
-            let _ = forwarder.await;
-        }
+        call.forwarded.finish().await;
         // A 2026-07-28 client is asked what the guest wanted to know, and the
         // prompt renders again with the answers: its result now is not the answer.
         if let Some(input_required) = caller.finish()? {
@@ -563,12 +526,12 @@ impl ServerHandler for McpServer {
     ) -> Result<ListResourcesResult, McpError> {
         single_page(request, "resources")?;
         let catalog = self.catalog.snapshot();
-        let resources = catalog
-            .resources()
-            .map(|e| served_meta(e.json.clone(), &e.component.name))
-            .map(serde_json::from_value)
-            .collect::<Result<_, _>>()
-            .map_err(|e| McpError::internal_error(format!("an invalid resource: {e}"), None))?;
+        let resources = listed(
+            catalog
+                .resources()
+                .map(|e| served_meta(e.json.clone(), &e.component.name)),
+            "resource",
+        )?;
         Ok(ListResourcesResult::with_all_items(resources)
             .with_ttl_ms(SERVED_TTL_MS)
             .with_cache_scope(CacheScope::Public))
@@ -581,14 +544,12 @@ impl ServerHandler for McpServer {
     ) -> Result<ListResourceTemplatesResult, McpError> {
         single_page(request, "resource templates")?;
         let catalog = self.catalog.snapshot();
-        let templates = catalog
-            .resource_templates()
-            .map(|e| served_meta(e.json.clone(), &e.component.name))
-            .map(serde_json::from_value)
-            .collect::<Result<_, _>>()
-            .map_err(|e| {
-                McpError::internal_error(format!("an invalid resource template: {e}"), None)
-            })?;
+        let templates = listed(
+            catalog
+                .resource_templates()
+                .map(|e| served_meta(e.json.clone(), &e.component.name)),
+            "resource template",
+        )?;
         Ok(ListResourceTemplatesResult::with_all_items(templates)
             .with_ttl_ms(SERVED_TTL_MS)
             .with_cache_scope(CacheScope::Public))
@@ -617,19 +578,18 @@ impl ServerHandler for McpServer {
         let Some(component) = catalog.resolve_uri(&request.uri) else {
             return Err(not_found(&request.uri));
         };
-        let (span, observer, forwarder) = self.served_call(&context, &request.uri, None);
+        // Resources cannot ask the client (yet).
+        let call = self.request_context(&context, &request.uri, None);
         let outcome = served::read_resource(
             &self.runtime,
             component,
             &request.uri,
             &context.ct,
-            Some(observer),
+            Some(call.observer),
         )
-        .instrument(span)
+        .instrument(call.span)
         .await;
-        if let Some(forwarder) = forwarder {
-            let _ = forwarder.await;
-        }
+        call.forwarded.finish().await;
         let contents = match outcome {
             Ok(contents) => contents,
             Err(ServeError::NotFound) => return Err(not_found(&request.uri)),
@@ -736,26 +696,14 @@ impl ServerHandler for McpServer {
                 if peer.is_transport_closed() {
                     return;
                 }
-                let updated = {
+                let notifications = {
                     let subscribed = subscriptions.lock().unwrap_or_else(|e| e.into_inner());
-                    change.updated_uris(subscribed.iter())
+                    change_notifications(&change, subscribed.iter())
                 };
-                let mut sent = true;
-                if change.tools {
-                    sent &= peer.notify_tool_list_changed().await.is_ok();
-                }
-                if change.prompts {
-                    sent &= peer.notify_prompt_list_changed().await.is_ok();
-                }
-                if change.resources {
-                    sent &= peer.notify_resource_list_changed().await.is_ok();
-                }
-                for uri in updated {
-                    let param = rmcp::model::ResourceUpdatedNotificationParam::new(uri);
-                    sent &= peer.notify_resource_updated(param).await.is_ok();
-                }
-                if !sent {
-                    return;
+                for notification in notifications {
+                    if peer.send_notification(notification).await.is_err() {
+                        return;
+                    }
                 }
             }
         });
@@ -766,9 +714,11 @@ impl ServerHandler for McpServer {
     /// the resources it names), until it is cancelled.
     async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
         let mut changes = self.catalog.subscribe();
-        let accepted = context.accepted().clone();
-        let wants = |flag: Option<bool>| flag == Some(true);
-        let watched = accepted.resource_subscriptions.clone().unwrap_or_default();
+        let watched = context
+            .accepted()
+            .resource_subscriptions
+            .clone()
+            .unwrap_or_default();
         loop {
             let change = tokio::select! {
                 _ = context.cancelled() => return Ok(()),
@@ -780,45 +730,60 @@ impl ServerHandler for McpServer {
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
                 },
             };
-            let sink = context.sink();
-            let mut sent = true;
-            if change.tools && wants(accepted.tools_list_changed) {
-                sent &= sink.notify_tool_list_changed().await.is_ok();
-            }
-            if change.prompts && wants(accepted.prompts_list_changed) {
-                sent &= sink.notify_prompt_list_changed().await.is_ok();
-            }
-            if change.resources && wants(accepted.resources_list_changed) {
-                sent &= sink.notify_resource_list_changed().await.is_ok();
-            }
-            for uri in change.updated_uris(watched.iter()) {
-                sent &= sink.notify_resource_updated(uri).await.is_ok();
-            }
-            if !sent {
-                return Ok(());
+            // The sink sends only what the accepted filter asks for.
+            for notification in change_notifications(&change, watched.iter()) {
+                match context.sink().send(notification).await {
+                    Ok(()) | Err(SubscriptionSendError::NotificationNotAccepted(_)) => {}
+                    Err(_) => return Ok(()),
+                }
             }
         }
     }
 }
 
+/// What one request (a tool call, `prompts/get`, `resources/read`) runs with.
+struct RequestRun {
+    /// The request's context, on every log line of the call.
+    span: tracing::Span,
+    #[cfg_attr(not(feature = "otlp"), allow(dead_code))]
+    trace: TraceContext,
+    /// Forwards the guest's log lines and progress the client asked for.
+    observer: CallObserver,
+    forwarded: Forwarded,
+}
+
+/// The task sending a request's notifications, if the client wants any.
+struct Forwarded(Option<tokio::task::JoinHandle<()>>);
+
+impl Forwarded {
+    /// Wait until every notification is out: they go before the result.
+    async fn finish(self) {
+        if let Some(forwarder) = self.0 {
+            let _ = forwarder.await;
+        }
+    }
+}
+
 impl McpServer {
-    /// What a prompt or resource request needs to run like a tool call: its
-    /// log span, an observer forwarding the guest's log lines and progress to
-    /// the client (when it asked for them), and the forwarder to await.
-    fn served_call(
+    /// The span, observer and notification forwarder of one request named
+    /// `what` (a tool, prompt or URI); `client` lets the guest ask the client.
+    fn request_context(
         &self,
         context: &RequestContext<RoleServer>,
         what: &str,
         client: Option<Arc<CallerLink>>,
-    ) -> (
-        tracing::Span,
-        CallObserver,
-        Option<tokio::task::JoinHandle<()>>,
-    ) {
+    ) -> RequestRun {
         let trace = TraceContext::for_call(context.meta.get_traceparent());
+        let client_name = context
+            .meta
+            .client_info()
+            .map(|i| i.name)
+            .or_else(|| context.peer.peer_info().map(|p| p.client_info.name.clone()))
+            .unwrap_or_default();
         let span = tracing::info_span!(
             "request",
             request_id = %context.id,
+            client = %client_name,
             trace_id = %trace.trace_id_hex(),
             span_id = %trace.span_id_hex(),
         );
@@ -829,6 +794,7 @@ impl McpServer {
         let progress_token = context.meta.get_progress_token();
         let (signals, received) = tokio::sync::mpsc::unbounded_channel();
         let wants_progress = progress_token.is_some();
+        // Signals nobody asked for are never sent, so nothing reads them.
         let forwarder = (requested_level.is_some() || wants_progress).then(|| {
             tokio::spawn(forward_signals(
                 received,
@@ -841,11 +807,58 @@ impl McpServer {
             signals,
             client_log_level: requested_level.map(guest_level),
             wants_progress,
-            // Prompts may ask the client; resources cannot (yet).
             client: client.map(|c| c as Arc<dyn mcpplus_runtime::capabilities::client::ClientLink>),
         };
-        (span, observer, forwarder)
+        RequestRun {
+            span,
+            trace,
+            observer,
+            forwarded: Forwarded(forwarder),
+        }
     }
+}
+
+/// Every listed prompt, resource or template of `entries`, with the component
+/// serving it in `_meta`, as rmcp's type `T`.
+fn listed<T: serde::de::DeserializeOwned>(
+    entries: impl Iterator<Item = serde_json::Value>,
+    what: &str,
+) -> Result<Vec<T>, McpError> {
+    entries
+        .map(serde_json::from_value)
+        .collect::<Result<_, _>>()
+        .map_err(|e| McpError::internal_error(format!("an invalid {what}: {e}"), None))
+}
+
+/// What a change of the catalog tells a client: each list that changed, and
+/// `notifications/resources/updated` for each of `subscribed` whose serving
+/// build changed.
+fn change_notifications<'a>(
+    change: &CatalogChange,
+    subscribed: impl IntoIterator<Item = &'a String>,
+) -> Vec<ServerNotification> {
+    let mut out = Vec::new();
+    if change.tools {
+        out.push(ServerNotification::ToolListChangedNotification(
+            Default::default(),
+        ));
+    }
+    if change.prompts {
+        out.push(ServerNotification::PromptListChangedNotification(
+            Default::default(),
+        ));
+    }
+    if change.resources {
+        out.push(ServerNotification::ResourceListChangedNotification(
+            Default::default(),
+        ));
+    }
+    for uri in change.updated_uris(subscribed) {
+        out.push(ServerNotification::ResourceUpdatedNotification(
+            ResourceUpdatedNotification::new(ResourceUpdatedNotificationParam::new(uri)),
+        ));
+    }
+    out
 }
 
 /// After a lagged receiver: assume every list changed (a spare notification
