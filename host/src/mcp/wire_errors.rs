@@ -53,8 +53,8 @@ fn session_delete(response: Response) -> Response {
     Response::from_parts(parts, Body::empty())
 }
 
-/// Read the body once: not JSON → -32700 here; JSON that rmcp cannot take as a
-/// JSON-RPC message → -32600 (rmcp says 415).
+/// Hand the body to rmcp; when it refuses it (415), answer -32700 if it is not
+/// JSON at all, else -32600 (JSON, but not a JSON-RPC message).
 async fn checked_post(request: Request, next: Next, limit: usize) -> Response {
     let (parts, body) = request.into_parts();
     let bytes: Bytes = match axum::body::to_bytes(body, limit).await {
@@ -67,18 +67,19 @@ async fn checked_post(request: Request, next: Next, limit: usize) -> Response {
             );
         }
     };
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes.clone())))
+        .await;
+    if response.status() != StatusCode::UNSUPPORTED_MEDIA_TYPE {
+        return response;
+    }
+    // Only a body rmcp refused is parsed again, to say which error it is.
     if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
         return error_response(
             StatusCode::BAD_REQUEST,
             -32700,
             &format!("Parse error: the request body is not valid JSON ({e})"),
         );
-    }
-    let response = next
-        .run(Request::from_parts(parts, Body::from(bytes)))
-        .await;
-    if response.status() != StatusCode::UNSUPPORTED_MEDIA_TYPE {
-        return response;
     }
     let detail = response_text(response).await;
     error_response(
