@@ -45,6 +45,28 @@ fn inspect_json_lists_tools_schemas_and_imports() {
     );
 }
 
+/// Inspect says whether a component serves prompts or resources (which are
+/// listed once it is served: listing them runs its code).
+#[test]
+fn inspect_says_when_a_component_serves_prompts_and_resources() {
+    let fixture = mcpplus_tests::dist().join("fixtures/conformance.wasm");
+    let serving = json_stdout(&mcpplus(&["inspect", fixture.to_str().unwrap(), "--json"]));
+    assert_eq!(serving["servesPrompts"], true);
+    assert_eq!(serving["servesResources"], true);
+    let tools_only = json_stdout(&mcpplus(&[
+        "inspect",
+        artifacts::showcase().to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(tools_only["servesPrompts"], false);
+    assert_eq!(tools_only["servesResources"], false);
+    let text = mcpplus(&["inspect", fixture.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&text.stdout)
+            .contains("serves prompts (exports mcpplus:host/prompts@0.1.0")
+    );
+}
+
 /// `mcpplus inspect … | head`: a reader that stops early ends the output, not
 /// the process with a panic.
 #[test]
