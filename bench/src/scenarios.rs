@@ -151,8 +151,16 @@ async fn latency(args: &Args, cache: &Path) -> anyhow::Result<Value> {
                     )
                     .await?;
             }
+            let pid = server.pid();
+            let cpu_before = process_cpu_ns(pid);
             let load = server.echo_load(total, c).await?;
-            rows.push(row(name, "stdio", c, &load));
+            let cpu_per_call_us = (process_cpu_ns(pid) - cpu_before) as f64
+                / 1e3
+                / load.latencies.len() as f64;
+            let mut stdio_row = row(name, "stdio", c, &load);
+            eprintln!("           server CPU per call {cpu_per_call_us:6.1} µs");
+            stdio_row["server_cpu_per_call_us"] = json!(cpu_per_call_us);
+            rows.push(stdio_row);
             // HTTP
             let mut http_args: Vec<&str> = server_args.clone();
             // Loopback: the token check is not what this measures.
@@ -165,6 +173,20 @@ async fn latency(args: &Args, cache: &Path) -> anyhow::Result<Value> {
         }
     }
     Ok(Value::Array(rows))
+}
+
+/// CPU time (user + system) all threads of `pid` have used so far, in ns
+/// (the scheduler's per-thread accounting, finer than /proc/PID/stat's ticks).
+/// Less sensitive to a busy machine than wall-clock latency.
+fn process_cpu_ns(pid: u32) -> u64 {
+    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    threads
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
 }
 
 fn row(server: &str, transport: &str, concurrency: usize, load: &crate::client::Load) -> Value {

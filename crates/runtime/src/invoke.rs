@@ -28,7 +28,10 @@ pub struct ToolOutcome {
 impl ToolOutcome {
     /// Bytes of JSON this outcome sends (content + structured content).
     pub fn encoded_size(&self) -> usize {
-        let json_len = |v: &Value| serde_json::to_vec(v).map_or(0, |b| b.len());
+        let json_len = |v: &Value| {
+            let mut counter = ByteCounter(0);
+            serde_json::to_writer(&mut counter, v).map_or(0, |()| counter.0)
+        };
         self.content.iter().map(json_len).sum::<usize>()
             + self.structured.as_ref().map_or(0, json_len)
     }
@@ -39,6 +42,19 @@ impl ToolOutcome {
             structured: None,
             is_error: true,
         }
+    }
+}
+
+/// Counts what is written to it (sizes without building the bytes).
+struct ByteCounter(usize);
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -71,7 +87,13 @@ pub async fn invoke_labelled(
 ) -> (ToolOutcome, &'static str) {
     let started = std::time::Instant::now();
     let (outcome, label) = run(runtime, component, tool, arguments, cancel, observer).await;
-    record_call(&tool.name, &component.name, label, started);
+    match component.ok_series(&tool.name) {
+        Some(series) if label == "ok" => {
+            series.calls.inc();
+            series.duration.observe(started.elapsed().as_secs_f64());
+        }
+        _ => record_call(&tool.name, &component.name, label, started),
+    }
     (outcome, label)
 }
 

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use wasmtime::component::{Component, ComponentExportIndex, InstancePre};
@@ -15,6 +15,7 @@ use super::served::{Served, ServedExports, gather_blocking};
 use super::tracker::CallTracker;
 use mcpplus_policy::{Policy, PolicyError};
 use mcpplus_schema::{ComponentDescription, ToolSignature, describe_component};
+use mcpplus_telemetry::metrics::{OkCallSeries, metrics};
 
 pub struct LoadedComponent {
     /// The component's name: its file name without `.wasm`.
@@ -35,6 +36,9 @@ pub struct LoadedComponent {
     component: Component,
     pre: InstancePre<HostState>,
     exports: HashMap<String, ComponentExportIndex>,
+    /// Per tool, the metric series its successful calls update, resolved on
+    /// the first one (creating them at load would list tools never called).
+    ok_series: HashMap<String, OnceLock<OkCallSeries>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,7 +120,7 @@ impl LoadedComponent {
             CacheOutcome::Miss => "miss",
             CacheOutcome::Disabled => "disabled",
         };
-        mcpplus_telemetry::metrics::metrics()
+        metrics()
             .compile_cache
             .get_or_create(&vec![("result", result.to_string())])
             .inc();
@@ -179,6 +183,7 @@ impl LoadedComponent {
             exports.insert(tool.name.clone(), index);
         }
         let mut warnings = Vec::new();
+        let ok_series = exports.keys().map(|t| (t.clone(), OnceLock::new())).collect();
         let served_exports = ServedExports::find(&component, &description, &mut warnings);
         let mut loaded = Self {
             name: name.to_string(),
@@ -194,6 +199,7 @@ impl LoadedComponent {
             component,
             pre,
             exports,
+            ok_series,
         };
         // Prompts and resources are listed once, by running the component:
         // a failure is a load warning, never a failed load.
@@ -220,6 +226,12 @@ impl LoadedComponent {
 
     pub(crate) fn served_exports(&self) -> &ServedExports {
         &self.served_exports
+    }
+
+    /// The series a successful call of `tool` updates (`None`: not a tool).
+    pub(crate) fn ok_series(&self, tool: &str) -> Option<&OkCallSeries> {
+        let cell = self.ok_series.get(tool)?;
+        Some(cell.get_or_init(|| metrics().ok_call_series(tool, &self.name)))
     }
 
     pub(crate) fn export(&self, tool: &str) -> Option<&ComponentExportIndex> {

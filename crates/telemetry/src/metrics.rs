@@ -51,7 +51,35 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_05, 2.0, 21))
 }
 
+/// The series a successful call of one tool updates, resolved once so a call
+/// does not build and hash label vectors (see [`Metrics::ok_call_series`]).
+#[derive(Clone)]
+pub struct OkCallSeries {
+    pub calls: Counter,
+    pub duration: Histogram,
+}
+
 impl Metrics {
+    /// Handles on `mcpplus_tool_calls_total{tool, component, outcome="ok"}` and
+    /// `mcpplus_tool_call_duration_seconds{tool}`: the same series
+    /// `get_or_create` would return.
+    pub fn ok_call_series(&self, tool: &str, component: &str) -> OkCallSeries {
+        OkCallSeries {
+            calls: self
+                .calls
+                .get_or_create(&vec![
+                    ("tool", tool.to_string()),
+                    ("component", component.to_string()),
+                    ("outcome", "ok".to_string()),
+                ])
+                .clone(),
+            duration: self
+                .call_duration
+                .get_or_create(&vec![("tool", tool.to_string())])
+                .clone(),
+        }
+    }
+
     /// Say which build is running (`mcpplus_build_info`); the server calls
     /// this once at start with its build identity.
     pub fn record_build(&self, build_id: &str) {

@@ -27,7 +27,7 @@ use rmcp::service::{
     NotificationContext, RequestContext, SubscriptionContext, SubscriptionSendError,
 };
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::catalog::{CatalogChange, LiveCatalog, ToolEntry};
 use mcpplus_policy::config::GuestLogLevel;
@@ -157,11 +157,31 @@ fn to_tool(entry: &ToolEntry<'_>) -> Tool {
         .expect("a tool built from JSON Schema objects is a valid rmcp Tool")
 }
 
+/// A content block from its JSON; plain text blocks (nearly every result)
+/// are built directly instead of through serde's tagged-enum buffering.
+fn content_block(value: Value) -> Result<ContentBlock, serde_json::Error> {
+    match value {
+        Value::Object(mut block)
+            if block.len() == 2 && block.get("type").and_then(Value::as_str) == Some("text") =>
+        {
+            match block.remove("text") {
+                Some(Value::String(text)) => Ok(ContentBlock::text(text)),
+                Some(other) => {
+                    block.insert("text".into(), other);
+                    serde_json::from_value(Value::Object(block))
+                }
+                None => serde_json::from_value(Value::Object(block)),
+            }
+        }
+        other => serde_json::from_value(other),
+    }
+}
+
 fn to_result(outcome: ToolOutcome) -> Result<CallToolResult, McpError> {
     let content: Vec<ContentBlock> = outcome
         .content
         .into_iter()
-        .map(serde_json::from_value)
+        .map(content_block)
         .collect::<Result<_, _>>()
         .map_err(|e| {
             McpError::internal_error(format!("tool produced an invalid content block: {e}"), None)
@@ -328,15 +348,19 @@ impl ServerHandler for McpServer {
         // requestState is verified here, before the guest runs.
         let caller = CallerLink::for_call(&request, &context, &requester(&context))?;
         let call = self.request_context(&context, &request.name, Some(caller.clone()));
-        let outcome = invoke(
-            &self.runtime,
-            entry.component,
-            entry.signature,
-            request.arguments.as_ref(),
-            &context.ct,
-            Some(call.observer),
+        // Boxed: the call's future (store, instance, select) is large, and
+        // rmcp moves the handler's future into a task and around while polling.
+        let outcome = Box::pin(
+            invoke(
+                &self.runtime,
+                entry.component,
+                entry.signature,
+                request.arguments.as_ref(),
+                &context.ct,
+                Some(call.observer),
+            )
+            .instrument(call.span),
         )
-        .instrument(call.span)
         .await;
         call.forwarded.finish().await;
         #[cfg(feature = "otlp")]
