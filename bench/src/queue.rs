@@ -1,5 +1,6 @@
 //! The durable task queue: submit throughput (durable against in-memory, the
-//! cost of the fsync), submit-to-complete latency of a trivial tool through
+//! cost of the fsync; one submitter, then 1, 4 and 16 at once, which share
+//! commits), submit-to-complete latency of a trivial tool through
 //! the workers, and the queue with 100,000 tasks waiting.
 
 use std::path::Path;
@@ -27,11 +28,12 @@ pub async fn run(args: &Args, scratch: &Path, cache: &Path) -> anyhow::Result<Va
     std::fs::create_dir_all(&dir)?;
     let submits = ((1_000.0 * args.scale) as usize).max(200);
     let durable = QueueStore::open(&dir.join("submit.sqlite3"))?;
-    let durable_per_s = submit_rate(&durable, submits)?;
-    let memory_per_s = submit_rate(&QueueStore::in_memory()?, submits)?;
+    let durable_per_s = submit_rate(&durable, submits, 1)?;
+    let memory_per_s = submit_rate(&QueueStore::in_memory()?, submits, 1)?;
     eprintln!(
         "  submit, one per transaction: {durable_per_s:.0}/s durable (WAL, fsync), {memory_per_s:.0}/s in memory"
     );
+    let concurrent = concurrent_submits(&dir, submits * 2)?;
     let latency = submit_to_complete(args, &dir, cache).await?;
     let tools = through_tools(args, &dir, cache).await?;
     let large = hundred_thousand(&dir)?;
@@ -41,6 +43,7 @@ pub async fn run(args: &Args, scratch: &Path, cache: &Path) -> anyhow::Result<Va
         "workflow": workflow,
         "submits": submits,
         "submit_per_s": {"durable": durable_per_s, "in_memory": memory_per_s},
+        "concurrent_submits": concurrent,
         "submit_to_complete": latency,
         "tools": tools,
         "large": large,
@@ -51,12 +54,61 @@ fn echo(i: usize) -> NewTask {
     NewTask::new("echo", json!({"message": format!("m{i}")}))
 }
 
-fn submit_rate(store: &QueueStore, n: usize) -> anyhow::Result<f64> {
+/// Submits per second: `n` tasks from `submitters` threads at once, each
+/// submitting its share one after the other (the host's callers submit from
+/// blocking threads, `spawn_blocking`).
+fn submit_rate(store: &QueueStore, n: usize, submitters: usize) -> anyhow::Result<f64> {
+    rate(n, submitters, |i| store.submit(echo(i), now_ms()).map(drop))
+}
+
+/// `submit` for `n` tasks from `submitters` threads at once: per second.
+fn rate(
+    n: usize,
+    submitters: usize,
+    submit: impl Fn(usize) -> Result<(), mcpplus_queue::StoreError> + Sync,
+) -> anyhow::Result<f64> {
+    let each = n / submitters;
+    let submit = &submit;
     let started = Instant::now();
-    for i in 0..n {
-        store.submit(echo(i), now_ms())?;
+    std::thread::scope(|s| {
+        let threads: Vec<_> = (0..submitters)
+            .map(|t| {
+                s.spawn(move || {
+                    for i in 0..each {
+                        submit(t * each + i)?;
+                    }
+                    anyhow::Ok(())
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .try_for_each(|t| t.join().expect("a submitter panicked"))
+    })?;
+    Ok((each * submitters) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Durable and in-memory submits/s with 1, 4 and 16 submitters at once, `n`
+/// tasks each, a fresh file each: concurrent submits share one commit (group
+/// commit), so the durable rate should grow with the submitters. The baseline
+/// beside it is a commit (and fsync) per submit, each a `submit_batch` of one.
+fn concurrent_submits(dir: &Path, n: usize) -> anyhow::Result<Value> {
+    let mut rates = Vec::new();
+    for submitters in [1, 4, 16] {
+        let file = |what: &str| dir.join(format!("submit-{what}-{submitters}.sqlite3"));
+        let durable = submit_rate(&QueueStore::open(&file("group"))?, n, submitters)?;
+        let alone = QueueStore::open(&file("alone"))?;
+        let commit_each = rate(n, submitters, |i| {
+            alone.submit_batch(vec![echo(i)], now_ms()).map(drop)
+        })?;
+        let memory = submit_rate(&QueueStore::in_memory()?, n, submitters)?;
+        eprintln!(
+            "  submit, {submitters} submitters at once: {durable:.0}/s durable, {commit_each:.0}/s durable with a commit each, {memory:.0}/s in memory"
+        );
+        rates.push(json!({"submitters": submitters, "durable": durable,
+            "durable_commit_each": commit_each, "in_memory": memory}));
     }
-    Ok(n as f64 / started.elapsed().as_secs_f64())
+    Ok(json!({"tasks": n, "rates": rates}))
 }
 
 /// Submit one `echo` task, wait until it is completed; sequentially.

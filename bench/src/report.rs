@@ -205,6 +205,28 @@ fn queue(r: &Value) -> String {
         r["submits"],
         memory / durable
     ));
+    let c = &r["concurrent_submits"];
+    if let Some(rates) = c["rates"].as_array() {
+        out.push_str(&format!(
+            "The same with several submitters at once, each a thread submitting its share one after\n\
+             another ({} tasks per row, a fresh file each). Concurrent submits share one transaction and one\n\
+             fsync (group commit), each still answered only once its task is on disk. The baseline beside it\n\
+             commits each submit alone (a `submit_batch` of one, what `submit` did before group commit):\n\n\
+             | submitters at once | durable submits/s | durable, a commit each | in memory submits/s |\n\
+             |---:|---:|---:|---:|\n",
+            c["tasks"]
+        ));
+        for row in rates {
+            out.push_str(&format!(
+                "| {} | {:.0} | {:.0} | {:.0} |\n",
+                row["submitters"],
+                f(&row["durable"]),
+                f(&row["durable_commit_each"]),
+                f(&row["in_memory"])
+            ));
+        }
+        out.push('\n');
+    }
     let l = &r["submit_to_complete"];
     out.push_str(&format!(
         "Submit to completed for the showcase `echo` through the workers (2 slots, woken by the\n\

@@ -28,6 +28,7 @@
 //! heartbeating, or the process died) finds its completion refused; the task
 //! has gone back to the queue and runs again.
 
+mod group_commit;
 pub mod pull;
 pub mod remote;
 #[cfg(test)]

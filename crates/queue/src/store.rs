@@ -4,6 +4,10 @@
 //!
 //! Times are milliseconds since the Unix epoch and are passed in, so the state
 //! machine can be driven by a test clock.
+//!
+//! Concurrent [`QueueStore::submit`]s share a transaction (group commit,
+//! `crate::group_commit`): each still returns only once its task is durably
+//! committed, with the outcome it would have had alone.
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -11,6 +15,7 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::Value;
 
+use super::group_commit::GroupCommit;
 use super::remote::AttemptRef;
 use super::{AttemptOutcome, Claim, Lease, NewTask, Settled, Task, TaskState};
 use mcpplus_policy::config::queue::Quotas;
@@ -109,6 +114,8 @@ pub struct QueueStore {
     /// progress, so a caller waiting for one task's outcome need not poll.
     changed: tokio::sync::Notify,
     quotas: Mutex<Quotas>,
+    /// Single submits waiting to share the next commit ([`Self::submit`]).
+    submits: GroupCommit<(NewTask, i64), Result<(Task, bool)>>,
 }
 
 impl QueueStore {
@@ -135,6 +142,7 @@ impl QueueStore {
             ready: tokio::sync::Notify::new(),
             changed: tokio::sync::Notify::new(),
             quotas: Mutex::new(Quotas::default()),
+            submits: GroupCommit::new(),
         })
     }
 
@@ -192,15 +200,72 @@ impl QueueStore {
 
     /// Accept a task. With an idempotency key already used for the same work,
     /// returns the existing task (`false`: not new).
+    ///
+    /// Returns once the task is committed to disk. Submits from several
+    /// threads at once share one transaction and one fsync (group commit):
+    /// each runs in its own savepoint, in arrival order, so each gets exactly
+    /// the outcome it would have had alone and one's error (a quota, a key
+    /// conflict, invalid input) leaves the others' tasks in. Only a failed
+    /// commit fails them all.
     pub fn submit(&self, new: NewTask, now: i64) -> Result<(Task, bool)> {
+        self.submits
+            .run((new, now), |batch| self.submit_together(batch))
+            .unwrap_or_else(|| {
+                Err(sql_error(
+                    rusqlite::ffi::SQLITE_ABORT,
+                    "the transaction holding this submit did not finish (it panicked); submit again"
+                        .into(),
+                ))
+            })
+    }
+
+    /// One transaction, one commit, for a batch of [`Self::submit`]s: one
+    /// result each, in order.
+    fn submit_together(&self, batch: Vec<(NewTask, i64)>) -> Vec<Result<(Task, bool)>> {
+        let n = batch.len();
         let mut db = self.db();
-        let tx = db.transaction()?;
-        let mut room = Room::of(&tx, self.quotas())?;
-        let submitted = insert(&tx, new, now, &mut room)?;
-        tx.commit()?;
+        let committed = (|| {
+            let mut tx = db.transaction()?;
+            // Counted once; each insert takes its task out of it, so each
+            // submit sees the ones before it in the batch.
+            let mut room = Room::of(&tx, self.quotas())?;
+            let mut results = Vec::with_capacity(n);
+            for (new, now) in batch {
+                let sp = tx.savepoint()?;
+                let room_before = room.tasks;
+                let result = insert(&sp, new, now, &mut room);
+                if result.is_ok() {
+                    sp.commit()?;
+                } else {
+                    // Undo this submit alone (`finish` rolls back to the
+                    // savepoint). Should even that fail, the `?` drops the
+                    // whole transaction rather than commit a half-undone one.
+                    room.tasks = room_before;
+                    sp.finish()?;
+                }
+                results.push(result);
+            }
+            tx.commit()?;
+            Ok::<_, StoreError>(results)
+        })();
         drop(db);
-        self.wake();
-        Ok(submitted)
+        match committed {
+            Ok(results) => {
+                if results.iter().any(|r| matches!(r, Ok((_, true)))) {
+                    self.wake();
+                }
+                results
+            }
+            // Nothing of the batch is in: every submit gets the error.
+            Err(e) => (0..n).map(|_| Err(copy_error(&e))).collect(),
+        }
+    }
+
+    /// Whether a group of submits is being committed, and how many submits
+    /// wait for the next one.
+    #[cfg(test)]
+    pub(crate) fn submits_waiting(&self) -> (bool, usize) {
+        self.submits.waiting()
     }
 
     /// Accept many tasks in one transaction: all or none.
@@ -1239,6 +1304,25 @@ fn generated_id(db: &Connection) -> Result<String> {
         if !taken {
             return Ok(id);
         }
+    }
+}
+
+/// A database error with SQLite's result `code`.
+fn sql_error(code: std::ffi::c_int, message: String) -> StoreError {
+    StoreError::Sql(rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(code),
+        Some(message),
+    ))
+}
+
+/// The same error again, for each submit of a batch whose commit failed
+/// (errors are not `Clone`).
+fn copy_error(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Sql(rusqlite::Error::SqliteFailure(code, message)) => {
+            StoreError::Sql(rusqlite::Error::SqliteFailure(*code, message.clone()))
+        }
+        other => sql_error(rusqlite::ffi::SQLITE_ERROR, other.to_string()),
     }
 }
 

@@ -731,3 +731,231 @@ fn outboxes_and_the_new_columns_survive_reopening_an_older_file() {
     assert!(q.outbox("owner").unwrap().is_empty());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// Group commit: concurrent submits share one transaction (crate::group_commit).
+
+/// A submit's outcome, comparable across stores: the task's id and whether it
+/// is new, or the error's message.
+fn outcome(r: &Result<(Task, bool), StoreError>) -> Result<(String, bool), String> {
+    match r {
+        Ok((task, new)) => Ok((task.id.clone(), *new)),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// Submit `tasks`, each from a thread of its own, so that they share one
+/// commit, in this order: while this thread holds the database, a first
+/// submit (`lead`) takes the lead and waits for it, the others queue up behind
+/// it one after the other; then the database is let go, `lead` commits alone
+/// and the next leader takes all of `tasks` as one batch.
+fn submit_in_one_batch(
+    q: &QueueStore,
+    lead: NewTask,
+    tasks: Vec<NewTask>,
+) -> Vec<Result<(Task, bool), StoreError>> {
+    std::thread::scope(|s| {
+        let mut submitted = Vec::new();
+        // `transaction` holds the database while its body runs.
+        q.transaction(0, |_| {
+            submitted.push(s.spawn(move || q.submit(lead, 0)));
+            wait_until("a leader", || q.submits_waiting() == (true, 0));
+            for (i, task) in tasks.into_iter().enumerate() {
+                submitted.push(s.spawn(move || q.submit(task, 0)));
+                wait_until("the submit to queue up", || {
+                    q.submits_waiting() == (true, i + 1)
+                });
+            }
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+        let mut results: Vec<_> = submitted.into_iter().map(|h| h.join().unwrap()).collect();
+        results.remove(0).unwrap();
+        results
+    })
+}
+
+fn with_id(id: &str, new: NewTask) -> NewTask {
+    NewTask {
+        id: Some(id.into()),
+        ..new
+    }
+}
+
+fn keyed(key: &str, new: NewTask) -> NewTask {
+    NewTask {
+        idempotency_key: Some(key.into()),
+        ..new
+    }
+}
+
+fn temp_file(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("mcpplus-queue-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("queue.sqlite3");
+    (dir, path)
+}
+
+#[test]
+fn concurrent_submits_each_get_their_own_task_once_and_all_survive_reopening() {
+    const THREADS: usize = 16;
+    const EACH: usize = 40;
+    let (dir, path) = temp_file("group");
+    let q = QueueStore::open(&path).unwrap();
+    let submitted: Vec<(String, serde_json::Value)> = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let q = &q;
+                s.spawn(move || {
+                    (0..EACH)
+                        .map(|i| {
+                            let arguments = json!({"thread": t, "i": i});
+                            // Every other one keyed, so keys are looked up mid-batch too.
+                            let mut new = NewTask::new("t", arguments.clone());
+                            if i % 2 == 0 {
+                                new = keyed(&format!("k-{t}-{i}"), new);
+                            }
+                            let (task, fresh) = q.submit(new, 1).unwrap();
+                            assert!(fresh, "{task:?}");
+                            assert_eq!(task.arguments, arguments);
+                            (task.id, arguments)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    let ids: std::collections::HashSet<&String> = submitted.iter().map(|(id, _)| id).collect();
+    assert_eq!(
+        ids.len(),
+        THREADS * EACH,
+        "every submit got a task of its own"
+    );
+    drop(q);
+    let q = QueueStore::open(&path).unwrap();
+    let (all, total) = q.list(&ListFilter::default(), 0, 10_000).unwrap();
+    assert_eq!(
+        total as usize,
+        THREADS * EACH,
+        "each task is in the file once"
+    );
+    let stored: HashMap<String, serde_json::Value> =
+        all.into_iter().map(|t| (t.id, t.arguments)).collect();
+    for (id, arguments) in &submitted {
+        assert_eq!(stored.get(id), Some(arguments), "task {id} after reopening");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Refusals in the middle of a shared commit, each exactly as it would be
+/// alone: a key conflict, a quota, invalid input, a taken id; the submits
+/// around them commit, and the refused ones leave nothing behind.
+#[test]
+fn a_refused_submit_in_a_shared_commit_fails_alone_while_the_rest_commit() {
+    use mcpplus_policy::config::queue::Quotas;
+    let quotas = Quotas {
+        max_queued: 4,
+        ..Quotas::default()
+    };
+    let first = || keyed("k", with_id("first", task("t")));
+    let batch = || {
+        vec![
+            with_id("a", task("t")),
+            keyed("k", NewTask::new("t", json!({"other": "work"}))),
+            with_id("a", task("t")),
+            with_id("b", task("t")),
+            // The queue holds 4 now (first, lead, a, b): refused.
+            with_id("c", task("t")),
+            // The same work under a used key: the first task, even when full.
+            first(),
+            NewTask {
+                priority: 0.0,
+                ..task("t")
+            },
+        ]
+    };
+    // Alone: one after the other on a store of its own.
+    let alone = QueueStore::in_memory().unwrap();
+    alone.set_quotas(quotas);
+    alone.submit(first(), 0).unwrap();
+    alone.submit(with_id("lead", task("t")), 0).unwrap();
+    let expected: Vec<_> = batch()
+        .into_iter()
+        .map(|t| outcome(&alone.submit(t, 0)))
+        .collect();
+    assert!(
+        matches!(&expected[..], [Ok(_), Err(conflict), Err(taken), Ok(_), Err(full), Ok((id, false)), Err(invalid)]
+            if conflict.contains("idempotency key") && taken.contains("already exists")
+                && full.contains("max_queued") && id == "first" && invalid.contains("priority")),
+        "{expected:?}"
+    );
+
+    let (dir, path) = temp_file("refused");
+    let q = QueueStore::open(&path).unwrap();
+    q.set_quotas(quotas);
+    q.submit(first(), 0).unwrap();
+    let together = submit_in_one_batch(&q, with_id("lead", task("t")), batch());
+    assert_eq!(
+        together.iter().map(outcome).collect::<Vec<_>>(),
+        expected,
+        "each submit in the shared commit has its outcome alone"
+    );
+    drop(q);
+    let q = QueueStore::open(&path).unwrap();
+    let (all, _) = q.list(&ListFilter::default(), 0, 100).unwrap();
+    let mut ids: Vec<String> = all.into_iter().map(|t| t.id).collect();
+    ids.sort();
+    assert_eq!(ids, ["a", "b", "first", "lead"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_key_used_twice_in_one_shared_commit_returns_the_first_task_as_it_would_one_after_the_other() {
+    let batch = || {
+        vec![
+            keyed("dup", task("t")),
+            keyed("dup", task("t")),
+            keyed("dup", NewTask::new("t", json!({"n": 2}))),
+            keyed("other", task("t")),
+        ]
+    };
+    let q = QueueStore::in_memory().unwrap();
+    let together = submit_in_one_batch(&q, task("lead"), batch());
+    let (first, new) = together[0].as_ref().unwrap();
+    assert!(new);
+    assert_eq!(together[1].as_ref().unwrap(), &(first.clone(), false));
+    assert!(matches!(together[2], Err(StoreError::KeyConflict { ref id, .. }) if *id == first.id));
+    assert!(together[3].as_ref().unwrap().1);
+    assert_eq!(
+        q.list(&ListFilter::default(), 0, 100).unwrap().1,
+        3,
+        "lead, dup, other"
+    );
+    // The same as one after the other (ids are generated, so compare the rest).
+    let alone = QueueStore::in_memory().unwrap();
+    let sequential: Vec<_> = batch().into_iter().map(|t| alone.submit(t, 0)).collect();
+    let shape = |r: &Result<(Task, bool), StoreError>| match r {
+        Ok((t, new)) => Ok((t.idempotency_key.clone(), t.arguments.clone(), *new)),
+        Err(e) => Err(e.to_string().replace(&first.id, "?")),
+    };
+    let first_alone = sequential[0].as_ref().unwrap().0.id.clone();
+    assert_eq!(
+        together.iter().map(shape).collect::<Vec<_>>(),
+        sequential
+            .iter()
+            .map(|r| shape(r).map_err(|e| e.replace(&first_alone, "?")))
+            .collect::<Vec<_>>()
+    );
+}
