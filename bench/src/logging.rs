@@ -2,7 +2,7 @@
 //! layer against tracing-subscriber's stock JSON formatter in the same run, and
 //! what logging and metrics add to one in-host call.
 
-use std::io::{BufWriter, Write as _};
+use std::io::BufWriter;
 use std::path::Path;
 use std::time::Instant;
 
@@ -69,14 +69,16 @@ fn throughput(scratch: &Path, events: usize, writer: Writer) -> anyhow::Result<f
     };
     let elapsed = match writer {
         Writer::Ours => {
-            let (layer, sink) = LineLayer::new(
+            // Per-thread batches, as `--log-file` writes; the flush is timed too.
+            let (layer, log) = LineLayer::batched(
                 Box::new(BufWriter::with_capacity(1 << 16, file)),
                 LogFormat::Json,
             );
-            let elapsed =
+            let started = Instant::now();
+            let _ =
                 tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), emit);
-            let _ = sink.lock().map(|mut s| s.flush());
-            elapsed
+            log.flush();
+            started.elapsed()
         }
         Writer::Stock => {
             let writer = std::sync::Mutex::new(BufWriter::with_capacity(1 << 16, file));
@@ -139,7 +141,7 @@ async fn per_call(args: &Args, scratch: &Path, cache: &Path) -> anyhow::Result<V
         ("json, debug", Some("debug")),
     ] {
         let file = std::fs::File::create(scratch.join("per-call.jsonl"))?;
-        let (layer, _sink) = LineLayer::new(Box::new(BufWriter::new(file)), LogFormat::Json);
+        let (layer, _log) = LineLayer::batched(Box::new(BufWriter::new(file)), LogFormat::Json);
         let dispatch = match level {
             None => tracing::Dispatch::none(),
             Some(level) => tracing::Dispatch::new(

@@ -46,6 +46,8 @@ pub fn mask_secrets(text: &str) -> Option<String> {
 }
 
 /// Markers of credential-shaped text; a line without any is left alone quickly.
+/// [`has_marker`] spells them out by first byte; a test holds the two together.
+#[cfg(test)]
 const SHAPE_MARKERS: [&str; 12] = [
     "Bearer ",
     "Basic ",
@@ -94,11 +96,28 @@ pub fn mask_shapes(text: &str) -> Option<String> {
     changed.then_some(out)
 }
 
-/// One pass over `text` looking for any marker (this runs on every logged string).
+/// One pass over `text` looking for any of [`SHAPE_MARKERS`] (this runs on
+/// every logged string): each byte that starts a marker is tried against the
+/// markers it starts only.
 fn has_marker(text: &str) -> bool {
-    text.bytes().enumerate().any(|(i, c)| {
-        matches!(c, b'B' | b's' | b'g' | b'x' | b'A' | b'e' | b'P')
-            && SHAPE_MARKERS.iter().any(|m| text[i..].starts_with(m))
+    let bytes = text.as_bytes();
+    (0..bytes.len()).any(|i| {
+        let rest = &bytes[i..];
+        match bytes[i] {
+            b'B' => rest.starts_with(b"Bearer ") || rest.starts_with(b"Basic "),
+            b's' => rest.starts_with(b"sk-") || rest.starts_with(b"sk_"),
+            b'g' => {
+                rest.starts_with(b"ghp_")
+                    || rest.starts_with(b"gho_")
+                    || rest.starts_with(b"github_pat_")
+                    || rest.starts_with(b"glpat-")
+            }
+            b'x' => rest.starts_with(b"xox"),
+            b'A' => rest.starts_with(b"AKIA"),
+            b'e' => rest.starts_with(b"eyJ"),
+            b'P' => rest.starts_with(b"PRIVATE KEY"),
+            _ => false,
+        }
     })
 }
 
@@ -235,6 +254,23 @@ mod tests {
         assert!(masked.contains("\"k\": \"[redacted]\""), "{masked}");
         assert_eq!(mask_shapes("an ordinary line, nothing here"), None);
         assert_eq!(mask_shapes("sk-short is fine"), None);
+    }
+
+    #[test]
+    fn the_marker_prefilter_finds_every_marker() {
+        for marker in SHAPE_MARKERS {
+            for text in [
+                marker.to_string(),
+                format!("xx {marker} yy"),
+                format!("é{marker}"),
+            ] {
+                assert!(has_marker(&text), "{text}");
+            }
+            assert!(!has_marker(&marker[..marker.len() - 1]), "{marker}");
+        }
+        assert!(!has_marker(
+            "an ordinary line: guest.log counted, Basic, sk, gh_"
+        ));
     }
 
     #[test]
