@@ -1,6 +1,7 @@
 //! Outbound calls: the circuit breaker's cost per request (alone and with both
 //! cores contending, against a bare mutex in the same run), and a GET to a
-//! loopback server through the host against the same request made natively.
+//! loopback server through the host (its connection pool on, and off) against
+//! the same request made natively with keep-alive and without.
 
 use std::path::Path;
 use std::sync::{Barrier, Mutex};
@@ -12,7 +13,8 @@ use mcpplus_runtime::Runtime;
 use mcpplus_runtime::capabilities::CallContext;
 use mcpplus_runtime::engine::RuntimeOptions;
 use mcpplus_runtime::invoke::invoke;
-use mcpplus_runtime::outbound::Scope;
+use mcpplus_runtime::outbound::pool::PoolLimits;
+use mcpplus_runtime::outbound::{Outbound, Scope};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -128,22 +130,23 @@ async fn end_to_end(args: &Args, scratch: &Path, cache: &Path) -> anyhow::Result
     })?;
     let component = runtime.load_file(&wasm)?;
 
-    // The host's outbound layer alone (allow-list, breaker, guard, send), no guest.
+    // The host's outbound layer alone (allow-list, breaker, guard, send), no
+    // guest: the runtime's own (connections kept alive), and one whose pool
+    // keeps nothing (a new connection per request, as before the pool).
     let grants = vec![Destination::parse(&destination).map_err(anyhow::Error::msg)?];
     let call = CallContext::new("bench".into(), "bench".into(), 1);
+    let no_pool = Outbound::with_pool(
+        runtime.outbound().config().clone(),
+        PoolLimits {
+            idle_per_key: 0,
+            ..PoolLimits::default()
+        },
+    )
+    .map_err(anyhow::Error::msg)?;
+    let host_fresh = sample(iterations, || through_layer(&no_pool, &grants, &call, &url)).await?;
     let outbound = runtime.outbound().clone();
-    let host_layer = sample(iterations, || async {
-        let scope = Scope {
-            grants: &grants,
-            call: &call,
-            deadline: Instant::now() + Duration::from_secs(30),
-            connect_timeout: None,
-            first_byte_timeout: None,
-        };
-        let request = http::Request::get(&url).body(bytes::Bytes::new())?;
-        let response = outbound.send(request, &scope).await?;
-        anyhow::ensure!(response.body().as_ref() == b"hello");
-        Ok(())
+    let host_layer = sample(iterations, || {
+        through_layer(&outbound, &grants, &call, &url)
     })
     .await?;
 
@@ -169,22 +172,44 @@ async fn end_to_end(args: &Args, scratch: &Path, cache: &Path) -> anyhow::Result
 
     let report = |label: &str, v: &Value| {
         eprintln!(
-            "  GET loopback, {label:32}: p50 {:7.1} µs  p99 {:7.1} µs",
+            "  GET loopback, {label:36}: p50 {:7.1} µs  p99 {:7.1} µs",
             v["p50_us"].as_f64().unwrap_or(f64::NAN),
             v["p99_us"].as_f64().unwrap_or(f64::NAN)
         );
     };
     report("native reqwest, new connection", &native_fresh);
     report("native reqwest, keep-alive", &native_pooled);
-    report("host outbound layer, no guest", &host_layer);
-    report("fetch tool call (wasm + wasi:http)", &through_tool);
+    report("host layer, no guest, new connection", &host_fresh);
+    report("host layer, no guest, keep-alive", &host_layer);
+    report("fetch tool call, keep-alive", &through_tool);
     Ok(json!({
         "requests": iterations,
         "native_fresh_connection": native_fresh,
         "native_keep_alive": native_pooled,
+        "host_outbound_layer_fresh_connection": host_fresh,
         "host_outbound_layer": host_layer,
         "fetch_tool_call": through_tool,
     }))
+}
+
+/// One GET through `outbound`, as a tool granted `grants` would make it.
+async fn through_layer(
+    outbound: &Outbound,
+    grants: &[Destination],
+    call: &CallContext,
+    url: &str,
+) -> anyhow::Result<()> {
+    let scope = Scope {
+        grants,
+        call,
+        deadline: Instant::now() + Duration::from_secs(30),
+        connect_timeout: None,
+        first_byte_timeout: None,
+    };
+    let request = http::Request::get(url).body(bytes::Bytes::new())?;
+    let response = outbound.send(request, &scope).await?;
+    anyhow::ensure!(response.body().as_ref() == b"hello");
+    Ok(())
 }
 
 /// p50/p99 in µs of `iterations` sequential runs (after a 10% warm-up).

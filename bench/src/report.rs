@@ -332,24 +332,30 @@ fn outbound(r: &Value) -> String {
         ));
     }
     let e = &r["end_to_end"];
-    let base = f(&e["native_fresh_connection"]["p50_us"]);
+    let base = f(&e["native_keep_alive"]["p50_us"]);
     out.push_str(&format!(
         "\nA GET of a 5-byte body from an axum server on 127.0.0.1, {} sequential requests each. The host\n\
-         opens a connection per request, so the like-for-like baseline is native reqwest with a new\n\
-         connection each time; keep-alive is shown for reference. \"Host outbound layer\" calls\n\
-         `Outbound::send` directly (allow-list, breaker, address guard, send, read): no guest. \"fetch\n\
-         tool call\" is the whole in-host tool call: instantiate the component, its wasi:http request\n\
-         through the same layer, the result back as JSON.\n\n",
+         keeps connections alive (a pool keyed by the checked address), so the like-for-like baseline is\n\
+         native reqwest with keep-alive; the new-connection rows show what a connection costs on both\n\
+         sides. \"Host layer\" calls `Outbound::send` directly (allow-list, breaker, address guard, send,\n\
+         read): no guest; its new-connection row is the same layer with a pool that keeps nothing.\n\
+         \"fetch tool call\" is the whole in-host tool call: instantiate the component, its wasi:http\n\
+         request through the same layer, the result back as JSON.\n\n",
         e["requests"]
     ));
-    out.push_str(
-        "| path | p50 µs | p99 µs | p50 vs native, new connection |\n|---|---:|---:|---:|\n",
-    );
+    out.push_str("| path | p50 µs | p99 µs | p50 vs native, keep-alive |\n|---|---:|---:|---:|\n");
     for (label, key) in [
         ("native reqwest, new connection", "native_fresh_connection"),
         ("native reqwest, keep-alive", "native_keep_alive"),
-        ("host outbound layer (no guest)", "host_outbound_layer"),
-        ("fetch tool call (wasm + wasi:http)", "fetch_tool_call"),
+        (
+            "host layer (no guest), new connection",
+            "host_outbound_layer_fresh_connection",
+        ),
+        ("host layer (no guest), keep-alive", "host_outbound_layer"),
+        (
+            "fetch tool call (wasm + wasi:http), keep-alive",
+            "fetch_tool_call",
+        ),
     ] {
         let p50 = f(&e[key]["p50_us"]);
         out.push_str(&format!(

@@ -1,6 +1,6 @@
-//! One attempt at one request: connect to an address that passed the guard,
-//! TLS when the scheme says so, HTTP/1.1, and read the whole response within
-//! the size cap and the timeouts.
+//! One attempt at one request: on a kept connection to an address that passed
+//! the guard for this request, or a new one (TLS when the scheme says so),
+//! HTTP/1.1, and read the whole response within the size cap and the timeouts.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use tokio_rustls::rustls::{self, pki_types::ServerName};
 use wasmtime_wasi_http::io::TokioIo;
 
 use super::guard::Target;
+use super::pool::{Conn, Pool, PoolKey};
 use mcpplus_policy::Scheme;
 
 /// What one attempt needs.
@@ -66,15 +67,61 @@ pub fn tls_connector() -> TlsConnector {
 trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
 
+/// A response, and whether it came over a connection kept from before.
+pub struct Sent {
+    pub response: http::Response<Bytes>,
+    pub reused: bool,
+}
+
+/// Send on an idle connection from `pool` to one of the checked addresses if
+/// there is one, else on a new connection; give the connection back to the
+/// pool only when the response was read whole and nobody asked to close it.
 pub async fn send_once(
     attempt: Attempt<'_>,
     tls: &TlsConnector,
-) -> Result<http::Response<Bytes>, AttemptError> {
+    pool: &Pool,
+) -> Result<Sent, AttemptError> {
+    let keys = attempt
+        .addrs
+        .iter()
+        .map(|a| PoolKey::new(attempt.target, *a));
+    if let Some(conn) = pool.checkout(keys) {
+        match exchange(conn, &attempt, pool, true).await {
+            Ok(response) => {
+                return Ok(Sent {
+                    response,
+                    reused: true,
+                });
+            }
+            // The server had closed the kept connection: a new one, once.
+            Err(Failure::Stale(detail)) => tracing::debug!(
+                event = "outbound.stale_connection",
+                destination = %attempt.target.key,
+                error = %detail,
+                "a kept connection was closed by the server; sending on a new one"
+            ),
+            Err(Failure::Final(e)) => return Err(e),
+        }
+    }
+    let conn = open(&attempt, tls).await?;
+    match exchange(conn, &attempt, pool, false).await {
+        Ok(response) => Ok(Sent {
+            response,
+            reused: false,
+        }),
+        Err(Failure::Stale(detail)) => Err(AttemptError::Protocol(detail)),
+        Err(Failure::Final(e)) => Err(e),
+    }
+}
+
+/// Connect to the first checked address that accepts, TLS when the scheme
+/// says so, and start HTTP/1.1 on it.
+async fn open(attempt: &Attempt<'_>, tls: &TlsConnector) -> Result<Conn, AttemptError> {
     let connect_by = attempt
         .deadline
         .min(Instant::now() + attempt.connect_timeout)
         .into();
-    let stream = connect(attempt.addrs, connect_by, attempt.connect_timeout).await?;
+    let (stream, addr) = connect(attempt.addrs, connect_by, attempt.connect_timeout).await?;
     let stream: Box<dyn Stream> = match attempt.target.scheme {
         Scheme::Http => Box::new(stream),
         Scheme::Https => {
@@ -90,27 +137,79 @@ pub async fn send_once(
             Box::new(tls)
         }
     };
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| AttemptError::Protocol(e.to_string()))?;
-    // The connection is driven by its own task, ended with the attempt.
-    let driver = AbortOnDrop(tokio::spawn(connection));
+    // The connection is driven by its own task, aborted when it is dropped.
+    let driver = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(Conn::new(
+        PoolKey::new(attempt.target, addr),
+        sender,
+        driver,
+    ))
+}
 
+enum Failure {
+    /// A kept connection failed before any response, in a way that means the
+    /// server had closed it: safe to send again on a new connection (the
+    /// request was not sent, or it is idempotent).
+    Stale(String),
+    Final(AttemptError),
+}
+
+impl From<AttemptError> for Failure {
+    fn from(e: AttemptError) -> Self {
+        Failure::Final(e)
+    }
+}
+
+/// One request and its whole response on `conn`.
+async fn exchange(
+    mut conn: Conn,
+    attempt: &Attempt<'_>,
+    pool: &Pool,
+    reused: bool,
+) -> Result<http::Response<Bytes>, Failure> {
     let request = origin_form(attempt.request);
+    let close_asked = asks_to_close(request.headers());
     let first_byte_by = attempt
         .deadline
         .min(Instant::now() + attempt.first_byte_timeout)
         .into();
-    let response = timeout_at(first_byte_by, sender.send_request(request))
-        .await
-        .map_err(|_| {
-            if Instant::now() + Duration::from_millis(1) >= attempt.deadline {
-                AttemptError::TotalTimeout
-            } else {
-                AttemptError::FirstByteTimeout(attempt.first_byte_timeout)
-            }
-        })?
-        .map_err(|e| AttemptError::Protocol(e.to_string()))?;
+    let response = match timeout_at(first_byte_by, conn.sender.try_send_request(request)).await {
+        Err(_) => {
+            return Err(Failure::Final(
+                if Instant::now() + Duration::from_millis(1) >= attempt.deadline {
+                    AttemptError::TotalTimeout
+                } else {
+                    AttemptError::FirstByteTimeout(attempt.first_byte_timeout)
+                },
+            ));
+        }
+        Ok(Ok(response)) => response,
+        Ok(Err(mut e)) => {
+            let unsent = e.take_message().is_some();
+            let error = e.into_error();
+            let detail = error.to_string();
+            let closed_under_us = error.is_incomplete_message()
+                || error.is_canceled()
+                || error.is_closed()
+                || std::error::Error::source(&error)
+                    .is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some());
+            return Err(
+                if reused
+                    && (unsent
+                        || (closed_under_us && super::is_idempotent(attempt.request.method())))
+                {
+                    Failure::Stale(detail)
+                } else {
+                    Failure::Final(AttemptError::Protocol(detail))
+                },
+            );
+        }
+    };
 
     let (parts, mut body) = response.into_parts();
     let cap = attempt.max_response_bytes;
@@ -119,7 +218,7 @@ pub async fn send_once(
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > cap) {
-        return Err(AttemptError::TooLarge(cap));
+        return Err(AttemptError::TooLarge(cap).into());
     }
     let mut collected = BytesMut::new();
     let read_by = attempt.deadline.into();
@@ -130,13 +229,32 @@ pub async fn send_once(
         let frame = frame.map_err(|e| AttemptError::Protocol(e.to_string()))?;
         if let Ok(data) = frame.into_data() {
             if collected.len() as u64 + data.len() as u64 > cap {
-                return Err(AttemptError::TooLarge(cap));
+                return Err(AttemptError::TooLarge(cap).into());
             }
             collected.extend_from_slice(&data);
         }
     }
-    drop(driver);
+    // Read whole and without an error: keep the connection unless either side
+    // asked to close it or it is not plain HTTP/1.1 any more.
+    let reusable = !close_asked
+        && !asks_to_close(&parts.headers)
+        && parts.version == http::Version::HTTP_11
+        && parts.status != http::StatusCode::SWITCHING_PROTOCOLS
+        && attempt.request.method() != http::Method::CONNECT;
+    if reusable {
+        pool.checkin(conn);
+    }
     Ok(http::Response::from_parts(parts, collected.freeze()))
+}
+
+/// Whether `Connection` lists `close`.
+fn asks_to_close(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("close"))
 }
 
 /// Try each address in turn until one accepts, all within one connect budget.
@@ -144,13 +262,13 @@ async fn connect(
     addrs: &[SocketAddr],
     by: tokio::time::Instant,
     limit: Duration,
-) -> Result<TcpStream, AttemptError> {
+) -> Result<(TcpStream, SocketAddr), AttemptError> {
     let mut last = None;
     for addr in addrs {
         match timeout_at(by, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
-                return Ok(stream);
+                return Ok((stream, *addr));
             }
             Ok(Err(e)) => last = Some(format!("{addr}: {e}")),
             Err(_) => return Err(AttemptError::ConnectTimeout(limit)),
@@ -180,12 +298,4 @@ fn origin_form(request: &http::Request<Bytes>) -> http::Request<Full<Bytes>> {
         out.headers_mut().insert(http::header::HOST, value);
     }
     out
-}
-
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }

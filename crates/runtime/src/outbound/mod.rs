@@ -5,6 +5,8 @@
 //! 3. resolves the name and refuses loopback, private, link-local and metadata
 //!    addresses unless the grant names that address,
 //! 4. sends with connect, first-byte and total timeouts and a response-size cap,
+//!    on a kept-alive connection to an address that passed step 3 if one is
+//!    idle ([`pool`]), else on a new one,
 //! 5. retries idempotent requests that failed, with jittered exponential
 //!    backoff, never past the call's deadline.
 //!
@@ -13,6 +15,9 @@
 
 pub mod client;
 pub mod guard;
+pub mod pool;
+#[cfg(test)]
+mod pool_tests;
 pub mod wasi;
 
 use std::net::SocketAddr;
@@ -31,12 +36,14 @@ use mcpplus_breaker::{BreakerRegistry, State, Transition, TransitionListener};
 use mcpplus_policy::Destination;
 use mcpplus_policy::imports::Capability;
 use mcpplus_telemetry::metrics::metrics;
+use pool::{Pool, PoolLimits};
 
 /// The outbound HTTP service shared by every call of every tool.
 pub struct Outbound {
     config: OutboundConfig,
     breakers: BreakerRegistry,
     tls: TlsConnector,
+    pool: Pool,
 }
 
 /// Who is asking and within what: the grants of the calling component, its
@@ -109,12 +116,18 @@ enum Verdict {
 impl Outbound {
     /// The service under `config`, whose [`OutboundConfig::check`] must pass.
     pub fn new(config: OutboundConfig) -> Result<Self, String> {
+        Self::with_pool(config, PoolLimits::default())
+    }
+
+    /// The service, keeping idle connections within `limits`.
+    pub fn with_pool(config: OutboundConfig, limits: PoolLimits) -> Result<Self, String> {
         let overrides = config.check()?;
         let listener: TransitionListener = Arc::new(report_transition);
         Ok(Self {
             breakers: BreakerRegistry::new(config.breaker.clone(), overrides, Some(listener)),
             config,
             tls: client::tls_connector(),
+            pool: Pool::new(limits),
         })
     }
 
@@ -124,6 +137,11 @@ impl Outbound {
 
     pub fn breakers(&self) -> &BreakerRegistry {
         &self.breakers
+    }
+
+    /// The idle connections kept for reuse.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
     }
 
     /// Send `request` for the call in `scope`. A response of any status is
@@ -164,6 +182,7 @@ impl Outbound {
         let mut addrs: Option<Vec<SocketAddr>> = None;
         let mut attempt = 0u32;
         let mut last_failure: Option<String> = None;
+        let mut reused = false;
         let result = loop {
             let permit = match breaker.acquire(Instant::now()) {
                 Ok(p) => p,
@@ -212,8 +231,13 @@ impl Outbound {
                     max_response_bytes: self.config.max_response_bytes,
                 },
                 &self.tls,
+                &self.pool,
             )
-            .await;
+            .await
+            .map(|sent| {
+                reused = sent.reused;
+                sent.response
+            });
             let verdict = self.judge(&outcome);
             let failed = match verdict {
                 Verdict::Failed(label) => {
@@ -262,6 +286,7 @@ impl Outbound {
                 method = %request.method(),
                 status = response.status().as_u16(),
                 attempts = attempt + 1,
+                connection = if reused { "reused" } else { "new" },
                 duration_ms = started.elapsed().as_millis() as u64,
                 "outbound request answered"
             ),
