@@ -89,7 +89,7 @@ pub async fn run_all(args: &Args) -> anyhow::Result<Value> {
     }))
 }
 
-fn machine() -> Value {
+pub(crate) fn machine() -> Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
@@ -151,7 +151,8 @@ async fn latency(args: &Args, cache: &Path) -> anyhow::Result<Value> {
                     )
                     .await?;
             }
-            let load = server.echo_load(total, c).await?;
+            // `.0`: the server is dropped (killed) here, before the HTTP run.
+            let load = server.echo_load(total, c).await?.0;
             rows.push(row(name, "stdio", c, &load));
             // HTTP
             let mut http_args: Vec<&str> = server_args.clone();
