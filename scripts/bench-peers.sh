@@ -59,11 +59,20 @@ WASSETTE="$CACHE/wassette-$WASSETTE_TAG-target/release/wassette"
 
 log "building release binaries"
 cargo build --locked --release -p mcpplus -p mcpplus-bench
-T="${CARGO_TARGET_DIR:-target}/release"
-
-log "building the echo component (guest-tools/echo-min)"
 SCRATCH="$(mktemp -d)"
 trap 'rm -rf "$SCRATCH"' EXIT
+# This run's binaries, linked (or copied) aside at once: a build sharing the target
+# folder cannot swap them during the run.
+T="$SCRATCH/bin"
+mkdir -p "$T"
+for b in mcpplus mcpplus-bench native-echo; do
+    ln -f "${CARGO_TARGET_DIR:-target}/release/$b" "$T/$b" 2>/dev/null ||
+        cp "${CARGO_TARGET_DIR:-target}/release/$b" "$T/$b"
+done
+ln -f "$WASSETTE" "$T/wassette" 2>/dev/null || cp "$WASSETTE" "$T/wassette"
+WASSETTE="$T/wassette"
+
+log "building the echo component (guest-tools/echo-min)"
 # Guests have their own workspace and target folder, as in scripts/build-guest-tools.sh.
 (cd guest-tools && CARGO_TARGET_DIR="$ROOT/guest-tools/target" \
     cargo build --locked --release --target wasm32-wasip2 --quiet -p echo-min)
