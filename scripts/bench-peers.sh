@@ -9,7 +9,7 @@
 # into ~/.cache/mcpplus-bench (or $XDG_CACHE_HOME/mcpplus-bench) and a release build
 # with its own target folder there, which compiles its own wasmtime (~20-40 min).
 # WASSETTE_SRC=PATH uses a Wassette checkout, or a git dir to check the tag out of,
-# instead of cloning. The measurements take ~3 min. Extra arguments go to
+# instead of cloning. The measurements take about a minute. Extra arguments go to
 # `mcpplus-bench peers` (e.g. --reps 1 --scale 0.2 for a quick run).
 source "$(dirname "$0")/common.sh"
 ensure_toolchain

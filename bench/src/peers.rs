@@ -58,6 +58,10 @@ pub struct PeersArgs {
     /// Where to write the raw numbers (JSON)
     #[arg(long)]
     json: PathBuf,
+    /// Measure nothing: write the markdown section from the JSON of an earlier run
+    /// (after editing the section's text)
+    #[arg(long)]
+    render_only: bool,
 }
 
 /// One server under test and how to start it on stdio.
@@ -81,6 +85,11 @@ impl Server {
 }
 
 pub async fn run(args: PeersArgs) -> anyhow::Result<()> {
+    if args.render_only {
+        let results: Value = serde_json::from_str(&std::fs::read_to_string(&args.json)?)?;
+        std::fs::write(&args.markdown, markdown(&results))?;
+        return Ok(());
+    }
     let scratch = std::env::temp_dir().join(format!("mcpplus-bench-peers-{}", std::process::id()));
     let result = run_in(&args, &scratch).await;
     let _ = std::fs::remove_dir_all(&scratch);
@@ -388,14 +397,14 @@ pub fn markdown(r: &Value) -> String {
     let sha = r["component"]["sha256"].as_str().unwrap_or("?");
     let mut out = format!("{BEGIN}\n## Side by side with Wassette\n\n");
     out.push_str(&format!(
-        "Produced by `scripts/bench-peers.sh` (optional, not in CI; `scripts/bench.sh` keeps this\n\
-         section as it is; raw numbers in `bench/results/peers.json`). One run, {} interleaved\n\
-         repetitions per server (native, mcpplus, Wassette, native, …; the median is shown), each a\n\
-         fresh process spoken to over stdio by the raw JSON-RPC client. mcpplus and Wassette serve\n\
-         the same file, `{}` ({} bytes, sha256 `{}`…, from `guest-tools/echo-min`):\n\
-         one top-level export `echo(message: string) -> string` that imports nothing; `native-echo`\n\
-         serves the same tool in Rust. Wassette {} was built from source (`cargo build --release\n\
-         --locked`).\n\n",
+        "Produced by `scripts/bench-peers.sh` (optional, not in CI; `scripts/bench.sh` keeps\n\
+         this section as it is; raw numbers in `bench/results/peers.json`). One run, {}\n\
+         interleaved repetitions per server (native, mcpplus, Wassette, native, …; the median\n\
+         is shown), each a fresh process spoken to over stdio by the raw JSON-RPC client.\n\
+         mcpplus and Wassette serve the same file, built from `guest-tools/echo-min`: one\n\
+         top-level export `echo(message: string) -> string` that imports nothing\n\
+         (`{}`, {} bytes, sha256 `{}`…). `native-echo` serves the same tool in Rust.\n\
+         Wassette {} was built from source (`cargo build --release --locked`).\n\n",
         r["reps"],
         r["component"]["file"].as_str().unwrap_or("?"),
         r["component"]["bytes"],
@@ -403,9 +412,9 @@ pub fn markdown(r: &Value) -> String {
         r["wassette_version"].as_str().unwrap_or("?"),
     ));
     out.push_str(&format!(
-        "Machine: {} ({} cores), Linux {}; measured {}; load average {} before\n\
-         and {} after (a shared machine with other builds running: treat small differences\n\
-         as noise).\n\n",
+        "Machine: {} ({} cores), Linux {}; measured {}.\n\
+         Load average {} before, {} after: a shared machine with other builds\n\
+         running, so treat small differences as noise.\n\n",
         m["cpu"].as_str().unwrap_or("?"),
         m["cores"],
         m["kernel"].as_str().unwrap_or("?"),
@@ -470,20 +479,25 @@ pub fn markdown(r: &Value) -> String {
         "- `native-echo`: no WebAssembly; answers text and `structuredContent`.".to_string(),
         format!(
             "- mcpplus: `mcpplus serve --tools DIR --log warn`, DIR holding only the component.\n  \
-             Its start is warm: its compile cache was filled by an earlier start; with an\n  \
-             empty cache the first start took {:.1} ms (median). Lists {} tool(s); answers\n  \
-             text and `structuredContent`.",
+             Its start is warm: its compile cache was filled by an earlier start (with an\n  \
+             empty cache, the first start took {:.1} ms, median). Lists {} tool(s);\n  \
+             answers text and `structuredContent`. Each call instantiates the component from\n  \
+             its pre-linked `InstancePre` out of the pooling allocator. Most of its peak RSS is\n  \
+             the host itself (see \"mcpplus, no tools, idle\" under Resident memory above).",
             f(&r["mcpplus_cold_start_ms_median"]),
             s["mcpplus"]["tools_listed"],
         ),
         format!(
-            "- Wassette: `RUST_LOG=warn wassette serve --stdio --plugin-dir DIR`, DIR holding only\n  \
-             the component, which Wassette loads at start (compiling it: it keeps no compile\n  \
-             cache), so no `load-component` call is needed; the tool is named `echo` as in\n  \
-             mcpplus. Lists {} tools (its built-in management tools besides `echo`); answers\n  \
-             {wassette_answers}, and leaves `isError` out when false (the client accepts\n  \
-             either). `RUST_LOG=warn` matches mcpplus's `--log warn`: Wassette's default,\n  \
-             `info`, writes lines for every call.",
+            "- Wassette: `RUST_LOG=warn wassette serve --stdio --plugin-dir DIR`, DIR holding\n  \
+             only the component, which Wassette loads at start (compiling it: it keeps no\n  \
+             compile cache), so no `load-component` call is needed; the tool is named `echo`\n  \
+             as in mcpplus. Lists {} tools (its built-in management tools besides `echo`);\n  \
+             answers {wassette_answers}, and leaves `isError` out when\n  \
+             false (the client accepts either). `RUST_LOG=warn` matches mcpplus's `--log\n  \
+             warn`: Wassette's default, `info`, writes lines for every call. In the v0.2.0\n  \
+             source, each call builds a new `Linker` (WASI, WASI HTTP, WASI config) and\n  \
+             instantiates the component through it, with wasmtime's default on-demand\n  \
+             allocator (not profiled here).",
             s["wassette"]["tools_listed"],
         ),
     ];
