@@ -21,8 +21,15 @@ pub struct StdioServer {
 
 impl StdioServer {
     pub fn spawn(program: &std::path::Path, args: &[&str]) -> anyhow::Result<Self> {
-        let mut child = Command::new(program)
-            .args(args)
+        let mut command = Command::new(program);
+        command.args(args);
+        Self::spawn_command(command)
+    }
+
+    /// Start `command` (its stdio is replaced: piped in and out, stderr discarded).
+    pub fn spawn_command(mut command: Command) -> anyhow::Result<Self> {
+        let program = command.as_std().get_program().to_owned();
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -76,14 +83,20 @@ impl StdioServer {
             .await
     }
 
-    /// `total` echo calls with up to `concurrency` in flight; per-call latencies.
-    pub async fn echo_load(mut self, total: usize, concurrency: usize) -> anyhow::Result<Load> {
+    /// `total` echo calls with up to `concurrency` in flight; per-call latencies,
+    /// and the server back (still running) for more requests.
+    pub async fn echo_load(self, total: usize, concurrency: usize) -> anyhow::Result<(Load, Self)> {
+        let Self {
+            child,
+            mut stdin,
+            lines,
+        } = self;
         let sent: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
         let slots = Arc::new(Semaphore::new(concurrency));
         let reader = {
             let sent = sent.clone();
             let slots = slots.clone();
-            let mut lines = self.lines;
+            let mut lines = lines;
             tokio::spawn(async move {
                 let mut latencies = Vec::with_capacity(total);
                 while latencies.len() < total {
@@ -94,15 +107,16 @@ impl StdioServer {
                     let Some(id) = message["id"].as_u64() else {
                         continue;
                     };
+                    // `isError` may be left out when false (MCP; rmcp 0.2 does, as in Wassette).
                     anyhow::ensure!(
-                        message["result"]["isError"] == false,
+                        message["result"].is_object() && message["result"]["isError"] != true,
                         "echo failed: {message}"
                     );
                     let started = sent.lock().unwrap().remove(&id).context("unknown id")?;
                     latencies.push(started.elapsed());
                     slots.add_permits(1);
                 }
-                Ok(latencies)
+                Ok((latencies, lines))
             })
         };
         let started = Instant::now();
@@ -113,10 +127,18 @@ impl StdioServer {
             let mut line = serde_json::to_vec(&message)?;
             line.push(b'\n');
             sent.lock().unwrap().insert(id, Instant::now());
-            self.stdin.write_all(&line).await?;
+            stdin.write_all(&line).await?;
         }
-        let latencies = reader.await??;
-        Ok(Load::new(latencies, started.elapsed()))
+        let (latencies, lines) = reader.await??;
+        let load = Load::new(latencies, started.elapsed());
+        Ok((
+            load,
+            Self {
+                child,
+                stdin,
+                lines,
+            },
+        ))
     }
 }
 

@@ -3,11 +3,14 @@
 //! hot loading (swap time, calls during swaps).
 //! Run by `scripts/bench.sh`, which writes docs/benchmarks.md and
 //! bench/results/latest.json. Every comparison is measured in the same run.
+//! `mcpplus-bench peers …` is the side-by-side run with Wassette (peers.rs,
+//! scripts/bench-peers.sh).
 
 mod client;
 mod logging;
 mod mesh;
 mod outbound;
+mod peers;
 mod queue;
 mod reload;
 mod report;
@@ -47,6 +50,10 @@ pub struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // `mcpplus-bench peers …`: the side-by-side run of scripts/bench-peers.sh.
+    if std::env::args().nth(1).as_deref() == Some("peers") {
+        return peers::run(peers::PeersArgs::parse_from(std::env::args().skip(1))).await;
+    }
     let args = Args::parse();
     let results = scenarios::run_all(&args).await?;
     if !args.only.is_empty() {
@@ -54,7 +61,12 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     std::fs::write(&args.json, serde_json::to_string_pretty(&results)?)?;
-    std::fs::write(&args.report, report::markdown(&results))?;
+    // The side-by-side section (scripts/bench-peers.sh) is not this run's: keep it.
+    let previous = std::fs::read_to_string(&args.report).unwrap_or_default();
+    std::fs::write(
+        &args.report,
+        report::keep_peers_section(report::markdown(&results), &previous),
+    )?;
     eprintln!(
         "wrote {} and {}",
         args.report.display(),

@@ -120,6 +120,21 @@ pub fn markdown(r: &Value) -> String {
     out
 }
 
+/// `report` with the side-by-side section of `previous` (the file being replaced)
+/// appended: that section, between `peers::BEGIN` and `peers::END`, is written by
+/// scripts/bench-peers.sh, not by this run, so rewriting the file must not drop it.
+pub fn keep_peers_section(mut report: String, previous: &str) -> String {
+    use crate::peers::{BEGIN, END};
+    if let Some(start) = previous.find(BEGIN)
+        && let Some(len) = previous[start..].find(END)
+    {
+        report.push('\n');
+        report.push_str(&previous[start..start + len + END.len()]);
+        report.push('\n');
+    }
+    report
+}
+
 /// The mesh: remote against local pickup, and throughput by worker nodes.
 fn mesh(r: &Value) -> String {
     if r.is_null() {
@@ -512,4 +527,21 @@ fn targets(r: &Value) -> String {
         verdict(rss_mib < 20.0)
     ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_peers_section_survives_a_rewrite() {
+        let previous = "# Benchmarks\nold\n<!-- peers:begin -->\n## Side by side\n| a |\n<!-- peers:end -->\nafter\n";
+        let kept = super::keep_peers_section("# Benchmarks\nnew\n".into(), previous);
+        assert_eq!(
+            kept,
+            "# Benchmarks\nnew\n\n<!-- peers:begin -->\n## Side by side\n| a |\n<!-- peers:end -->\n"
+        );
+        assert_eq!(
+            super::keep_peers_section("new\n".into(), "no section"),
+            "new\n"
+        );
+    }
 }

@@ -89,7 +89,7 @@ pub async fn run_all(args: &Args) -> anyhow::Result<Value> {
     }))
 }
 
-fn machine() -> Value {
+pub(crate) fn machine() -> Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
@@ -153,10 +153,12 @@ async fn latency(args: &Args, cache: &Path) -> anyhow::Result<Value> {
             }
             let pid = server.pid();
             let cpu_before = process_cpu_ns(pid);
-            let load = server.echo_load(total, c).await?;
-            let cpu_per_call_us = (process_cpu_ns(pid) - cpu_before) as f64
+            let (load, server) = server.echo_load(total, c).await?;
+            let cpu_per_call_us = process_cpu_ns(pid).saturating_sub(cpu_before) as f64
                 / 1e3
                 / load.latencies.len() as f64;
+            // Killed here, before the HTTP run.
+            drop(server);
             let mut stdio_row = row(name, "stdio", c, &load);
             eprintln!("           server CPU per call {cpu_per_call_us:6.1} µs");
             stdio_row["server_cpu_per_call_us"] = json!(cpu_per_call_us);
