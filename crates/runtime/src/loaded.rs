@@ -183,7 +183,10 @@ impl LoadedComponent {
             exports.insert(tool.name.clone(), index);
         }
         let mut warnings = Vec::new();
-        let ok_series = exports.keys().map(|t| (t.clone(), OnceLock::new())).collect();
+        let ok_series = exports
+            .keys()
+            .map(|t| (t.clone(), OnceLock::new()))
+            .collect();
         let served_exports = ServedExports::find(&component, &description, &mut warnings);
         let mut loaded = Self {
             name: name.to_string(),
