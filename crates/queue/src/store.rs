@@ -312,7 +312,10 @@ impl Room {
 
 fn insert(tx: &Connection, new: NewTask, now: i64, room: &mut Room) -> Result<(Task, bool)> {
     validate(&new)?;
-    let payload = new.arguments.to_string().len() + new.metadata.to_string().len();
+    // Serialised once: measured for the quota, then stored.
+    let arguments = new.arguments.to_string();
+    let metadata = new.metadata.to_string();
+    let payload = arguments.len() + metadata.len();
     if payload as u64 > room.quotas.max_payload_bytes {
         return Err(StoreError::Invalid(format!(
             "the task's arguments and metadata are {payload} bytes of JSON, over this queue's limit of {} ([queue] max_payload_bytes); pass a reference (a path, a URL) instead of the data",
@@ -321,11 +324,10 @@ fn insert(tx: &Connection, new: NewTask, now: i64, room: &mut Room) -> Result<(T
     }
     if let Some(key) = &new.idempotency_key
         && let Some(existing) = tx
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM tasks WHERE idempotency_key = ?1"),
-                [key],
-                task_from_row,
-            )
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM tasks WHERE idempotency_key = ?1"
+            ))?
+            .query_row([key], task_from_row)
             .optional()?
     {
         if existing.tool != new.tool || existing.arguments != new.arguments {
@@ -346,25 +348,27 @@ fn insert(tx: &Connection, new: NewTask, now: i64, room: &mut Room) -> Result<(T
         Some(id) => id.clone(),
         None => generated_id(tx)?,
     };
-    let inserted = tx.execute(
-        "INSERT INTO tasks (id, tool, arguments, priority, tags, metadata, timeout_ms,
+    // Cached statements: a submit is parsed by SQLite once per connection.
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO tasks (id, tool, arguments, priority, tags, metadata, timeout_ms,
                 max_attempts, backoff_ms, idempotency_key, state, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'queued', ?11)
              ON CONFLICT(id) DO NOTHING",
-        params![
+        )?
+        .execute(params![
             id,
             new.tool,
-            new.arguments.to_string(),
+            arguments,
             new.priority,
             serde_json::to_string(&new.tags).unwrap_or_default(),
-            new.metadata.to_string(),
+            metadata,
             new.timeout_ms.map(|t| t as i64),
             new.max_attempts,
             new.backoff_ms as i64,
             new.idempotency_key,
             now,
-        ],
-    )?;
+        ])?;
     if inserted == 0 {
         return Err(StoreError::Invalid(format!(
             "a task with id `{id}` already exists; choose another id, or leave it out to get a generated one"
@@ -1241,13 +1245,10 @@ fn add_missing_columns(db: &Connection) -> Result<()> {
 }
 
 fn get(db: &Connection, id: &str) -> Result<Task> {
-    db.query_row(
-        &format!("SELECT {COLUMNS} FROM tasks WHERE id = ?1"),
-        [id],
-        task_from_row,
-    )
-    .optional()?
-    .ok_or_else(|| StoreError::NotFound(id.to_string()))
+    db.prepare_cached(&format!("SELECT {COLUMNS} FROM tasks WHERE id = ?1"))?
+        .query_row([id], task_from_row)
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(id.to_string()))
 }
 
 fn paused(db: &Connection) -> Result<bool> {
@@ -1295,12 +1296,12 @@ pub struct Timings {
 /// simply drawn again.
 fn generated_id(db: &Connection) -> Result<String> {
     loop {
-        let (id, taken): (String, bool) = db.query_row(
-            "WITH candidate(id) AS (SELECT 'task-' || lower(hex(randomblob(16))))
-             SELECT id, EXISTS(SELECT 1 FROM tasks WHERE tasks.id = candidate.id) FROM candidate",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
+        let (id, taken): (String, bool) = db
+            .prepare_cached(
+                "WITH candidate(id) AS (SELECT 'task-' || lower(hex(randomblob(16))))
+                 SELECT id, EXISTS(SELECT 1 FROM tasks WHERE tasks.id = candidate.id) FROM candidate",
+            )?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         if !taken {
             return Ok(id);
         }
