@@ -87,12 +87,17 @@ pub async fn invoke_labelled(
 ) -> (ToolOutcome, &'static str) {
     let started = std::time::Instant::now();
     let (outcome, label) = run(runtime, component, tool, arguments, cancel, observer).await;
-    match component.ok_series(&tool.name) {
-        Some(series) if label == "ok" => {
+    // Resolved only for a success: creating the `ok` series on a failed call
+    // would list an outcome that never happened.
+    let ok_series = (label == "ok")
+        .then(|| component.ok_series(&tool.name))
+        .flatten();
+    match ok_series {
+        Some(series) => {
             series.calls.inc();
             series.duration.observe(started.elapsed().as_secs_f64());
         }
-        _ => record_call(&tool.name, &component.name, label, started),
+        None => record_call(&tool.name, &component.name, label, started),
     }
     (outcome, label)
 }
