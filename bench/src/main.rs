@@ -65,7 +65,7 @@ async fn main() -> anyhow::Result<()> {
     let previous = std::fs::read_to_string(&args.report).unwrap_or_default();
     std::fs::write(
         &args.report,
-        report::keep_peers_section(report::markdown(&results), &previous),
+        report::keep_marked_sections(report::markdown(&results), &previous),
     )?;
     eprintln!(
         "wrote {} and {}",

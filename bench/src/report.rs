@@ -129,17 +129,27 @@ pub fn markdown(r: &Value) -> String {
     out
 }
 
-/// `report` with the side-by-side section of `previous` (the file being replaced)
-/// appended: that section, between `peers::BEGIN` and `peers::END`, is written by
-/// scripts/bench-peers.sh, not by this run, so rewriting the file must not drop it.
-pub fn keep_peers_section(mut report: String, previous: &str) -> String {
-    use crate::peers::{BEGIN, END};
-    if let Some(start) = previous.find(BEGIN)
-        && let Some(len) = previous[start..].find(END)
-    {
-        report.push('\n');
-        report.push_str(&previous[start..start + len + END.len()]);
-        report.push('\n');
+/// Hand-written sections of docs/benchmarks.md (authoring times, conformance
+/// results: figures other scripts measure), kept like the side-by-side one.
+pub const HAND_BEGIN: &str = "<!-- hand-written:begin -->";
+pub const HAND_END: &str = "<!-- hand-written:end -->";
+
+/// `report` with the marked sections of `previous` (the file being replaced)
+/// appended: the hand-written one, then the side-by-side one (written by
+/// scripts/bench-peers.sh). This run does not produce them, so rewriting the
+/// file must not drop them.
+pub fn keep_marked_sections(mut report: String, previous: &str) -> String {
+    for (begin, end) in [
+        (HAND_BEGIN, HAND_END),
+        (crate::peers::BEGIN, crate::peers::END),
+    ] {
+        if let Some(start) = previous.find(begin)
+            && let Some(len) = previous[start..].find(end)
+        {
+            report.push('\n');
+            report.push_str(&previous[start..start + len + end.len()]);
+            report.push('\n');
+        }
     }
     report
 }
@@ -599,15 +609,20 @@ fn targets(r: &Value) -> String {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_peers_section_survives_a_rewrite() {
+    fn the_marked_sections_survive_a_rewrite() {
         let previous = "# Benchmarks\nold\n<!-- peers:begin -->\n## Side by side\n| a |\n<!-- peers:end -->\nafter\n";
-        let kept = super::keep_peers_section("# Benchmarks\nnew\n".into(), previous);
+        let kept = super::keep_marked_sections("# Benchmarks\nnew\n".into(), previous);
         assert_eq!(
             kept,
             "# Benchmarks\nnew\n\n<!-- peers:begin -->\n## Side by side\n| a |\n<!-- peers:end -->\n"
         );
+        let both = "x\n<!-- peers:begin -->\nP\n<!-- peers:end -->\n<!-- hand-written:begin -->\nH\n<!-- hand-written:end -->\n";
         assert_eq!(
-            super::keep_peers_section("new\n".into(), "no section"),
+            super::keep_marked_sections("new\n".into(), both),
+            "new\n\n<!-- hand-written:begin -->\nH\n<!-- hand-written:end -->\n\n<!-- peers:begin -->\nP\n<!-- peers:end -->\n"
+        );
+        assert_eq!(
+            super::keep_marked_sections("new\n".into(), "no section"),
             "new\n"
         );
     }
