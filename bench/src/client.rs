@@ -56,6 +56,19 @@ impl StdioServer {
         Ok(())
     }
 
+    /// `calls` echo calls, one after another, before anything is measured.
+    pub async fn warm_up(&mut self, calls: u64) -> anyhow::Result<()> {
+        for i in 0..calls {
+            self.request(
+                1_000_000 + i,
+                "tools/call",
+                json!({"name": "echo", "arguments": {"message": "warm"}}),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
     /// Send a request and wait for the response with its id.
     pub async fn request(&mut self, id: u64, method: &str, params: Value) -> anyhow::Result<Value> {
         self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
@@ -234,10 +247,29 @@ pub async fn http_echo_load(url: &str, total: usize, concurrency: usize) -> anyh
 
 /// Resident set size of a process, in KiB (from /proc).
 pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A `kB` line of /proc/PID/status (e.g. `VmHWM:`), in KiB.
+pub fn status_kib(pid: u32, key: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(key))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS")
+        .with_context(|| format!("no {key} in /proc/{pid}/status"))
+}
+
+/// CPU time (user + system) all threads of `pid` have used so far, in ns
+/// (the scheduler's per-thread accounting, finer than /proc/PID/stat's ticks).
+/// Less sensitive to a busy machine than wall-clock latency.
+pub fn process_cpu_ns(pid: u32) -> u64 {
+    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    threads
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
 }

@@ -6,7 +6,7 @@
 //! Each repetition starts a fresh server process and measures, in this order: the
 //! time from spawn to the answer of the first `tools/list`, sequential echo calls
 //! (p50), echo calls with 16 in flight (calls/s), the server's CPU time over both
-//! loads (utime + stime from /proc/PID/stat, divided by the calls) and its peak
+//! loads (all threads' scheduler CPU time, divided by the calls) and its peak
 //! resident memory (VmHWM). Repetitions are interleaved (native, mcpplus, Wassette,
 //! native, …) so that the machine's noise spreads over all three; the table shows
 //! the median of the repetitions, the JSON keeps every one.
@@ -19,7 +19,7 @@ use clap::Parser;
 use serde_json::{Value, json};
 use tokio::process::Command;
 
-use crate::client::StdioServer;
+use crate::client::{StdioServer, process_cpu_ns, status_kib};
 
 /// Where the section starts and ends in docs/benchmarks.md (report.rs keeps it).
 pub const BEGIN: &str = "<!-- peers:begin -->";
@@ -160,7 +160,6 @@ async fn run_in(args: &PeersArgs, scratch: &Path) -> anyhow::Result<Value> {
     ];
     let sequential = ((3000.0 * args.scale) as usize).max(10);
     let parallel = ((8000.0 * args.scale) as usize / 16 * 16).max(16);
-    let clock_ticks = clock_ticks_per_second();
     let load_before = loadavg();
 
     // One start of each, not recorded: binaries into the page cache, and the
@@ -175,7 +174,7 @@ async fn run_in(args: &PeersArgs, scratch: &Path) -> anyhow::Result<Value> {
     let mut mcpplus_cold_ms = Vec::new();
     for rep in 0..args.reps {
         for (i, server) in servers.iter().enumerate() {
-            let row = measure(server, sequential, parallel, clock_ticks)
+            let row = measure(server, sequential, parallel)
                 .await
                 .with_context(|| format!("{} (repetition {})", server.label, rep + 1))?;
             eprintln!(
@@ -241,7 +240,6 @@ async fn run_in(args: &PeersArgs, scratch: &Path) -> anyhow::Result<Value> {
         "reps": args.reps,
         "sequential_calls": sequential,
         "parallel_calls": parallel,
-        "clock_ticks_per_s": clock_ticks,
         "loadavg_before": load_before,
         "loadavg_after": loadavg(),
         "mcpplus_cold_start_ms": mcpplus_cold_ms,
@@ -268,12 +266,7 @@ async fn start(server: &Server) -> anyhow::Result<(f64, StdioServer)> {
     Ok((ms, process))
 }
 
-async fn measure(
-    server: &Server,
-    sequential: usize,
-    parallel: usize,
-    clock_ticks: f64,
-) -> anyhow::Result<Value> {
+async fn measure(server: &Server, sequential: usize, parallel: usize) -> anyhow::Result<Value> {
     let (start_ms, mut process) = start(server).await?;
     let list = process.request(2, "tools/list", json!({})).await?;
     let tools_listed = list["result"]["tools"].as_array().map_or(0, Vec::len);
@@ -289,24 +282,16 @@ async fn measure(
         answer["result"]["content"][0]["text"] == message,
         "echo did not answer its message as text: {answer}"
     );
-    for i in 0..200 {
-        process
-            .request(
-                1_000_000 + i,
-                "tools/call",
-                json!({"name": "echo", "arguments": {"message": "warm"}}),
-            )
-            .await?;
-    }
+    process.warm_up(200).await?;
     let pid = process.pid();
-    let cpu_before = cpu_ticks(pid)?;
+    let cpu_before = process_cpu_ns(pid);
     let (seq, process) = process.echo_load(sequential, 1).await?;
     let (par, process) = process.echo_load(parallel, 16).await?;
-    let cpu_after = cpu_ticks(pid)?;
+    let cpu_after = process_cpu_ns(pid);
     let peak_rss_kib = status_kib(pid, "VmHWM:")?;
     drop(process);
     let cpu_us_per_call =
-        (cpu_after - cpu_before) as f64 / clock_ticks * 1e6 / (sequential + parallel) as f64;
+        cpu_after.saturating_sub(cpu_before) as f64 / 1e3 / (sequential + parallel) as f64;
     Ok(json!({
         "start_ms": start_ms,
         "p50_us": seq.percentile_us(0.5),
@@ -318,42 +303,6 @@ async fn measure(
         "tools_listed": tools_listed,
         "structured_content": answer["result"].get("structuredContent").is_some(),
     }))
-}
-
-/// utime + stime of a process, in clock ticks (/proc/PID/stat fields 14 and 15).
-fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // The command name (field 2) is in parentheses and may hold spaces.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .context("malformed /proc/PID/stat")?
-        .1
-        .split_whitespace()
-        .collect();
-    let field = |n: usize| -> anyhow::Result<u64> {
-        // fields[0] is field 3 (the state).
-        Ok(fields.get(n - 3).context("short /proc/PID/stat")?.parse()?)
-    };
-    Ok(field(14)? + field(15)?)
-}
-
-/// A `kB` line of /proc/PID/status (e.g. `VmHWM:`), in KiB.
-fn status_kib(pid: u32, key: &str) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .with_context(|| format!("no {key} in /proc/{pid}/status"))
-}
-
-fn clock_ticks_per_second() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
 }
 
 fn loadavg() -> String {
@@ -459,7 +408,7 @@ pub fn markdown(r: &Value) -> String {
         &with_ratio("calls_per_s_16", 0),
     );
     row(
-        "server CPU per call, µs (utime + stime over both loads / calls; ratio)",
+        "server CPU per call, µs (all threads' CPU time over both loads / calls; ratio)",
         &with_ratio("cpu_us_per_call", 1),
     );
     row("start to first `tools/list`, ms (spawn included)", &|k| {

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use wasmtime::component::Val;
 
 use crate::Args;
-use crate::client::{StdioServer, http_echo_load, rss_kib};
+use crate::client::{StdioServer, http_echo_load, process_cpu_ns, rss_kib};
 use mcpplus_policy::config::CallLimits;
 use mcpplus_runtime::Runtime;
 use mcpplus_runtime::call::{Instantiation, call_tool_with};
@@ -142,15 +142,7 @@ async fn latency(args: &Args, cache: &Path) -> anyhow::Result<Value> {
             // stdio
             let mut server = StdioServer::spawn(program, &server_args)?;
             server.initialize().await?;
-            for i in 0..200 {
-                server
-                    .request(
-                        1_000_000 + i,
-                        "tools/call",
-                        json!({"name": "echo", "arguments": {"message": "warm"}}),
-                    )
-                    .await?;
-            }
+            server.warm_up(200).await?;
             let pid = server.pid();
             let cpu_before = process_cpu_ns(pid);
             let (load, server) = server.echo_load(total, c).await?;
@@ -175,20 +167,6 @@ async fn latency(args: &Args, cache: &Path) -> anyhow::Result<Value> {
         }
     }
     Ok(Value::Array(rows))
-}
-
-/// CPU time (user + system) all threads of `pid` have used so far, in ns
-/// (the scheduler's per-thread accounting, finer than /proc/PID/stat's ticks).
-/// Less sensitive to a busy machine than wall-clock latency.
-fn process_cpu_ns(pid: u32) -> u64 {
-    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
-    threads
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
 }
 
 fn row(server: &str, transport: &str, concurrency: usize, load: &crate::client::Load) -> Value {
