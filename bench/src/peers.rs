@@ -120,6 +120,8 @@ async fn run_in(args: &PeersArgs, scratch: &Path) -> anyhow::Result<Value> {
         std::fs::write(dir.join(file_name), &bytes)?;
     }
     let warm_cache = scratch.join("mcpplus-cache");
+    // Its own data dir: the default one may hold a queue file and templates.
+    let data_dir = scratch.join("mcpplus-data");
     let path = |p: &Path| p.to_string_lossy().into_owned();
     let servers = [
         Server {
@@ -139,6 +141,8 @@ async fn run_in(args: &PeersArgs, scratch: &Path) -> anyhow::Result<Value> {
                 &path(&mcpplus_tools),
                 "--cache-dir",
                 &path(&warm_cache),
+                "--data-dir",
+                &path(&data_dir),
                 "--log",
                 "warn",
             ]

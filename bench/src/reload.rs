@@ -103,12 +103,15 @@ async fn start(
     std::fs::create_dir_all(tools)?;
     let target = tools.join("versioned.wasm");
     install(&target, v1)?;
+    let data_dir = tools.with_extension("data");
     let mut server_args = vec![
         "serve",
         "--tools",
         tools.to_str().context("utf-8 path")?,
         "--cache-dir",
         cache.to_str().context("utf-8 path")?,
+        "--data-dir",
+        data_dir.to_str().context("utf-8 path")?,
         "--log",
         "warn",
     ];

@@ -117,13 +117,26 @@ pub(crate) fn machine() -> Value {
     json!({"cpu": cpu, "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "kernel": kernel, "rustc": rustc, "date": date})
 }
 
+/// `serve` with `tools`, a shared compile cache, and an empty data dir of its
+/// own beside the cache (each server gets a new one): the figures must not
+/// depend on what this machine's default data dir holds (a queue file,
+/// workflow templates). The bench is a short-lived process, so the leaked
+/// path strings are bounded by the number of servers it starts.
 fn serve_args<'a>(tools: &'a str, cache: &'a str) -> Vec<&'a str> {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let data_dir = Path::new(cache)
+        .with_file_name(format!("data-{}-{n}", std::process::id()))
+        .to_string_lossy()
+        .into_owned();
     vec![
         "serve",
         "--tools",
         tools,
         "--cache-dir",
         cache,
+        "--data-dir",
+        Box::leak(data_dir.into_boxed_str()),
         "--log",
         "warn",
     ]
@@ -281,6 +294,8 @@ async fn time_to_first_list(
         .arg(tools)
         .arg("--cache-dir")
         .arg(cache)
+        .arg("--data-dir")
+        .arg(log.with_extension("data"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log_file))

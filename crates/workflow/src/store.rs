@@ -256,13 +256,24 @@ pub struct TaskRow {
     pub cached_from: Option<String>,
 }
 
+/// Columns added after the first release, for files an older mcpplus made:
+/// `CREATE TABLE IF NOT EXISTS` leaves an existing table as it was.
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("workflow_tasks", "cached_from", "TEXT"),
+    ("workflows", "max_parallel", "INTEGER NOT NULL DEFAULT 10"),
+];
+
 pub fn ensure_schema(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(SCHEMA)?;
-    let has: bool = conn
-        .prepare("SELECT 1 FROM pragma_table_info('workflow_tasks') WHERE name = 'cached_from'")?
-        .exists([])?;
-    if !has {
-        conn.execute_batch("ALTER TABLE workflow_tasks ADD COLUMN cached_from TEXT")?;
+    for (table, column, declaration) in ADDED_COLUMNS {
+        let has: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2")?
+            .exists(params![table, column])?;
+        if !has {
+            conn.execute_batch(&format!(
+                "ALTER TABLE {table} ADD COLUMN {column} {declaration}"
+            ))?;
+        }
     }
     Ok(())
 }
@@ -847,5 +858,52 @@ pub fn cache_put(
             "DELETE FROM step_cache WHERE key IN (SELECT key FROM step_cache ORDER BY last_used LIMIT ?1)",
             [(entries - CACHE_ENTRIES).clamp(1, 1000)],
         )?;
+    }
+}
+
+#[cfg(test)]
+mod migration_tests {
+    use super::*;
+
+    /// A file written before `max_parallel` and `cached_from` existed: the
+    /// driver's queries must work on it after `ensure_schema`.
+    #[test]
+    fn an_older_file_gains_the_added_columns() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE tasks (id TEXT PRIMARY KEY, state TEXT NOT NULL);
+             INSERT INTO tasks VALUES ('t1', 'running');",
+        )
+        .unwrap();
+        // SCHEMA never had cached_from (it is added by ALTER); drop max_parallel too.
+        let old = SCHEMA.replace("    max_parallel  INTEGER NOT NULL DEFAULT 10,\n", "");
+        assert_ne!(
+            old, SCHEMA,
+            "the test must drop max_parallel from the schema"
+        );
+        conn.execute_batch(&old).unwrap();
+        conn.execute_batch(
+            "INSERT INTO workflows (id, name, spec, spec_sha256, state, priority, tags, created_at)
+                  VALUES ('w1', 'old', '{}', '', 'running', 0.5, '[]', 0);
+             INSERT INTO workflow_tasks (task_id, workflow_id, step_id, state)
+                  VALUES ('t1', 'w1', 's', 'open');",
+        )
+        .unwrap();
+        assert!(
+            workflows_to_advance(&conn).is_err(),
+            "the old file lacks max_parallel"
+        );
+
+        ensure_schema(&conn).unwrap();
+        ensure_schema(&conn).unwrap(); // twice: a second start changes nothing
+        assert_eq!(workflows_to_advance(&conn).unwrap(), Vec::<String>::new());
+        let parallel: i64 = conn
+            .query_row(
+                "SELECT max_parallel FROM workflows WHERE id = 'w1'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(parallel, 10);
     }
 }

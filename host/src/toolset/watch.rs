@@ -35,11 +35,12 @@ pub fn watch(toolset: Arc<ToolSet>, dir: &Path, settle: Duration) -> notify::Res
     let (tx, rx) = mpsc::unbounded_channel();
     let mut watcher =
         notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
-            Ok(event) => {
+            Ok(event) if may_change_content(&event.kind) => {
                 for path in event.paths {
                     let _ = tx.send(path);
                 }
             }
+            Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "tools folder watch error"),
         })?;
     watcher.watch(dir, RecursiveMode::NonRecursive)?;
@@ -54,6 +55,22 @@ pub fn watch(toolset: Arc<ToolSet>, dir: &Path, settle: Duration) -> notify::Res
 
 /// The component file a changed path concerns: `x.wasm` itself, or `x.wasm`
 /// beside a changed `x.policy.toml`. Anything else is ignored.
+/// Whether an event can mean a file was added, removed, renamed or written.
+/// Opening or reading a file (inotify's IN_OPEN / IN_CLOSE_NOWRITE, which
+/// notify reports as `Access`) and attribute changes (atime, mode) do not.
+/// They must not start a check: the check reads the file itself, so a read
+/// that started one would start the next, hashing every component over and
+/// over once anything (a backup, `cp`, another server) read the folder.
+fn may_change_content(kind: &notify::EventKind) -> bool {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode, ModifyKind};
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(_)) => false,
+        _ => true,
+    }
+}
+
 fn component_file(path: &Path) -> Option<PathBuf> {
     let file = path.file_name()?.to_str()?;
     if file.starts_with('.') {
@@ -128,6 +145,41 @@ async fn apply(toolset: &ToolSet, path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reading a component must not make the watcher look at it; writing
+    /// one must. inotify delivers a folder's events in order, so the first
+    /// path through is the written file unless the reads got through too.
+    #[test]
+    fn reads_are_not_changes() {
+        let dir = std::env::temp_dir().join(format!("mcpplus-watch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let read_me = dir.join("read.wasm");
+        std::fs::write(&read_me, b"\0asm").unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if let Ok(event) = event
+                    && may_change_content(&event.kind)
+                {
+                    for path in event.paths {
+                        let _ = tx.send(path);
+                    }
+                }
+            })
+            .unwrap();
+        watcher.watch(&dir, RecursiveMode::NonRecursive).unwrap();
+        for _ in 0..3 {
+            std::fs::read(&read_me).unwrap();
+        }
+        let written = dir.join("written.wasm");
+        std::fs::write(&written, b"\0asm").unwrap();
+        let first = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the write was seen");
+        assert_eq!(first, written, "a read was reported as a change");
+        drop(watcher);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn only_components_and_policies_matter() {
