@@ -24,7 +24,9 @@ pub fn markdown(r: &Value) -> String {
     out.push_str("## Echo latency and throughput (raw JSON-RPC client)\n\n");
     out.push_str("The `echo` tool of the bundled `showcase` component, against the same tool served natively by\n");
     out.push_str("rmcp (`native-echo`, the floor). stdio uses the 2025-11-25 handshake; HTTP sends stateless\n");
-    out.push_str("2026-07-28 requests. Server CPU per call (stdio): all the server's threads' CPU time during\n");
+    out.push_str(
+        "2026-07-28 requests. Server CPU per call: all the server's threads' CPU time during\n",
+    );
     out.push_str("the run divided by the calls, less sensitive to a busy machine than wall-clock figures.\n\n");
     out.push_str("| transport | concurrency | native p50 µs | mcpplus p50 µs | ratio p50 | native p99 µs | mcpplus p99 µs | native calls/s | mcpplus calls/s | ratio calls/s | server CPU per call µs, native / mcpplus |\n");
     out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");

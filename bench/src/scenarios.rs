@@ -174,8 +174,16 @@ async fn latency(args: &Args, cache: &Path) -> anyhow::Result<Value> {
             http_args.extend(["--http", "127.0.0.1:0", "--no-auth"]);
             let (mut child, url) = spawn_http(program, &http_args).await?;
             http_echo_load(&url, 200, 1).await?;
+            let pid = child.id().unwrap_or(0);
+            let cpu_before = process_cpu_ns(pid);
             let load = http_echo_load(&url, total, c).await?;
-            rows.push(row(name, "http", c, &load));
+            let cpu_per_call_us = process_cpu_ns(pid).saturating_sub(cpu_before) as f64
+                / 1e3
+                / load.latencies.len() as f64;
+            let mut http_row = row(name, "http", c, &load);
+            eprintln!("           server CPU per call {cpu_per_call_us:6.1} µs");
+            http_row["server_cpu_per_call_us"] = json!(cpu_per_call_us);
+            rows.push(http_row);
             let _ = child.kill().await;
         }
     }

@@ -40,6 +40,7 @@ use super::client::CallerLink;
 use super::diagnostics::Diagnostics;
 use super::federation::{self, Federation};
 use super::tasks;
+use super::tool_cache::ToolCache;
 use mcpplus_runtime::Runtime;
 use mcpplus_runtime::observer::{CallObserver, GuestSignal};
 use mcpplus_telemetry::trace::TraceContext;
@@ -75,6 +76,8 @@ pub struct McpServer {
     diagnostics: Option<Arc<Diagnostics>>,
     /// The resources this session subscribed to (2025-11-25 `resources/subscribe`).
     subscriptions: Subscriptions,
+    /// The catalog's tools as rmcp `Tool`s (shared by all sessions).
+    tool_cache: Arc<ToolCache>,
 }
 
 /// Cancels its token when dropped: one per session (each clone of the
@@ -91,10 +94,12 @@ impl Drop for SessionEnd {
 /// runtime but starts with no log level of its own.
 impl Clone for McpServer {
     fn clone(&self) -> Self {
-        Self::new(self.catalog.clone(), self.runtime.clone())
+        let mut session = Self::new(self.catalog.clone(), self.runtime.clone())
             .with_queue(self.queue.clone())
             .with_federation(self.federation.clone())
-            .with_diagnostics(self.diagnostics.clone())
+            .with_diagnostics(self.diagnostics.clone());
+        session.tool_cache = self.tool_cache.clone();
+        session
     }
 }
 
@@ -109,6 +114,7 @@ impl McpServer {
             session: Arc::new(SessionEnd(tokio_util::sync::CancellationToken::new())),
             diagnostics: None,
             subscriptions: Arc::default(),
+            tool_cache: Arc::default(),
         }
     }
 
@@ -238,7 +244,10 @@ impl ServerHandler for McpServer {
             ));
         }
         let catalog = self.catalog.snapshot();
-        let mut tools: Vec<Tool> = catalog.tools().map(|e| to_tool(&e)).collect();
+        let mut tools: Vec<Tool> = catalog
+            .tools()
+            .map(|e| self.tool_cache.get(&catalog, &e, to_tool))
+            .collect();
         if let Some(federation) = &self.federation {
             let remote = federation.remote_tools(|name| catalog.tool(name).is_some());
             tools.extend(
@@ -258,7 +267,7 @@ impl ServerHandler for McpServer {
     fn get_tool(&self, name: &str) -> Option<Tool> {
         let catalog = self.catalog.snapshot();
         if let Some(entry) = catalog.tool(name) {
-            return Some(to_tool(&entry));
+            return Some(self.tool_cache.get(&catalog, &entry, to_tool));
         }
         if let Some(diagnostics) = &self.diagnostics
             && let Some(tool) = diagnostics.tools().into_iter().find(|t| t.name == name)

@@ -8,6 +8,7 @@ pub mod federation;
 mod handler;
 mod sessions;
 mod tasks;
+mod tool_cache;
 mod transport;
 mod wire_errors;
 
