@@ -12,13 +12,16 @@ use rmcp::model::Tool;
 
 use crate::catalog::{Catalog, ToolEntry};
 
+/// The tools built for one snapshot, by name.
+type Built = (Weak<Catalog>, HashMap<String, Tool>);
+
 /// Shared by all sessions of one server.
 #[derive(Default)]
 pub struct ToolCache {
     /// The snapshot the tools were built from. A `Weak` keeps that snapshot's
     /// allocation (not its components) alive, so its address cannot be
     /// reused by a newer snapshot while we compare against it.
-    built: Mutex<Option<(Weak<Catalog>, HashMap<String, Tool>)>>,
+    built: Mutex<Option<Built>>,
 }
 
 impl ToolCache {
