@@ -29,11 +29,15 @@
 //! has gone back to the queue and runs again.
 
 mod group_commit;
+#[cfg(test)]
+mod pg_test;
+pub mod postgres_store;
 pub mod pull;
 pub mod remote;
 #[cfg(test)]
 mod remote_model;
 pub mod service;
+pub mod sqlite_store;
 pub mod store;
 #[cfg(test)]
 mod tests;
@@ -41,7 +45,7 @@ pub mod worker;
 
 use serde::{Deserialize, Serialize};
 
-pub use store::{QueueStore, StoreError, Txn};
+pub use store::{QueueStore, SqliteStore, StoreError, TaskStore, Txn};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

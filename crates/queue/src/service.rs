@@ -42,7 +42,8 @@ impl From<StoreError> for QueueError {
             StoreError::WrongState { .. } | StoreError::KeyConflict { .. } => {
                 QueueError::Conflict(e.to_string())
             }
-            StoreError::Sql(_) => QueueError::Unavailable(e.to_string()),
+            StoreError::Sql(_) | StoreError::Postgres(_) => QueueError::Unavailable(e.to_string()),
+            StoreError::Unsupported(m) => QueueError::Invalid(m),
         }
     }
 }

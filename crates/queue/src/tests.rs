@@ -325,6 +325,25 @@ proptest! {
     #[test]
     fn the_store_matches_the_reference_model(ops in prop::collection::vec(op(), 1..120)) {
         let q = QueueStore::in_memory().unwrap();
+        check_against_model(&q, ops)?;
+    }
+}
+
+proptest! {
+    // Each step is a few round trips to the server: fewer, shorter cases.
+    #![proptest_config(ProptestConfig::with_cases(40))]
+
+    #[test]
+    fn the_postgres_store_matches_the_reference_model(ops in prop::collection::vec(op(), 1..80)) {
+        let pg = crate::pg_test::TestSchema::new();
+        check_against_model(&pg.queue, ops)?;
+    }
+}
+
+/// Run `ops` against `q` and the reference model side by side; after every
+/// step the whole queue must agree with the model.
+fn check_against_model(q: &QueueStore, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    {
         let mut model = Model::default();
         let mut now = 1_000i64;
         // Every claim ever handed out, current or stale.
@@ -334,18 +353,34 @@ proptest! {
 
         for op in ops {
             match op {
-                Op::Submit { priority, max_attempts } => {
-                    let new = NewTask { priority, max_attempts, backoff_ms: 10, ..task("t") };
+                Op::Submit {
+                    priority,
+                    max_attempts,
+                } => {
+                    let new = NewTask {
+                        priority,
+                        max_attempts,
+                        backoff_ms: 10,
+                        ..task("t")
+                    };
                     // Generated ids never collide, whatever ids clients chose.
                     let (t, fresh) = q.submit(new, now).unwrap();
                     prop_assert!(fresh);
-                    prop_assert!(t.id.starts_with("task-") && t.id.len() == 5 + 32, "{}", t.id);
+                    prop_assert!(
+                        t.id.starts_with("task-") && t.id.len() == 5 + 32,
+                        "{}",
+                        t.id
+                    );
                     model.submit(t.id, priority, max_attempts, 10);
                 }
                 Op::SubmitNamed(n) => {
                     // A client-chosen id in the shape generated ids have.
                     let id = format!("task-{n}");
-                    let new = NewTask { id: Some(id.clone()), backoff_ms: 10, ..task("t") };
+                    let new = NewTask {
+                        id: Some(id.clone()),
+                        backoff_ms: 10,
+                        ..task("t")
+                    };
                     let (p, m) = (new.priority, new.max_attempts);
                     let taken = model.tasks.iter().any(|t| t.id == id);
                     match q.submit(new, now) {
@@ -359,43 +394,63 @@ proptest! {
                 Op::Claim => {
                     let got = q.claim("w", None, now + LEASE_MS, now).unwrap();
                     let expected = model.claim(now);
-                    prop_assert_eq!(got.as_ref().map(|c| (c.task.id.clone(), c.attempt)), expected.clone());
+                    prop_assert_eq!(
+                        got.as_ref().map(|c| (c.task.id.clone(), c.attempt)),
+                        expected.clone()
+                    );
                     claims.extend(expected);
                 }
-                Op::Heartbeat(i) => if let Some(i) = pick(i, claims.len()) {
-                    let (id, attempt) = claims[i].clone();
-                    let lease = q.heartbeat(&id, attempt, now + LEASE_MS).unwrap();
-                    let expected = match model.owns(&id, attempt) {
-                        Some(t) => { t.lease_until = Some(now + LEASE_MS); Lease::Renewed }
-                        None => match model.find(&id) {
-                            Some(t) if t.state == TaskState::Cancelled && t.attempt == attempt => Lease::Cancelled,
-                            _ => Lease::Lost,
-                        },
-                    };
-                    prop_assert_eq!(lease, expected);
-                }
-                Op::Complete(i) => if let Some(i) = pick(i, claims.len()) {
-                    let (id, attempt) = claims[i].clone();
-                    let done = q.complete(&id, attempt, &json!({"ok": true}), now).unwrap();
-                    let expected = match model.owns(&id, attempt) {
-                        Some(t) => { t.state = TaskState::Completed; t.lease_until = None; true }
-                        None => false,
-                    };
-                    prop_assert_eq!(done, expected);
-                    if done {
-                        let n = completions.entry(id).or_default();
-                        *n += 1;
-                        prop_assert_eq!(*n, 1, "a task completed twice");
+                Op::Heartbeat(i) => {
+                    if let Some(i) = pick(i, claims.len()) {
+                        let (id, attempt) = claims[i].clone();
+                        let lease = q.heartbeat(&id, attempt, now + LEASE_MS).unwrap();
+                        let expected = match model.owns(&id, attempt) {
+                            Some(t) => {
+                                t.lease_until = Some(now + LEASE_MS);
+                                Lease::Renewed
+                            }
+                            None => match model.find(&id) {
+                                Some(t)
+                                    if t.state == TaskState::Cancelled && t.attempt == attempt =>
+                                {
+                                    Lease::Cancelled
+                                }
+                                _ => Lease::Lost,
+                            },
+                        };
+                        prop_assert_eq!(lease, expected);
                     }
                 }
-                Op::Fail(i, retryable) => if let Some(i) = pick(i, claims.len()) {
-                    let (id, attempt) = claims[i].clone();
-                    let next = q.fail(&id, attempt, "boom", retryable, now).unwrap();
-                    let expected = model.owns(&id, attempt).map(|t| {
-                        Model::settle_failure(t, retryable, now);
-                        t.state
-                    });
-                    prop_assert_eq!(next, expected);
+                Op::Complete(i) => {
+                    if let Some(i) = pick(i, claims.len()) {
+                        let (id, attempt) = claims[i].clone();
+                        let done = q.complete(&id, attempt, &json!({"ok": true}), now).unwrap();
+                        let expected = match model.owns(&id, attempt) {
+                            Some(t) => {
+                                t.state = TaskState::Completed;
+                                t.lease_until = None;
+                                true
+                            }
+                            None => false,
+                        };
+                        prop_assert_eq!(done, expected);
+                        if done {
+                            let n = completions.entry(id).or_default();
+                            *n += 1;
+                            prop_assert_eq!(*n, 1, "a task completed twice");
+                        }
+                    }
+                }
+                Op::Fail(i, retryable) => {
+                    if let Some(i) = pick(i, claims.len()) {
+                        let (id, attempt) = claims[i].clone();
+                        let next = q.fail(&id, attempt, "boom", retryable, now).unwrap();
+                        let expected = model.owns(&id, attempt).map(|t| {
+                            Model::settle_failure(t, retryable, now);
+                            t.state
+                        });
+                        prop_assert_eq!(next, expected);
+                    }
                 }
                 Op::Advance(ms) => now += ms,
                 Op::Expire => {
@@ -411,40 +466,49 @@ proptest! {
                     expected.sort();
                     prop_assert_eq!(expired, expected);
                 }
-                Op::Cancel(i) => if let Some(i) = pick(i, model.tasks.len()) {
-                    let id = model.tasks[i].id.clone();
-                    let result = q.cancel(&id, None, now);
-                    let t = &mut model.tasks[i];
-                    prop_assert_eq!(result.is_ok(), !t.state.is_terminal());
-                    if !t.state.is_terminal() {
-                        t.state = TaskState::Cancelled;
-                        t.lease_until = None;
+                Op::Cancel(i) => {
+                    if let Some(i) = pick(i, model.tasks.len()) {
+                        let id = model.tasks[i].id.clone();
+                        let result = q.cancel(&id, None, now);
+                        let t = &mut model.tasks[i];
+                        prop_assert_eq!(result.is_ok(), !t.state.is_terminal());
+                        if !t.state.is_terminal() {
+                            t.state = TaskState::Cancelled;
+                            t.lease_until = None;
+                        }
                     }
                 }
-                Op::Retry(i) => if let Some(i) = pick(i, model.tasks.len()) {
-                    let id = model.tasks[i].id.clone();
-                    let result = q.retry(&id, 1);
-                    let t = &mut model.tasks[i];
-                    let allowed = matches!(t.state, TaskState::Failed | TaskState::Cancelled);
-                    prop_assert_eq!(result.is_ok(), allowed);
-                    if allowed {
-                        t.state = TaskState::Queued;
-                        t.max_attempts = t.attempt + 1;
-                        t.not_before = 0;
-                        t.retries += 1;
+                Op::Retry(i) => {
+                    if let Some(i) = pick(i, model.tasks.len()) {
+                        let id = model.tasks[i].id.clone();
+                        let result = q.retry(&id, 1);
+                        let t = &mut model.tasks[i];
+                        let allowed = matches!(t.state, TaskState::Failed | TaskState::Cancelled);
+                        prop_assert_eq!(result.is_ok(), allowed);
+                        if allowed {
+                            t.state = TaskState::Queued;
+                            t.max_attempts = t.attempt + 1;
+                            t.not_before = 0;
+                            t.retries += 1;
+                        }
                     }
                 }
-                Op::SetPriority(i, p) => if let Some(i) = pick(i, model.tasks.len()) {
-                    let id = model.tasks[i].id.clone();
-                    let result = q.set_priority(&id, p);
-                    let t = &mut model.tasks[i];
-                    prop_assert_eq!(result.is_ok(), !t.state.is_terminal());
-                    if let Ok(old) = result {
-                        prop_assert_eq!(old, t.priority);
-                        t.priority = p;
+                Op::SetPriority(i, p) => {
+                    if let Some(i) = pick(i, model.tasks.len()) {
+                        let id = model.tasks[i].id.clone();
+                        let result = q.set_priority(&id, p);
+                        let t = &mut model.tasks[i];
+                        prop_assert_eq!(result.is_ok(), !t.state.is_terminal());
+                        if let Ok(old) = result {
+                            prop_assert_eq!(old, t.priority);
+                            t.priority = p;
+                        }
                     }
                 }
-                Op::Pause(p) => { q.pause(p).unwrap(); model.paused = p; }
+                Op::Pause(p) => {
+                    q.pause(p).unwrap();
+                    model.paused = p;
+                }
                 Op::Clear(states) => {
                     let n = q.clear(&states).unwrap();
                     let before = model.tasks.len();
@@ -472,18 +536,34 @@ proptest! {
                 prop_assert_eq!(stored.attempt, t.attempt, "task {}", t.id);
                 prop_assert_eq!(stored.priority, t.priority);
                 prop_assert_eq!(stored.retries, t.retries);
-                prop_assert!(stored.attempt <= stored.max_attempts, "more attempts than allowed");
+                prop_assert!(
+                    stored.attempt <= stored.max_attempts,
+                    "more attempts than allowed"
+                );
             }
             let counts = q.counts().unwrap();
             for (state, n) in counts {
-                prop_assert_eq!(n as usize, model.tasks.iter().filter(|t| t.state == state).count());
+                prop_assert_eq!(
+                    n as usize,
+                    model.tasks.iter().filter(|t| t.state == state).count()
+                );
             }
             // Queue order: priority first, then submission.
             let (queued, total) = q
-                .list(&ListFilter { states: vec![TaskState::Queued], ..ListFilter::default() }, 0, 1_000)
+                .list(
+                    &ListFilter {
+                        states: vec![TaskState::Queued],
+                        ..ListFilter::default()
+                    },
+                    0,
+                    1_000,
+                )
                 .unwrap();
-            let mut expected: Vec<&ModelTask> =
-                model.tasks.iter().filter(|t| t.state == TaskState::Queued).collect();
+            let mut expected: Vec<&ModelTask> = model
+                .tasks
+                .iter()
+                .filter(|t| t.state == TaskState::Queued)
+                .collect();
             expected.sort_by(|a, b| b.priority.total_cmp(&a.priority).then(a.seq.cmp(&b.seq)));
             prop_assert_eq!(total as usize, expected.len());
             let ids: Vec<&str> = queued.iter().map(|t| t.id.as_str()).collect();
@@ -491,6 +571,7 @@ proptest! {
             prop_assert_eq!(ids, expected_ids);
         }
     }
+    Ok(())
 }
 
 #[test]
@@ -766,11 +847,13 @@ fn submit_in_one_batch(
         // `transaction` holds the database while its body runs.
         q.transaction(0, |_| {
             submitted.push(s.spawn(move || q.submit(lead, 0)));
-            wait_until("a leader", || q.submits_waiting() == (true, 0));
+            wait_until("a leader", || {
+                q.sqlite().expect("sqlite").submits_waiting() == (true, 0)
+            });
             for (i, task) in tasks.into_iter().enumerate() {
                 submitted.push(s.spawn(move || q.submit(task, 0)));
                 wait_until("the submit to queue up", || {
-                    q.submits_waiting() == (true, i + 1)
+                    q.sqlite().expect("sqlite").submits_waiting() == (true, i + 1)
                 });
             }
             Ok::<_, StoreError>(())
