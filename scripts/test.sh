@@ -16,7 +16,15 @@ export MCPPLUS_CACHE_DIR="${MCPPLUS_CACHE_DIR:-$ROOT/target/test-cache}"
 # this run, not in ~/.local/share; tests that need a queue pass --data-dir.
 XDG_DATA_HOME="$(mktemp -d)"
 export XDG_DATA_HOME
-trap 'rm -rf "$XDG_DATA_HOME"' EXIT
+# A throw-away PostgreSQL on loopback for the queue's PostgreSQL backend
+# (installed if missing; the tests of that backend fail without it, never skip).
+MCPPLUS_TEST_PG_DIR="$(mktemp -d /tmp/mcpplus-pg.XXXXXX)"
+export MCPPLUS_TEST_PG_DIR
+trap 'scripts/postgres.sh destroy "$MCPPLUS_TEST_PG_DIR" >/dev/null 2>&1 || true; rm -rf "$XDG_DATA_HOME"' EXIT
+scripts/postgres.sh start "$MCPPLUS_TEST_PG_DIR" >/dev/null
+MCPPLUS_TEST_PG_URL="$(cat "$MCPPLUS_TEST_PG_DIR/url")"
+export MCPPLUS_TEST_PG_URL
+log "PostgreSQL for the tests: $MCPPLUS_TEST_PG_URL"
 # Graphviz and Mermaid's parser check the workflow diagrams (crates/workflow/tests/diagrams.rs).
 scripts/install-diagram-tools.sh
 log "cargo test"

@@ -12,6 +12,7 @@ mod mesh;
 mod outbound;
 mod peers;
 mod queue;
+mod queue_postgres;
 mod reload;
 mod report;
 mod scenarios;
@@ -39,13 +40,17 @@ pub struct Args {
     /// Where to write the raw numbers (JSON)
     #[arg(long)]
     json: PathBuf,
-    /// Run only these scenarios (startup, latency, in_host, memory, reload, logging, outbound, queue, mesh); results are
+    /// Run only these scenarios (startup, latency, in_host, memory, reload, logging, outbound, queue, queue_postgres, mesh); results are
     /// printed but the report is not rewritten
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Scale the number of requests (1.0 = the documented run)
     #[arg(long, default_value_t = 1.0)]
     scale: f64,
+    /// A PostgreSQL database for the queue's PostgreSQL backend
+    /// (`queue_postgres`; scripts/bench.sh starts a throw-away one)
+    #[arg(long)]
+    postgres_url: Option<String>,
 }
 
 #[tokio::main]

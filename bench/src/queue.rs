@@ -50,14 +50,14 @@ pub async fn run(args: &Args, scratch: &Path, cache: &Path) -> anyhow::Result<Va
     }))
 }
 
-fn echo(i: usize) -> NewTask {
+pub(crate) fn echo(i: usize) -> NewTask {
     NewTask::new("echo", json!({"message": format!("m{i}")}))
 }
 
 /// Submits per second: `n` tasks from `submitters` threads at once, each
 /// submitting its share one after the other (the host's callers submit from
 /// blocking threads, `spawn_blocking`).
-fn submit_rate(store: &QueueStore, n: usize, submitters: usize) -> anyhow::Result<f64> {
+pub(crate) fn submit_rate(store: &QueueStore, n: usize, submitters: usize) -> anyhow::Result<f64> {
     rate(n, submitters, |i| store.submit(echo(i), now_ms()).map(drop))
 }
 
@@ -238,7 +238,7 @@ async fn through_tools(args: &Args, dir: &Path, cache: &Path) -> anyhow::Result<
 }
 
 /// A runtime serving the bundled `components`.
-fn serving(
+pub(crate) fn serving(
     args: &Args,
     cache: &Path,
     components: &[&str],

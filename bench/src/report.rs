@@ -127,7 +127,66 @@ pub fn markdown(r: &Value) -> String {
     out.push_str(&logging(&r["logging"]));
     out.push_str(&outbound(&r["outbound"]));
     out.push_str(&queue(&r["queue"]));
+    out.push_str(&queue_postgres(&r["queue_postgres"]));
     out.push_str(&mesh(&r["mesh"]));
+    out
+}
+
+/// The queue on PostgreSQL beside SQLite (same run).
+fn queue_postgres(r: &Value) -> String {
+    if r.is_null() {
+        return String::new();
+    }
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let mut out = format!(
+        "\n## The queue on PostgreSQL, beside SQLite\n\n\
+         `[queue] backend = \"postgres\"` against the default SQLite file, same run: a throw-away\n\
+         PostgreSQL 15 on loopback started by `scripts/bench.sh` (fsync on, so both answer a submit\n\
+         only once it is durable), on the same 2 cores as the bench. {} submits per row.\n\n\
+         | submitters at once | SQLite submits/s | PostgreSQL submits/s | PostgreSQL / SQLite |\n|---:|---:|---:|---:|\n",
+        r["submits"]
+    );
+    for row in r["submit_per_s"].as_array().cloned().unwrap_or_default() {
+        out.push_str(&format!(
+            "| {} | {:.0} | {:.0} | {:.2}x |\n",
+            row["submitters"],
+            f(&row["sqlite"]),
+            f(&row["postgres"]),
+            f(&row["postgres"]) / f(&row["sqlite"])
+        ));
+    }
+    let s = &r["submit_to_complete"];
+    out.push_str(&format!(
+        "\nSubmit to completed, `echo`, two in-process worker slots, one task at a time ({} tasks):\n\n\
+         | backend | p50 ms | p99 ms |\n|---|---:|---:|\n\
+         | SQLite | {:.2} | {:.2} |\n| PostgreSQL | {:.2} | {:.2} |\n",
+        s["tasks"],
+        f(&s["sqlite"]["p50_ms"]),
+        f(&s["sqlite"]["p99_ms"]),
+        f(&s["postgres"]["p50_ms"]),
+        f(&s["postgres"]["p99_ms"])
+    ));
+    let nodes = &r["nodes"];
+    out.push_str(&format!(
+        "\n{} `echo` tasks submitted at once to nodes (`mcpplus serve`, {} slots each) sharing one\n\
+         database; nodes, PostgreSQL and the bench share the 2 cores, so this shows that nodes add up\n\
+         without conflicts, not how far they would scale on their own machines:\n\n\
+         | nodes | tasks/s | vs one node |\n|---:|---:|---:|\n",
+        nodes["tasks"], nodes["slots_per_node"]
+    ));
+    let rates = nodes["rates"].as_array().cloned().unwrap_or_default();
+    let one = rates
+        .first()
+        .map(|r| f(&r["tasks_per_s"]))
+        .unwrap_or(f64::NAN);
+    for row in rates {
+        out.push_str(&format!(
+            "| {} | {:.0} | {:.2}x |\n",
+            row["nodes"],
+            f(&row["tasks_per_s"]),
+            f(&row["tasks_per_s"]) / one
+        ));
+    }
     out
 }
 

@@ -63,6 +63,24 @@ pub async fn run_all(args: &Args) -> anyhow::Result<Value> {
         eprintln!("== the durable task queue");
         queue = crate::queue::run(args, &scratch, &warm_cache).await?;
     }
+    let mut queue_postgres = Value::Null;
+    if wanted("queue_postgres") {
+        match &args.postgres_url {
+            Some(url) => {
+                eprintln!("== the queue on PostgreSQL, beside SQLite");
+                queue_postgres =
+                    crate::queue_postgres::run(args, &scratch, &warm_cache, url).await?;
+            }
+            None if args.only.is_empty() => {
+                eprintln!(
+                    "== the queue on PostgreSQL: skipped (no --postgres-url; scripts/bench.sh passes one)"
+                )
+            }
+            None => anyhow::bail!(
+                "queue_postgres needs --postgres-url (scripts/bench.sh starts a database)"
+            ),
+        }
+    }
     let mut mesh = Value::Null;
     if wanted("mesh") {
         eprintln!("== the mesh (nodes on loopback)");
@@ -86,6 +104,7 @@ pub async fn run_all(args: &Args) -> anyhow::Result<Value> {
         "outbound": outbound,
         "queue": queue,
         "mesh": mesh,
+        "queue_postgres": queue_postgres,
     }))
 }
 
@@ -201,7 +220,7 @@ fn row(server: &str, transport: &str, concurrency: usize, load: &crate::client::
            "p50_us": load.percentile_us(0.5), "p99_us": load.percentile_us(0.99), "calls_per_s": load.throughput()})
 }
 
-async fn spawn_http(
+pub(crate) async fn spawn_http(
     program: &Path,
     args: &[&str],
 ) -> anyhow::Result<(tokio::process::Child, String)> {

@@ -52,10 +52,7 @@ pub async fn join(
     runner: Arc<dyn TaskRunner>,
     live: Arc<LiveCatalog>,
 ) -> anyhow::Result<MeshNode> {
-    let data_dir = queue
-        .path()
-        .parent()
-        .ok_or_else(|| anyhow::anyhow!("the queue file has no folder"))?;
+    let data_dir = queue.data_dir();
     let keypair = mcpplus_mesh::identity::load_or_create(data_dir)?;
     let parse = |what: &str, text: &str| {
         Multiaddr::from_str(text).map_err(|e| {

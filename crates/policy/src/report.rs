@@ -24,6 +24,50 @@ pub struct AuditReport {
     /// The node's place in a mesh, when the config puts it in one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mesh: Option<MeshAudit>,
+    /// Where the task queue keeps its tasks.
+    pub queue: QueueAudit,
+}
+
+/// The queue's backend, and what it needs from the database.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueAudit {
+    /// `sqlite` or `postgres`.
+    pub backend: &'static str,
+    /// The SQLite file under the data directory, or the PostgreSQL URL
+    /// (password masked) and schema.
+    pub location: String,
+    /// What the database user must be allowed (PostgreSQL only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_privileges: Option<String>,
+}
+
+impl QueueAudit {
+    pub fn of(config: &crate::config::queue::QueueConfig) -> Self {
+        use crate::config::queue::{QueueBackend, redacted};
+        match config.backend {
+            QueueBackend::Sqlite => Self {
+                backend: "sqlite",
+                location: "<data-dir>/queue.sqlite3 (one node)".into(),
+                database_privileges: None,
+            },
+            QueueBackend::Postgres => {
+                let url = match (&config.url, &config.url_file) {
+                    (Some(url), _) => redacted(&url.0),
+                    (None, Some(file)) => format!("the URL in {}", file.display()),
+                    (None, None) => "no url (the server refuses to start)".into(),
+                };
+                Self {
+                    backend: "postgres",
+                    location: format!("{url}, schema {}", config.schema),
+                    database_privileges: Some(format!(
+                        "CONNECT on the database; CREATE on it the first time (to create schema `{0}`), or an existing schema `{0}` owned by the user; then SELECT, INSERT, UPDATE, DELETE on its tables and USAGE on its sequence (the owner has them). No superuser, no extensions (ids come from gen_random_uuid(), built into PostgreSQL 13+).",
+                        config.schema
+                    )),
+                }
+            }
+        }
+    }
 }
 
 /// Who may reach this node over the mesh, and what they may do.

@@ -260,3 +260,61 @@ fn a_cache_of_a_component_that_reaches_the_outside_world_needs_a_ttl() {
         parse_err("[cache]\ntools = [\"t\"]\nttl_s = 0\n").contains("ttl_s must be at least 1")
     );
 }
+
+#[test]
+fn the_queue_backend_is_one_config_line_and_bad_combinations_say_what_to_fix() {
+    use crate::config::queue::QueueBackend;
+    let sqlite = OperatorConfig::parse("[queue]\nworkers = 2\n").unwrap();
+    assert_eq!(sqlite.queue.backend, QueueBackend::Sqlite);
+    assert_eq!(sqlite.queue.database_url().unwrap(), None);
+
+    let pg = OperatorConfig::parse(
+        "[queue]\nbackend = \"postgres\"\nurl = \"postgres://app:s3cret@127.0.0.1:5432/q\"\nschema = \"team_a\"\n",
+    )
+    .unwrap();
+    assert_eq!(pg.queue.backend, QueueBackend::Postgres);
+    assert_eq!(
+        pg.queue.database_url().unwrap().as_deref(),
+        Some("postgres://app:s3cret@127.0.0.1:5432/q")
+    );
+    let shown = format!("{:?}", pg.queue);
+    assert!(
+        !shown.contains("s3cret") && shown.contains("app:***@"),
+        "{shown}"
+    );
+
+    let dir = std::env::temp_dir().join(format!("mcpplus-url-file-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("url");
+    std::fs::write(&file, "postgres://app@127.0.0.1/q\n").unwrap();
+    let from_file = OperatorConfig::parse(&format!(
+        "[queue]\nbackend = \"postgres\"\nurl_file = \"{}\"\n",
+        file.display()
+    ))
+    .unwrap();
+    assert_eq!(
+        from_file.queue.database_url().unwrap().as_deref(),
+        Some("postgres://app@127.0.0.1/q")
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    for (text, says) in [
+        ("[queue]\nbackend = \"postgres\"\n", "needs url"),
+        (
+            "[queue]\nbackend = \"postgres\"\nurl = \"postgres://a@127.0.0.1/q\"\nurl_file = \"/x\"\n",
+            "keep one",
+        ),
+        (
+            "[queue]\nurl = \"postgres://a@127.0.0.1/q\"\n",
+            "backend = \"postgres\"",
+        ),
+        (
+            "[queue]\nbackend = \"postgres\"\nurl = \"postgres://a@127.0.0.1/q\"\nschema = \"Bad-Name\"\n",
+            "schema must be",
+        ),
+        ("[queue]\nbackend = \"mysql\"\n", "unknown variant"),
+    ] {
+        let err = OperatorConfig::parse(text).unwrap_err();
+        assert!(err.contains(says), "{text}: {err}");
+    }
+}

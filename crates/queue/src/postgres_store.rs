@@ -150,19 +150,7 @@ impl std::fmt::Debug for PostgresOptions {
     }
 }
 
-/// The URL without its password (for logs and errors).
-pub fn redacted(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
+pub use mcpplus_policy::config::queue::redacted;
 
 fn pg_error(e: impl std::fmt::Display) -> StoreError {
     StoreError::Postgres(e.to_string())
@@ -188,26 +176,7 @@ impl From<deadpool_postgres::PoolError> for StoreError {
     }
 }
 
-/// Letters, digits and `_`, starting with a letter or `_`, at most 40
-/// characters: safe to splice into SQL and channel names.
-pub fn check_schema_name(schema: &str) -> std::result::Result<(), String> {
-    let mut chars = schema.chars();
-    let first_ok = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
-    if first_ok
-        && schema.len() <= 40
-        && schema
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-    {
-        Ok(())
-    } else {
-        Err(format!(
-            "[queue] schema must be lower-case letters, digits and `_`, starting with a letter or `_`, at most 40 characters; got {schema:?}"
-        ))
-    }
-}
+pub use mcpplus_policy::config::queue::check_schema as check_schema_name;
 
 fn tls_connector(
     ca_file: Option<&std::path::Path>,
@@ -372,10 +341,19 @@ impl Drop for PostgresStore {
 async fn migrate(pool: &Pool, schema: &str) -> Result<()> {
     let mut client = pool.get().await?;
     let tx = begin(&mut client).await?;
+    tx.batch_execute(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
+        .await?;
+    // Only a missing schema needs CREATE on the database (PostgreSQL checks
+    // that privilege even for CREATE SCHEMA IF NOT EXISTS).
+    let exists = tx
+        .query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[&schema])
+        .await?
+        .is_some();
+    if !exists {
+        tx.batch_execute(&format!("CREATE SCHEMA {schema}")).await?;
+    }
     tx.batch_execute(&format!(
-        "SELECT pg_advisory_xact_lock({MIGRATION_LOCK});
-         CREATE SCHEMA IF NOT EXISTS {schema};
-         CREATE TABLE IF NOT EXISTS {schema}.schema_version (
+        "CREATE TABLE IF NOT EXISTS {schema}.schema_version (
              version    INTEGER PRIMARY KEY,
              applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
          );"

@@ -3,7 +3,7 @@
 //! and the workers registered while serving (`worker_register`).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,9 +11,10 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::QueueStore;
+use super::postgres_store::{Clock, PostgresOptions, PostgresStore, redacted};
 use super::store::StoreError;
 use super::worker::{TaskRunner, WorkerConfig, WorkerPool, now_ms};
-use mcpplus_policy::config::queue::{MAX_SLOTS, QueueConfig};
+use mcpplus_policy::config::queue::{MAX_SLOTS, QueueBackend, QueueConfig};
 
 /// The queue's file inside the data directory.
 pub const QUEUE_FILE: &str = "queue.sqlite3";
@@ -90,7 +91,10 @@ pub struct QueueService {
     store: Arc<QueueStore>,
     runner: Arc<dyn TaskRunner>,
     config: QueueConfig,
-    path: PathBuf,
+    /// The SQLite file, or the database (password masked) and schema.
+    location: String,
+    /// The node's data directory (its lock, key and templates live there).
+    data_dir: std::path::PathBuf,
     /// Shared with unregistering tasks, which finish even when their caller is gone.
     workers: Arc<Mutex<BTreeMap<String, Registered>>>,
     _sweeper: WorkerPool,
@@ -124,20 +128,43 @@ impl QueueService {
                 })?;
         }
         let lock = lock_data_dir(data_dir)?;
-        let path = data_dir.join(QUEUE_FILE);
-        if !path.exists() {
-            use std::os::unix::fs::OpenOptionsExt as _;
-            // Created 0600 before SQLite opens it (its -wal and -shm files copy the mode).
-            let _ = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path);
-        }
-        let store =
-            Arc::new(QueueStore::open(&path).map_err(|e| {
-                anyhow::anyhow!("cannot open the task queue {}: {e}", path.display())
-            })?);
+        let (store, location) = match config.backend {
+            QueueBackend::Sqlite => {
+                let path = data_dir.join(QUEUE_FILE);
+                if !path.exists() {
+                    use std::os::unix::fs::OpenOptionsExt as _;
+                    // Created 0600 before SQLite opens it (its -wal and -shm files copy the mode).
+                    let _ = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(&path);
+                }
+                let store = QueueStore::open(&path).map_err(|e| {
+                    anyhow::anyhow!("cannot open the task queue {}: {e}", path.display())
+                })?;
+                (store, path.display().to_string())
+            }
+            QueueBackend::Postgres => {
+                let url = config
+                    .database_url()
+                    .map_err(anyhow::Error::msg)?
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("[queue] backend = \"postgres\" needs url or url_file")
+                    })?;
+                let location = format!("{} (schema {})", redacted(&url), config.schema);
+                let store = PostgresStore::open(PostgresOptions {
+                    url,
+                    schema: config.schema.clone(),
+                    ca_file: config.ca_file.clone(),
+                    pool_size: config.pool_size as usize,
+                    clock: Clock::Database,
+                })
+                .map_err(|e| anyhow::anyhow!("cannot open the task queue in PostgreSQL: {e}"))?;
+                (QueueStore::with_backend(Box::new(store)), location)
+            }
+        };
+        let store = Arc::new(store);
         let interrupted = store.requeue_interrupted(now_ms())?;
         if !interrupted.is_empty() {
             tracing::warn!(event = "queue.interrupted", count = interrupted.len(), tasks = ?interrupted,
@@ -160,7 +187,8 @@ impl QueueService {
         let service = Self {
             store,
             runner,
-            path,
+            location,
+            data_dir: data_dir.to_path_buf(),
             workers: Arc::default(),
             _sweeper: sweeper,
             _retention: retention,
@@ -194,9 +222,19 @@ impl QueueService {
         &self.config
     }
 
-    /// The SQLite file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Where the tasks are kept: the SQLite file, or the PostgreSQL
+    /// database (password masked) and schema.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        self.store.backend()
     }
 
     fn registry(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Registered>> {

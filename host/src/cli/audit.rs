@@ -12,7 +12,9 @@ use super::CommonArgs;
 use super::serve::bundled_tools_dir;
 use mcpplus_policy::Policy;
 use mcpplus_policy::config::{CallLimits, OperatorConfig};
-use mcpplus_policy::report::{AUDIT_VERSION, AuditInput, AuditReport, ComponentAudit, MeshAudit};
+use mcpplus_policy::report::{
+    AUDIT_VERSION, AuditInput, AuditReport, ComponentAudit, MeshAudit, QueueAudit,
+};
 use mcpplus_runtime::cache::digest;
 use mcpplus_runtime::loaded::component_name;
 use mcpplus_schema::describe_component;
@@ -65,6 +67,7 @@ pub fn run(args: AuditArgs, common: &CommonArgs) -> anyhow::Result<ExitCode> {
         tools_dir: dir.display().to_string(),
         components,
         mesh: MeshAudit::of(&config.mesh, peer_id, pnet_status(&config.mesh)),
+        queue: QueueAudit::of(&config.queue),
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -144,6 +147,12 @@ fn print_text(report: &AuditReport) {
         report.tools_dir,
         report.components.len()
     );
+    println!("\nqueue");
+    println!("  backend      {}", report.queue.backend);
+    println!("  location     {}", report.queue.location);
+    if let Some(privileges) = &report.queue.database_privileges {
+        println!("  db user      needs {privileges}");
+    }
     if let Some(mesh) = &report.mesh {
         println!("\nmesh");
         println!(

@@ -243,6 +243,16 @@ pub async fn run(args: ServeArgs, common: &CommonArgs) -> anyhow::Result<ExitCod
         _ => None,
     };
     let _workflow_driver = match &queue {
+        // Workflow state commits with its tasks in one SQLite transaction;
+        // the PostgreSQL backend has no such transaction yet (docs/queue.md).
+        Some(queue) if queue.backend() == "postgres" => {
+            tracing::warn!(
+                event = "workflow.unavailable",
+                backend = queue.backend(),
+                "workflows need [queue] backend = \"sqlite\"; the workflow tools answer that they are unavailable"
+            );
+            None
+        }
         Some(queue) => Some(start_workflows(queue, &runtime, &live, _mesh.as_ref())?),
         None => None,
     };
@@ -309,11 +319,7 @@ fn start_workflows(
     live: &Arc<LiveCatalog>,
     mesh: Option<&crate::mesh::MeshNode>,
 ) -> anyhow::Result<mcpplus_queue::worker::AbortOnDrop> {
-    let data_dir = queue
-        .path()
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    let data_dir = queue.data_dir().to_path_buf();
     let template_dir = data_dir.join(mcpplus_workflow::template::TEMPLATES_DIR);
     crate::workflow_templates::install_examples(&template_dir);
     let exists = {
@@ -401,8 +407,13 @@ fn open_queue(
     match QueueService::open(&dir, runtime.config().queue.clone(), runner) {
         Ok(queue) => {
             let queue = Arc::new(queue);
-            tracing::info!(event = "queue.ready", path = %queue.path().display(),
-                workers = queue.config().workers, "task queue ready");
+            tracing::info!(
+                event = "queue.ready",
+                backend = queue.backend(),
+                location = queue.location(),
+                workers = queue.config().workers,
+                "task queue ready"
+            );
             let _ = runtime.attach_queue(queue.clone());
             Ok(Some(queue))
         }

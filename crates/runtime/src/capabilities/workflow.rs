@@ -16,8 +16,7 @@ use mcpplus_policy::imports::Capability;
 use mcpplus_workflow::{WorkflowError as EngineError, Workflows};
 
 /// What `unavailable` says when this process runs no workflow engine.
-const NO_ENGINE: &str =
-    "this server runs no task queue, so no workflows: start it with a usable --data-dir";
+const NO_ENGINE: &str = "this server runs no workflow engine: workflows need the task queue on its SQLite backend ([queue] backend = \"sqlite\", the default; the PostgreSQL backend does not run workflows yet) and a usable --data-dir";
 
 #[derive(Clone, Copy, PartialEq)]
 enum Needs {

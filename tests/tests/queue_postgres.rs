@@ -1,0 +1,329 @@
+//! Several `mcpplus serve` nodes sharing one PostgreSQL queue
+//! (`[queue] backend = "postgres"`), against the test server `scripts/test.sh`
+//! starts (`MCPPLUS_TEST_PG_URL`, and `MCPPLUS_TEST_PG_DIR` to restart it).
+//!
+//! - Three nodes, 2,000 tasks of the `recorder` fixture, random nodes killed
+//!   with SIGKILL (at least 10 times) and restarted while the tasks run:
+//!   every task completes exactly once, no task runs more often than it was
+//!   attempted, and re-runs are bounded by what the kills interrupted.
+//! - PostgreSQL itself restarted (fast shutdown) while nodes work: the nodes
+//!   stay up, reconnect, and finish everything, nothing lost, nothing
+//!   completed twice.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use mcpplus_queue::postgres_store::{Clock, PostgresOptions, PostgresStore};
+use mcpplus_queue::store::ListFilter;
+use mcpplus_queue::{NewTask, QueueStore, TaskState};
+use mcpplus_tests::mesh::{check_executions, journal_executions};
+use mcpplus_tests::{HttpServer, Scratch, install_recorder};
+use serde_json::{Value, json};
+
+const SLOTS: usize = 4;
+
+fn test_url() -> String {
+    std::env::var("MCPPLUS_TEST_PG_URL").unwrap_or_else(|_| {
+        panic!(
+            "these tests need PostgreSQL: run scripts/test.sh, or `scripts/postgres.sh start DIR` \
+             and export MCPPLUS_TEST_PG_URL=<its URL> MCPPLUS_TEST_PG_DIR=DIR"
+        )
+    })
+}
+
+/// A schema of its own on the test server, dropped at the end.
+struct Schema {
+    name: String,
+    url: String,
+}
+
+impl Schema {
+    fn new(test: &str) -> Self {
+        Self {
+            name: format!("{test}_{}_{}", std::process::id(), fastrand::u32(..)),
+            url: test_url(),
+        }
+    }
+
+    /// The queue as the test sees it (the database's clock, like the nodes).
+    fn store(&self) -> QueueStore {
+        QueueStore::with_backend(Box::new(
+            PostgresStore::open(PostgresOptions {
+                url: self.url.clone(),
+                schema: self.name.clone(),
+                ca_file: None,
+                pool_size: 4,
+                clock: Clock::Database,
+            })
+            .expect("the test schema"),
+        ))
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let (url, name) = (self.url.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async move {
+                    let (client, connection) =
+                        tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+                    tokio::spawn(connection);
+                    client
+                        .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+                        .await
+                })
+        })
+        .join();
+    }
+}
+
+/// One node: its own tools, data dir and journal; the shared schema.
+struct Node {
+    scratch: Scratch,
+}
+
+impl Node {
+    fn new(label: &str, schema: &Schema, lease_ms: u64) -> Self {
+        let scratch = Scratch::new(label);
+        let tools = scratch.join("tools");
+        let journal = scratch.join("journal");
+        std::fs::create_dir_all(&tools).unwrap();
+        std::fs::create_dir_all(&journal).unwrap();
+        install_recorder(&tools, &journal);
+        std::fs::write(
+            scratch.join("mcpplus.toml"),
+            format!(
+                "[queue]\nbackend = \"postgres\"\nurl = \"{}\"\nschema = \"{}\"\n\
+                 workers = {SLOTS}\nlease_ms = {lease_ms}\npoll_ms = 100\n",
+                schema.url, schema.name
+            ),
+        )
+        .unwrap();
+        Self { scratch }
+    }
+
+    fn start(&self) -> HttpServer {
+        let s = |p: &str| self.scratch.join(p).to_str().unwrap().to_string();
+        HttpServer::start(&[
+            "--tools",
+            &s("tools"),
+            "--data-dir",
+            &s("data"),
+            "--config",
+            &s("mcpplus.toml"),
+            "--no-admin",
+            "--no-watch",
+        ])
+    }
+
+    fn journal(&self) -> PathBuf {
+        self.scratch.join("journal/executions.log")
+    }
+}
+
+fn submit_all(store: &QueueStore, n: usize, work_ms: u64) -> Vec<String> {
+    let tasks: Vec<NewTask> = (0..n)
+        .map(|i| NewTask {
+            id: Some(format!("t{i:05}")),
+            max_attempts: 100,
+            backoff_ms: 10,
+            ..NewTask::new(
+                "note_execution",
+                json!({"key": format!("t{i:05}"), "work_ms": work_ms}),
+            )
+        })
+        .collect();
+    store
+        .submit_batch(tasks, 0)
+        .unwrap()
+        .into_iter()
+        .map(|(t, _)| t.id)
+        .collect()
+}
+
+fn completions_logged(lines: &[String], into: &mut BTreeMap<String, usize>) {
+    for line in lines {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        if v["event"] == "queue.task_finished" && v["state"] == "completed" {
+            *into
+                .entry(v["task"].as_str().unwrap().to_string())
+                .or_default() += 1;
+        }
+    }
+}
+
+fn finished(store: &QueueStore) -> u64 {
+    store
+        .counts()
+        .unwrap()
+        .iter()
+        .filter(|(s, _)| s.is_terminal())
+        .map(|(_, n)| n)
+        .sum()
+}
+
+/// Every task completed, ran at least once and at most as often as it was
+/// attempted, and was logged completed at most once. Returns (re-runs,
+/// attempts beyond the first).
+fn check_outcome(
+    store: &QueueStore,
+    ids: &[String],
+    journals: &[&Path],
+    completions: &BTreeMap<String, usize>,
+) -> (u32, u32) {
+    let (tasks, total) = store
+        .list(&ListFilter::default(), 0, (ids.len() * 2) as u64)
+        .unwrap();
+    assert_eq!(total as usize, ids.len(), "no task lost, none invented");
+    for task in &tasks {
+        assert_eq!(task.state, TaskState::Completed, "{task:?}");
+        assert!(
+            completions.get(&task.id).copied().unwrap_or(0) <= 1,
+            "{} completed more than once",
+            task.id
+        );
+    }
+    let executions = journal_executions(journals);
+    let reruns = check_executions(
+        &executions,
+        tasks.iter().map(|t| (t.id.as_str(), t.attempt)),
+    );
+    let extra_attempts = tasks.iter().map(|t| t.attempt - 1).sum();
+    (reruns, extra_attempts)
+}
+
+#[test]
+fn three_nodes_share_one_database_through_kill_9s() {
+    const TASKS: usize = 2_000;
+    const MIN_KILLS: usize = 10;
+    let schema = Schema::new("kill9");
+    let store = schema.store();
+    let nodes: Vec<Node> = (0..3)
+        .map(|i| Node::new(&format!("pg-node-{i}"), &schema, 1_500))
+        .collect();
+    let mut servers: Vec<Option<HttpServer>> = nodes.iter().map(|n| Some(n.start())).collect();
+    let started = Instant::now();
+    let ids = submit_all(&store, TASKS, 5);
+    let mut completions = BTreeMap::new();
+    let mut kills = 0;
+    let deadline = Instant::now() + Duration::from_secs(400);
+    while (finished(&store) as usize) < TASKS {
+        assert!(
+            Instant::now() < deadline,
+            "not finished: {:?}",
+            store.counts().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(fastrand::u64(300..900)));
+        if kills < MIN_KILLS || fastrand::bool() && (finished(&store) as usize) < TASKS * 9 / 10 {
+            let victim = fastrand::usize(..nodes.len());
+            let killed = servers[victim].take().unwrap();
+            completions_logged(&killed.kill_and_collect_logs(), &mut completions);
+            kills += 1;
+            servers[victim] = Some(nodes[victim].start());
+        }
+    }
+    for server in servers.iter_mut() {
+        completions_logged(
+            &server.take().unwrap().kill_and_collect_logs(),
+            &mut completions,
+        );
+    }
+    assert!(
+        kills >= MIN_KILLS,
+        "only {kills} kills before the tasks finished"
+    );
+    let journals: Vec<PathBuf> = nodes.iter().map(Node::journal).collect();
+    let journal_refs: Vec<&Path> = journals.iter().map(PathBuf::as_path).collect();
+    let (reruns, extra_attempts) = check_outcome(&store, &ids, &journal_refs, &completions);
+    // A kill interrupts at most the SLOTS attempts that node was running.
+    assert!(
+        extra_attempts as usize <= kills * SLOTS,
+        "{extra_attempts} attempts beyond the first for {kills} kills of {SLOTS} slots"
+    );
+    println!(
+        "postgres kill test: {TASKS} tasks on 3 nodes, {kills} kill -9s, all completed once; \
+         {reruns} re-runs, {extra_attempts} attempts beyond the first, {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn nodes_ride_out_a_database_restart() {
+    const TASKS: usize = 600;
+    let dir = std::env::var("MCPPLUS_TEST_PG_DIR").unwrap_or_else(|_| {
+        panic!("this test restarts the test database: run scripts/test.sh, or set MCPPLUS_TEST_PG_DIR to the directory given to scripts/postgres.sh start")
+    });
+    let schema = Schema::new("restart");
+    let store = schema.store();
+    let nodes: Vec<Node> = (0..2)
+        .map(|i| Node::new(&format!("pg-restart-{i}"), &schema, 3_000))
+        .collect();
+    let mut servers: Vec<HttpServer> = nodes.iter().map(Node::start).collect();
+    let ids = submit_all(&store, TASKS, 10);
+    // Let work start, then restart the server under the running nodes.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while finished(&store) < 50 {
+        assert!(Instant::now() < deadline, "no progress before the restart");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let restarted = std::process::Command::new(mcpplus_tests::root().join("scripts/postgres.sh"))
+        .args(["restart", &dir])
+        .output()
+        .expect("scripts/postgres.sh restart");
+    assert!(
+        restarted.status.success(),
+        "restart failed: {}",
+        String::from_utf8_lossy(&restarted.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        // The store of the test reconnects too (its pool checks connections).
+        match store.counts() {
+            Ok(counts) => {
+                let done: u64 = counts
+                    .iter()
+                    .filter(|(s, _)| s.is_terminal())
+                    .map(|(_, n)| n)
+                    .sum();
+                if done as usize >= TASKS {
+                    break;
+                }
+            }
+            Err(e) => assert!(e.to_string().contains("PostgreSQL"), "{e}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the nodes did not finish after the restart"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut completions = BTreeMap::new();
+    let mut errors = 0;
+    for server in servers.drain(..) {
+        let lines = server.kill_and_collect_logs();
+        errors += lines
+            .iter()
+            .filter(|l| l.contains("\"queue.error\""))
+            .count();
+        assert!(
+            !lines.iter().any(|l| l.contains("panicked")),
+            "a node panicked:\n{}",
+            lines.join("\n")
+        );
+        completions_logged(&lines, &mut completions);
+    }
+    let journals: Vec<PathBuf> = nodes.iter().map(Node::journal).collect();
+    let journal_refs: Vec<&Path> = journals.iter().map(PathBuf::as_path).collect();
+    let (reruns, extra_attempts) = check_outcome(&store, &ids, &journal_refs, &completions);
+    println!(
+        "postgres restart test: {TASKS} tasks on 2 nodes across a database restart, all completed once; \
+         {errors} logged queue errors while it was down, {reruns} re-runs, {extra_attempts} attempts beyond the first"
+    );
+}
