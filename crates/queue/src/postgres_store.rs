@@ -32,8 +32,9 @@ use tokio_rustls::rustls;
 
 use crate::remote::AttemptRef;
 use crate::store::{
-    ListFilter, Pause, Result, StoreError, TaskStore, Timings, check_priority, ensure,
-    outcome_too_large, retry_backoff_ms, validate,
+    Answered, ListFilter, Pause, Result, StoreError, TaskStore, Timings, answer, check_priority,
+    counts_by_state, ensure, outcome_too_large, pause_from_setting, pause_setting,
+    retry_backoff_ms, validate,
 };
 use crate::{AttemptOutcome, Claim, Lease, NewTask, Settled, Task, TaskState};
 use mcpplus_policy::config::queue::Quotas;
@@ -535,16 +536,7 @@ async fn pause_state(c: &impl GenericClient) -> Result<Option<Pause>> {
         .query_opt("SELECT value FROM settings WHERE key = 'paused'", &[])
         .await?
         .map(|r| r.get(0));
-    Ok(match value.as_deref() {
-        None | Some("false") => None,
-        Some(text) => {
-            let v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
-            Some(Pause {
-                reason: v["reason"].as_str().map(String::from),
-                at_ms: v["at_ms"].as_i64().unwrap_or(0),
-            })
-        }
-    })
+    Ok(pause_from_setting(value.as_deref()))
 }
 
 /// Insert one task (see [`TaskStore::submit`]); `room` is what the queue
@@ -1131,32 +1123,11 @@ impl TaskStore for PostgresStore {
             let mut client = pool.get().await?;
             let tx = begin(&mut client).await?;
             let task = get_for_update(&tx, &id).await?;
-            ensure(
-                &task,
-                task.state == TaskState::WaitingInput,
-                "only a task waiting for input takes answers",
-            )?;
-            let mut pending = match task.input_requests {
-                Some(Value::Object(map)) => map,
-                _ => Default::default(),
-            };
-            let mut answers = match task.input_responses {
-                Some(Value::Object(map)) => map,
-                _ => Default::default(),
-            };
-            for (key, answer) in responses {
-                if pending.remove(&key).is_some() {
-                    answers.insert(key, answer);
-                }
-            }
-            let answers = Value::Object(answers).to_string();
-            if answers.len() as u64 > max {
-                return Err(StoreError::Invalid(format!(
-                    "the task's answers would be {} bytes of JSON, over this queue's limit of {max} ([queue] max_payload_bytes)",
-                    answers.len()
-                )));
-            }
-            let ready = pending.is_empty();
+            let Answered {
+                pending,
+                answers,
+                ready,
+            } = answer(&task, &responses, max)?;
             if ready {
                 tx.execute(
                     "UPDATE tasks SET state = 'queued', input_requests = NULL,
@@ -1263,10 +1234,7 @@ impl TaskStore for PostgresStore {
 
     fn set_pause(&self, pause: Option<Pause>) -> Result<()> {
         let resumed = pause.is_none();
-        let value = match pause {
-            Some(p) => serde_json::json!({"reason": p.reason, "at_ms": p.at_ms}).to_string(),
-            None => "false".into(),
-        };
+        let value = pause_setting(pause.as_ref());
         let channel = self.ready_channel.clone();
         self.run(move |pool| async move {
             let mut client = pool.get().await?;
@@ -1486,16 +1454,7 @@ impl TaskStore for PostgresStore {
                 .query("SELECT state, COUNT(*) FROM tasks GROUP BY state", &[])
                 .await?;
             let rows: Vec<(String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-            Ok(TaskState::ALL
-                .into_iter()
-                .map(|s| {
-                    let n = rows
-                        .iter()
-                        .find(|(name, _)| name == s.as_str())
-                        .map_or(0, |(_, n)| *n as u64);
-                    (s, n)
-                })
-                .collect())
+            Ok(counts_by_state(&rows))
         })
     }
 }

@@ -18,8 +18,9 @@ use serde_json::Value;
 use crate::group_commit::GroupCommit;
 use crate::remote::AttemptRef;
 use crate::store::{
-    ListFilter, Pause, Result, StoreError, TaskStore, Timings, check_priority, ensure,
-    outcome_too_large, retry_backoff_ms, validate,
+    Answered, ListFilter, Pause, Result, StoreError, TaskStore, Timings, answer, check_priority,
+    counts_by_state, ensure, outcome_too_large, pause_from_setting, pause_setting,
+    retry_backoff_ms, validate,
 };
 use crate::{AttemptOutcome, Claim, Lease, NewTask, Settled, Task, TaskState};
 use mcpplus_policy::config::queue::Quotas;
@@ -661,33 +662,11 @@ impl SqliteStore {
         let mut db = self.db();
         let tx = db.transaction()?;
         let task = get(&tx, id)?;
-        ensure(
-            &task,
-            task.state == TaskState::WaitingInput,
-            "only a task waiting for input takes answers",
-        )?;
-        let mut pending = match task.input_requests {
-            Some(Value::Object(map)) => map,
-            _ => Default::default(),
-        };
-        let mut answers = match task.input_responses {
-            Some(Value::Object(map)) => map,
-            _ => Default::default(),
-        };
-        for (key, answer) in responses {
-            if pending.remove(key).is_some() {
-                answers.insert(key.clone(), answer.clone());
-            }
-        }
-        let answers = Value::Object(answers).to_string();
-        let max = self.quotas().max_payload_bytes;
-        if answers.len() as u64 > max {
-            return Err(StoreError::Invalid(format!(
-                "the task's answers would be {} bytes of JSON, over this queue's limit of {max} ([queue] max_payload_bytes)",
-                answers.len()
-            )));
-        }
-        let ready = pending.is_empty();
+        let Answered {
+            pending,
+            answers,
+            ready,
+        } = answer(&task, responses, self.quotas().max_payload_bytes)?;
         if ready {
             tx.execute(
                 "UPDATE tasks SET state = 'queued', input_requests = NULL, input_responses = ?2,
@@ -820,10 +799,7 @@ impl SqliteStore {
     /// Pause (with why and when) or resume (`None`). Kept across restarts.
     pub fn set_pause(&self, pause: Option<Pause>) -> Result<()> {
         let resumed = pause.is_none();
-        let value = match pause {
-            Some(p) => serde_json::json!({"reason": p.reason, "at_ms": p.at_ms}).to_string(),
-            None => "false".into(),
-        };
+        let value = pause_setting(pause.as_ref());
         self.db().execute(
             "INSERT INTO settings (key, value) VALUES ('paused', ?1)
              ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -1035,16 +1011,7 @@ impl SqliteStore {
         let rows: Vec<(String, i64)> = stmt
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<Result<_, _>>()?;
-        Ok(TaskState::ALL
-            .into_iter()
-            .map(|s| {
-                let n = rows
-                    .iter()
-                    .find(|(name, _)| name == s.as_str())
-                    .map_or(0, |(_, n)| *n as u64);
-                (s, n)
-            })
-            .collect())
+        Ok(counts_by_state(&rows))
     }
 }
 
@@ -1147,16 +1114,7 @@ fn pause_state(db: &Connection) -> Result<Option<Pause>> {
             r.get(0)
         })
         .optional()?;
-    Ok(match value.as_deref() {
-        None | Some("false") => None,
-        Some(text) => {
-            let v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
-            Some(Pause {
-                reason: v["reason"].as_str().map(String::from),
-                at_ms: v["at_ms"].as_i64().unwrap_or(0),
-            })
-        }
-    })
+    Ok(pause_from_setting(value.as_deref()))
 }
 
 /// `task-<n>`, n the sequence number the task will get (never reused, even

@@ -416,3 +416,90 @@ pub(crate) fn retry_backoff_ms(task: &Task) -> i64 {
         .saturating_mul(1 << task.attempt.saturating_sub(1).min(20))
         .min(3_600_000) as i64
 }
+
+/// The `paused` setting as stored: the pause as JSON, or `false`.
+pub(crate) fn pause_setting(pause: Option<&Pause>) -> String {
+    match pause {
+        Some(p) => serde_json::json!({"reason": p.reason, "at_ms": p.at_ms}).to_string(),
+        None => "false".into(),
+    }
+}
+
+/// The pause a stored `paused` setting describes (`None`: not paused).
+pub(crate) fn pause_from_setting(value: Option<&str>) -> Option<Pause> {
+    match value {
+        None | Some("false") => None,
+        Some(text) => {
+            let v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+            Some(Pause {
+                reason: v["reason"].as_str().map(String::from),
+                at_ms: v["at_ms"].as_i64().unwrap_or(0),
+            })
+        }
+    }
+}
+
+/// Every state with its count, from (state name, count) rows.
+pub(crate) fn counts_by_state(rows: &[(String, i64)]) -> Vec<(TaskState, u64)> {
+    TaskState::ALL
+        .into_iter()
+        .map(|s| {
+            let n = rows
+                .iter()
+                .find(|(name, _)| name == s.as_str())
+                .map_or(0, |(_, n)| *n as u64);
+            (s, n)
+        })
+        .collect()
+}
+
+/// What answering a parked task does ([`TaskStore::provide_input`]).
+pub(crate) struct Answered {
+    /// The requests still unanswered.
+    pub pending: Map<String, Value>,
+    /// Every answer so far, as JSON for the next attempt.
+    pub answers: String,
+    /// Nothing is pending: the task is ready again.
+    pub ready: bool,
+}
+
+/// Apply `responses` to `task` (waiting for input): answers to pending
+/// requests are kept, the requests they answer removed, other keys ignored.
+/// Refused when the answers would exceed `max_payload_bytes`.
+pub(crate) fn answer(
+    task: &Task,
+    responses: &Map<String, Value>,
+    max_payload_bytes: u64,
+) -> Result<Answered> {
+    ensure(
+        task,
+        task.state == TaskState::WaitingInput,
+        "only a task waiting for input takes answers",
+    )?;
+    let mut pending = match &task.input_requests {
+        Some(Value::Object(map)) => map.clone(),
+        _ => Default::default(),
+    };
+    let mut answers = match &task.input_responses {
+        Some(Value::Object(map)) => map.clone(),
+        _ => Default::default(),
+    };
+    for (key, answer) in responses {
+        if pending.remove(key).is_some() {
+            answers.insert(key.clone(), answer.clone());
+        }
+    }
+    let answers = Value::Object(answers).to_string();
+    if answers.len() as u64 > max_payload_bytes {
+        return Err(StoreError::Invalid(format!(
+            "the task's answers would be {} bytes of JSON, over this queue's limit of {max_payload_bytes} ([queue] max_payload_bytes)",
+            answers.len()
+        )));
+    }
+    let ready = pending.is_empty();
+    Ok(Answered {
+        pending,
+        answers,
+        ready,
+    })
+}
