@@ -29,5 +29,7 @@ log "PostgreSQL for the tests: $MCPPLUS_TEST_PG_URL"
 scripts/install-diagram-tools.sh
 log "cargo test"
 cargo test --locked --workspace
+log "cargo test: MCP tasks with the queue on PostgreSQL"
+MCPPLUS_TEST_QUEUE_BACKEND=postgres cargo test --locked -p mcpplus-tests --test mcp_tasks
 log "pytest (official mcp client)"
 .venv/bin/python -m pytest tests/python -q -p no:cacheprovider

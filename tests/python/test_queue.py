@@ -2,6 +2,7 @@
 `mcp` client, against a server with its own data directory: each tool's
 success and its errors, the queue order, workers running tasks, and grants."""
 
+import os
 import shutil
 import sqlite3
 import urllib.request
@@ -64,10 +65,23 @@ def tools_with_queue_admin(tmp_path):
     return tools
 
 
-@pytest.fixture
-def queue_server(tmp_path):
+def backend_lines(backend, tmp_path):
+    """`[queue]` lines for `backend`: nothing for SQLite; for PostgreSQL the test
+    server scripts/test.sh started (MCPPLUS_TEST_PG_URL) and a schema of this test
+    (the server is thrown away at the end of the run)."""
+    if backend == "sqlite":
+        return ""
+    url = os.environ.get("MCPPLUS_TEST_PG_URL")
+    assert url, "the PostgreSQL backend needs the test server: run scripts/test.sh, or set MCPPLUS_TEST_PG_URL"
+    schema = "py_" + "".join(c if c.isalnum() else "_" for c in tmp_path.name.lower())[-30:] + f"_{os.getpid()}"
+    return f'backend = "postgres"\nurl = "{url}"\nschema = "{schema}"\n'
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def queue_server(tmp_path, request):
+    """A server with its queue on each backend: the task tools must behave the same."""
     config = tmp_path / "mcpplus.toml"
-    config.write_text("[queue]\nworkers = 1\nlease_ms = 3000\npoll_ms = 100\n")
+    config.write_text("[queue]\nworkers = 1\nlease_ms = 3000\npoll_ms = 100\n" + backend_lines(request.param, tmp_path))
     server = HttpServer("--tools", str(tools_with_queue_admin(tmp_path)), "--data-dir", str(tmp_path / "data"),
                         "--config", str(config), "--no-admin")
     yield server

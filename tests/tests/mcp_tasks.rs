@@ -56,9 +56,13 @@ fn server(scratch: &Scratch) -> HttpServer {
 
 /// A server with `config` as its operator config, serving the bundled tools,
 /// or only `components` (each copied with its policy file, if it has one).
+///
+/// With `MCPPLUS_TEST_QUEUE_BACKEND=postgres` (scripts/test.sh runs this file
+/// a second time so) the queue is on the test PostgreSQL server instead, in a
+/// schema of this server: MCP tasks must behave the same on both backends.
 fn start_server(scratch: &Scratch, config: &str, components: &[PathBuf]) -> HttpServer {
     let config_path = scratch.join("mcpplus.toml");
-    std::fs::write(&config_path, config).unwrap();
+    std::fs::write(&config_path, with_backend(config)).unwrap();
     let data = scratch.join("data");
     let tools = scratch.join("tools");
     let mut args = vec![
@@ -81,6 +85,35 @@ fn start_server(scratch: &Scratch, config: &str, components: &[PathBuf]) -> Http
         args.extend(["--tools".into(), tools.display().to_string()]);
     }
     HttpServer::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// `config` with the queue on the backend this run tests.
+fn with_backend(config: &str) -> String {
+    match std::env::var("MCPPLUS_TEST_QUEUE_BACKEND").as_deref() {
+        Ok("postgres") => {
+            let url = std::env::var("MCPPLUS_TEST_PG_URL")
+                .expect("MCPPLUS_TEST_QUEUE_BACKEND=postgres needs MCPPLUS_TEST_PG_URL (scripts/test.sh sets both)");
+            static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let schema = format!(
+                "mcp_tasks_{}_{}",
+                std::process::id(),
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            );
+            assert!(
+                config.starts_with("[queue]\n"),
+                "the config starts with [queue]"
+            );
+            config.replacen(
+                "[queue]\n",
+                &format!(
+                    "[queue]\nbackend = \"postgres\"\nurl = \"{url}\"\nschema = \"{schema}\"\n"
+                ),
+                1,
+            )
+        }
+        Ok("sqlite") | Err(_) => config.to_string(),
+        Ok(other) => panic!("MCPPLUS_TEST_QUEUE_BACKEND is sqlite or postgres, not {other}"),
+    }
 }
 
 async fn poll_until(
