@@ -569,27 +569,22 @@ async fn insert(
             quotas.max_queued
         )));
     }
-    let id = match &new.id {
-        Some(id) => id.clone(),
-        // 122 random bits from the server's strong generator.
-        None => tx
-            .query_one(
-                "SELECT 'task-' || replace(gen_random_uuid()::text, '-', '')",
-                &[],
-            )
-            .await?
-            .get(0),
-    };
     let tags = serde_json::to_string(&new.tags).unwrap_or_default();
     let timeout = new.timeout_ms.map(|t| t as i64);
+    // One round trip: a generated id (122 random bits from the server's
+    // strong generator) is drawn in the insert, and the row comes back.
     let inserted = tx
-        .execute(
-            "INSERT INTO tasks (id, tool, arguments, priority, tags, metadata, timeout_ms,
-                max_attempts, backoff_ms, idempotency_key, state, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued', $11)
-             ON CONFLICT DO NOTHING",
+        .query_opt(
+            &format!(
+                "INSERT INTO tasks (id, tool, arguments, priority, tags, metadata, timeout_ms,
+                    max_attempts, backoff_ms, idempotency_key, state, created_at)
+                 VALUES (COALESCE($1::TEXT, 'task-' || replace(gen_random_uuid()::text, '-', '')),
+                    $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued', $11)
+                 ON CONFLICT DO NOTHING
+                 RETURNING {COLUMNS}"
+            ),
             &[
-                &id,
+                &new.id,
                 &new.tool,
                 &arguments,
                 &new.priority,
@@ -603,19 +598,24 @@ async fn insert(
             ],
         )
         .await?;
-    if inserted == 0 {
+    let Some(row) = inserted else {
         // Another node's submit with the same key committed first.
         if let Some(key) = &new.idempotency_key
             && let Some(existing) = existing_by_key(tx, key).await?
         {
             return same_work(existing, &new);
         }
-        return Err(StoreError::Invalid(format!(
-            "a task with id `{id}` already exists; choose another id, or leave it out to get a generated one"
-        )));
-    }
+        return Err(match &new.id {
+            Some(id) => StoreError::Invalid(format!(
+                "a task with id `{id}` already exists; choose another id, or leave it out to get a generated one"
+            )),
+            None => StoreError::Postgres(
+                "a generated task id collided with an existing one; submit again".into(),
+            ),
+        });
+    };
     *room -= 1;
-    Ok((get(tx, &id).await?, true))
+    Ok((task_from_row(&row), true))
 }
 
 async fn existing_by_key(tx: &Transaction<'_>, key: &str) -> Result<Option<Task>> {
@@ -638,15 +638,24 @@ fn same_work(existing: Task, new: &NewTask) -> Result<(Task, bool)> {
     Ok((existing, false))
 }
 
-async fn room(tx: &Transaction<'_>, quotas: Quotas) -> Result<u64> {
-    let live: i64 = tx
+/// The transaction's clock, and how many more tasks fit under `max_queued`
+/// (counted once per transaction), in one round trip.
+async fn clock_and_room(
+    tx: &Transaction<'_>,
+    passed: Option<i64>,
+    quotas: Quotas,
+) -> Result<(i64, u64)> {
+    let row = tx
         .query_one(
-            "SELECT COUNT(*) FROM tasks WHERE state IN ('queued', 'running', 'waiting_input')",
-            &[],
+            &format!(
+                "SELECT {NOW}, (SELECT COUNT(*) FROM tasks
+                                 WHERE state IN ('queued', 'running', 'waiting_input'))"
+            ),
+            &[&passed],
         )
-        .await?
-        .get(0);
-    Ok(quotas.max_queued.saturating_sub(live as u64))
+        .await?;
+    let live: i64 = row.get(1);
+    Ok((row.get(0), quotas.max_queued.saturating_sub(live as u64)))
 }
 
 /// A failed attempt: back to the queue after the backoff, or failed for good.
@@ -762,8 +771,7 @@ impl TaskStore for PostgresStore {
         let submitted = self.run(move |pool| async move {
             let mut client = pool.get().await?;
             let tx = begin(&mut client).await?;
-            let now = clock(&tx, passed).await?;
-            let mut room = room(&tx, quotas).await?;
+            let (now, mut room) = clock_and_room(&tx, passed, quotas).await?;
             let mut submitted = Vec::with_capacity(tasks.len());
             for task in tasks {
                 submitted.push(insert(&tx, task, now, &mut room, quotas).await?);
