@@ -23,6 +23,14 @@ use serde_json::{Value, json};
 
 const SLOTS: usize = 4;
 
+/// The restart test stops the shared test server: the tests of this file
+/// take turns (cargo runs a file's tests in parallel threads).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn alone() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn test_url() -> String {
     std::env::var("MCPPLUS_TEST_PG_URL").unwrap_or_else(|_| {
         panic!(
@@ -201,6 +209,7 @@ fn check_outcome(
 
 #[test]
 fn three_nodes_share_one_database_through_kill_9s() {
+    let _alone = alone();
     const TASKS: usize = 2_000;
     const MIN_KILLS: usize = 10;
     let schema = Schema::new("kill9");
@@ -256,6 +265,7 @@ fn three_nodes_share_one_database_through_kill_9s() {
 
 #[test]
 fn nodes_ride_out_a_database_restart() {
+    let _alone = alone();
     const TASKS: usize = 600;
     let dir = std::env::var("MCPPLUS_TEST_PG_DIR").unwrap_or_else(|_| {
         panic!("this test restarts the test database: run scripts/test.sh, or set MCPPLUS_TEST_PG_DIR to the directory given to scripts/postgres.sh start")
