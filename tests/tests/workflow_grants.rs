@@ -234,7 +234,7 @@ fn with_no_engine_attached_the_tools_say_why() {
     ] {
         let error = tools.refused(tool, args);
         assert!(
-            error_text(&error).contains("this server runs no task queue, so no workflows"),
+            error_text(&error).contains("this server runs no workflow engine"),
             "{tool}: {error}"
         );
     }
