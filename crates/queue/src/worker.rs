@@ -37,6 +37,16 @@ pub fn now_ms() -> i64 {
 /// The shortest gap between two progress writes of one attempt.
 const PROGRESS_WRITE_EVERY: Duration = Duration::from_millis(250);
 
+/// Progress writes of one attempt waiting to be written, at most.
+const PROGRESS_BACKLOG: usize = 16;
+
+/// What an attempt's progress writer does next.
+enum Write {
+    Progress(f64, Option<f64>, Option<String>),
+    /// Everything before it is written: answer.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
 /// Progress reported by a running task: (progress, total, message).
 pub type ProgressSink = Arc<dyn Fn(f64, Option<f64>, Option<String>) + Send + Sync>;
 
@@ -306,8 +316,33 @@ async fn run_claim(
         worker.lease,
         cancel.clone(),
     )));
-    let progress: ProgressSink = {
+    // Progress is written in order by one task per attempt, and every write
+    // sent before the outcome is recorded first (`Write::Flush` below): on a
+    // backend where each write is a round trip, a fire-and-forget final
+    // report could otherwise land after the outcome and be refused.
+    let (writes, mut pending_writes) = tokio::sync::mpsc::channel::<Write>(PROGRESS_BACKLOG);
+    let _writer = AbortOnDrop(tokio::spawn({
         let (store, id) = (store.clone(), task.id.clone());
+        async move {
+            while let Some(write) = pending_writes.recv().await {
+                match write {
+                    Write::Progress(done, total, message) => {
+                        let id = id.clone();
+                        // Best effort: progress is advisory.
+                        let _ = blocking(&store, move |s| {
+                            s.progress(&id, attempt, done, total, message.as_deref())
+                        })
+                        .await;
+                    }
+                    Write::Flush(done) => {
+                        let _ = done.send(());
+                    }
+                }
+            }
+        }
+    }));
+    let progress: ProgressSink = {
+        let writes = writes.clone();
         let last_write = std::sync::Mutex::new(None::<std::time::Instant>);
         Arc::new(move |done, total, message| {
             // Each write is a commit: at most one per PROGRESS_WRITE_EVERY,
@@ -321,11 +356,9 @@ async fn run_claim(
                 }
                 *last = Some(now);
             }
-            let (store, id) = (store.clone(), id.clone());
-            // Best effort and in order enough: progress is advisory.
-            tokio::task::spawn_blocking(move || {
-                let _ = store.progress(&id, attempt, done, total, message.as_deref());
-            });
+            // Full (a tool repeating "finished" reports faster than they are
+            // written): this one is dropped; progress is advisory.
+            let _ = writes.try_send(Write::Progress(done, total, message));
         })
     };
     tracing::debug!(event = "queue.task_started", task = %task.id, tool = %task.tool, attempt, "task attempt started");
@@ -341,6 +374,11 @@ async fn run_claim(
         None => run.await,
     };
     drop(_heartbeat);
+    // The progress sent so far is written before the outcome.
+    let (flushed, written) = tokio::sync::oneshot::channel();
+    if writes.send(Write::Flush(flushed)).await.is_ok() {
+        let _ = written.await;
+    }
     let id = task.id.clone();
     let recorded = blocking(store, move |s| match outcome {
         AttemptOutcome::Completed(result) => s
