@@ -309,6 +309,16 @@ impl PostgresStore {
         }
     }
 
+    /// A lease ending at `lease_until` (the caller's clock, no `now` given)
+    /// as SQL parameters for `{NOW} + $lease_ms`: the passed clock as is, or
+    /// the lease's remaining length applied to the database's clock.
+    fn lease_end(&self, lease_until: i64) -> (Option<i64>, i64) {
+        match self.clock {
+            Clock::Passed => (Some(lease_until), 0),
+            Clock::Database => (None, lease_until - Self::node_now()),
+        }
+    }
+
     /// `now` of the node's clock (a heartbeat gets no `now` of its own).
     fn node_now() -> i64 {
         std::time::SystemTime::now()
@@ -845,10 +855,7 @@ impl TaskStore for PostgresStore {
 
     fn heartbeat(&self, id: &str, attempt: u32, lease_until: i64) -> Result<Lease> {
         // The lease's length from the caller's clock, applied to the database's.
-        let (passed, lease_ms) = match self.clock {
-            Clock::Passed => (Some(lease_until), 0),
-            Clock::Database => (None, lease_until - Self::node_now()),
-        };
+        let (passed, lease_ms) = self.lease_end(lease_until);
         let id = id.to_string();
         self.run(move |pool| async move {
             let client = pool.get().await?;
@@ -1305,10 +1312,7 @@ impl TaskStore for PostgresStore {
     }
 
     fn extend_remote_leases(&self, lease_until: i64) -> Result<Vec<String>> {
-        let (passed, lease_ms) = match self.clock {
-            Clock::Passed => (Some(lease_until), 0),
-            Clock::Database => (None, lease_until - Self::node_now()),
-        };
+        let (passed, lease_ms) = self.lease_end(lease_until);
         self.run(move |pool| async move {
             let client = pool.get().await?;
             let rows = client
