@@ -352,3 +352,25 @@ pub mod mesh {
         executions
     }
 }
+
+/// Helpers for the queue's crash tests.
+pub mod queue {
+    use std::collections::BTreeMap;
+
+    use serde_json::Value;
+
+    /// Count, per task, the `queue.task_finished` completions in `lines`
+    /// (a server's JSON log) into `into`.
+    pub fn completions_logged(lines: &[String], into: &mut BTreeMap<String, usize>) {
+        for line in lines {
+            let Ok(v) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            if v["event"] == "queue.task_finished" && v["state"] == "completed" {
+                *into
+                    .entry(v["task"].as_str().unwrap().to_string())
+                    .or_default() += 1;
+            }
+        }
+    }
+}

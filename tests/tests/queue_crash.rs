@@ -15,12 +15,13 @@ use std::time::{Duration, Instant};
 
 use mcpplus_queue::store::ListFilter;
 use mcpplus_queue::{QueueStore, TaskState};
+use mcpplus_tests::queue::completions_logged;
 use mcpplus_tests::{HttpServer, Scratch, install_recorder, install_task_queue};
 use rmcp::ServiceExt as _;
 use rmcp::model::CallToolRequestParams;
 use rmcp::service::{RoleClient, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const TASKS: usize = 2_000;
 const KILLS: usize = 8;
@@ -90,19 +91,6 @@ async fn submit(client: &Client, ids: &[String]) -> (BTreeSet<String>, Option<St
         }
     }
     (accepted, None)
-}
-
-fn completions_logged(lines: &[String], into: &mut BTreeMap<String, usize>) {
-    for line in lines {
-        let Ok(v) = serde_json::from_str::<Value>(line) else {
-            continue;
-        };
-        if v["event"] == "queue.task_finished" && v["state"] == "completed" {
-            *into
-                .entry(v["task"].as_str().unwrap().to_string())
-                .or_default() += 1;
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

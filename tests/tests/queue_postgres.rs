@@ -18,8 +18,9 @@ use mcpplus_queue::postgres_store::{Clock, PostgresOptions, PostgresStore};
 use mcpplus_queue::store::ListFilter;
 use mcpplus_queue::{NewTask, QueueStore, TaskState};
 use mcpplus_tests::mesh::{check_executions, journal_executions};
+use mcpplus_tests::queue::completions_logged;
 use mcpplus_tests::{HttpServer, Scratch, install_recorder};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const SLOTS: usize = 4;
 
@@ -152,19 +153,6 @@ fn submit_all(store: &QueueStore, n: usize, work_ms: u64) -> Vec<String> {
         .into_iter()
         .map(|(t, _)| t.id)
         .collect()
-}
-
-fn completions_logged(lines: &[String], into: &mut BTreeMap<String, usize>) {
-    for line in lines {
-        let Ok(v) = serde_json::from_str::<Value>(line) else {
-            continue;
-        };
-        if v["event"] == "queue.task_finished" && v["state"] == "completed" {
-            *into
-                .entry(v["task"].as_str().unwrap().to_string())
-                .or_default() += 1;
-        }
-    }
 }
 
 fn finished(store: &QueueStore) -> u64 {

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use mcpplus_queue::store::ListFilter;
 use mcpplus_queue::{QueueStore, TaskState};
+use mcpplus_tests::queue::completions_logged;
 use mcpplus_tests::{HttpServer, Scratch, artifacts, install_recorder};
 use mcpplus_workflow::spec::WorkflowState;
 use rmcp::ServiceExt as _;
@@ -110,19 +111,6 @@ async fn submit(client: &Client, ids: &[String]) -> BTreeSet<String> {
         }
     }
     accepted
-}
-
-fn completions_logged(lines: &[String], into: &mut BTreeMap<String, usize>) {
-    for line in lines {
-        let Ok(v) = serde_json::from_str::<Value>(line) else {
-            continue;
-        };
-        if v["event"] == "queue.task_finished" && v["state"] == "completed" {
-            *into
-                .entry(v["task"].as_str().unwrap().to_string())
-                .or_default() += 1;
-        }
-    }
 }
 
 fn workflow_states(store: &QueueStore) -> BTreeMap<String, WorkflowState> {
