@@ -29,7 +29,8 @@ log "PostgreSQL for the tests: $MCPPLUS_TEST_PG_URL"
 scripts/install-diagram-tools.sh
 log "cargo test"
 cargo test --locked --workspace
-log "cargo test: MCP tasks with the queue on PostgreSQL"
+log "cargo test: MCP tasks and the workflow controller with the queue on PostgreSQL"
 MCPPLUS_TEST_QUEUE_BACKEND=postgres cargo test --locked -p mcpplus-tests --test mcp_tasks
+MCPPLUS_TEST_QUEUE_BACKEND=postgres cargo test --locked -p mcpplus-workflow --test engine
 log "pytest (official mcp client)"
 .venv/bin/python -m pytest tests/python -q -p no:cacheprovider

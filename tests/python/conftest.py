@@ -116,3 +116,15 @@ async def connect(transport: str, mode: str, http_server: HttpServer | None = No
 
 def pytest_report_header(config):
     return [f"mcpplus binary: {MCPPLUS}", f"tools: {DIST}", f"python: {sys.version.split()[0]}"]
+
+
+def backend_lines(backend, tmp_path):
+    """`[queue]` lines for `backend`: nothing for SQLite; for PostgreSQL the test
+    server scripts/test.sh started (MCPPLUS_TEST_PG_URL) and a schema of this test
+    (the server is thrown away at the end of the run)."""
+    if backend == "sqlite":
+        return ""
+    url = os.environ.get("MCPPLUS_TEST_PG_URL")
+    assert url, "the PostgreSQL backend needs the test server: run scripts/test.sh, or set MCPPLUS_TEST_PG_URL"
+    schema = "py_" + "".join(c if c.isalnum() else "_" for c in tmp_path.name.lower())[-30:] + f"_{os.getpid()}"
+    return f'backend = "postgres"\nurl = "{url}"\nschema = "{schema}"\n'

@@ -2,7 +2,6 @@
 `mcp` client, against a server with its own data directory: each tool's
 success and its errors, the queue order, workers running tasks, and grants."""
 
-import os
 import shutil
 import sqlite3
 import urllib.request
@@ -10,7 +9,7 @@ import urllib.request
 import anyio
 import pytest
 
-from conftest import DIST, HttpServer, connect
+from conftest import DIST, HttpServer, backend_lines, connect
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(300)]
 
@@ -63,18 +62,6 @@ def tools_with_queue_admin(tmp_path):
         if policy.name != "task_queue.policy.toml":
             shutil.copy(policy, tools / policy.name)
     return tools
-
-
-def backend_lines(backend, tmp_path):
-    """`[queue]` lines for `backend`: nothing for SQLite; for PostgreSQL the test
-    server scripts/test.sh started (MCPPLUS_TEST_PG_URL) and a schema of this test
-    (the server is thrown away at the end of the run)."""
-    if backend == "sqlite":
-        return ""
-    url = os.environ.get("MCPPLUS_TEST_PG_URL")
-    assert url, "the PostgreSQL backend needs the test server: run scripts/test.sh, or set MCPPLUS_TEST_PG_URL"
-    schema = "py_" + "".join(c if c.isalnum() else "_" for c in tmp_path.name.lower())[-30:] + f"_{os.getpid()}"
-    return f'backend = "postgres"\nurl = "{url}"\nschema = "{schema}"\n'
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

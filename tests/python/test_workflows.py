@@ -1,6 +1,8 @@
 """Workflows through the official `mcp` client: the six MCP++ workflow tools
 and `workflow_templates` (bundled component `workflow_tools`) against a real
-server whose steps run the bundled components through the queue."""
+server whose steps run the bundled components through the queue, with the
+queue (and the workflow tables) on each backend: SQLite, and PostgreSQL (the
+test server scripts/test.sh starts)."""
 
 import shutil
 import subprocess
@@ -8,7 +10,7 @@ import subprocess
 import anyio
 import pytest
 
-from conftest import DIST, HttpServer, connect
+from conftest import DIST, HttpServer, backend_lines, connect
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(300)]
 
@@ -46,8 +48,8 @@ def steps_by_id(status):
     return {s["step_id"]: s for s in status["steps"]}
 
 
-@pytest.fixture
-def server(tmp_path):
+@pytest.fixture(params=["sqlite", "postgres"])
+def server(tmp_path, request):
     tools = tmp_path / "tools"
     tools.mkdir()
     for artifact in list(DIST.glob("*.wasm")) + list(DIST.glob("*.policy.toml")):
@@ -55,7 +57,8 @@ def server(tmp_path):
     # task_list needs queue submit rights to watch the step tasks.
     (tools / "task_queue.policy.toml").write_text("[queue]\nsubmit = true\n")
     config = tmp_path / "mcpplus.toml"
-    config.write_text("[queue]\nworkers = 12\nlease_ms = 3000\npoll_ms = 100\n")
+    config.write_text("[queue]\nworkers = 12\nlease_ms = 3000\npoll_ms = 100\n"
+                      + backend_lines(request.param, tmp_path))
     server = HttpServer("--tools", str(tools), "--data-dir", str(tmp_path / "data"), "--config", str(config),
                         "--no-admin")
     yield server

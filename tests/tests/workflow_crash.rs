@@ -9,10 +9,15 @@
 //! ran more often than it was attempted; re-runs are bounded by kills × slots;
 //! and no dependent ran before all its dependencies had completed (its first
 //! execution comes after their last in the journal).
+//!
+//! The same runs on PostgreSQL with two nodes sharing one schema and one
+//! journal, either node killed at random.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use mcpplus_queue::pg_test::TestSchema;
+use mcpplus_queue::postgres_store::Clock;
 use mcpplus_queue::store::ListFilter;
 use mcpplus_queue::{QueueStore, TaskState};
 use mcpplus_tests::queue::completions_logged;
@@ -116,52 +121,126 @@ async fn submit(client: &Client, ids: &[String]) -> BTreeSet<String> {
 fn workflow_states(store: &QueueStore) -> BTreeMap<String, WorkflowState> {
     store
         .transaction(0, |txn| {
-            let (rows, _) = mcpplus_workflow::store::list(txn.conn(), None, None, 0, 10_000)
-                .map_err(mcpplus_queue::StoreError::from)?;
+            let (rows, _) = mcpplus_workflow::store::list(txn.conn(), None, None, 0, 10_000)?;
             Ok::<_, mcpplus_queue::StoreError>(rows.into_iter().map(|w| (w.id, w.state)).collect())
         })
         .unwrap()
 }
 
+/// Where the nodes keep the queue: one node's SQLite file, or a PostgreSQL
+/// schema that two nodes share.
+enum Backend {
+    Sqlite,
+    Postgres(TestSchema),
+}
+
+/// The nodes of one run, sharing one journal (the recorder appends with
+/// O_APPEND, so lines from two processes interleave whole and in time order).
+struct Deployment {
+    scratch: Scratch,
+    nodes: Vec<Node>,
+    backend: Backend,
+}
+
+impl Deployment {
+    fn new(label: &str, backend: Backend) -> Self {
+        let scratch = Scratch::new(label);
+        let journal = scratch.join("journal");
+        std::fs::create_dir_all(&journal).unwrap();
+        let count = match backend {
+            Backend::Sqlite => 1,
+            Backend::Postgres(_) => 2,
+        };
+        let nodes = (0..count)
+            .map(|i| {
+                let node = Node {
+                    scratch: Scratch::new(&format!("{label}-node-{i}")),
+                };
+                let tools = node.scratch.join("tools");
+                std::fs::create_dir_all(&tools).unwrap();
+                install_recorder(&tools, &journal);
+                std::fs::copy(
+                    artifacts::workflow_tools(),
+                    tools.join("workflow_tools.wasm"),
+                )
+                .unwrap();
+                std::fs::write(
+                    tools.join("workflow_tools.policy.toml"),
+                    "[workflow]\nsubmit = true\n",
+                )
+                .unwrap();
+                let database = match &backend {
+                    Backend::Sqlite => String::new(),
+                    Backend::Postgres(pg) => format!(
+                        "backend = \"postgres\"\nurl = \"{}\"\nschema = \"{}\"\n",
+                        pg.url, pg.schema
+                    ),
+                };
+                std::fs::write(
+                    node.scratch.join("mcpplus.toml"),
+                    format!(
+                        "[queue]\n{database}workers = {SLOTS}\nlease_ms = 1500\npoll_ms = 50\n"
+                    ),
+                )
+                .unwrap();
+                node
+            })
+            .collect();
+        Self {
+            scratch,
+            nodes,
+            backend,
+        }
+    }
+
+    /// The queue as the test sees it once the nodes are down.
+    fn store(&self) -> std::sync::Arc<QueueStore> {
+        match &self.backend {
+            Backend::Sqlite => std::sync::Arc::new(
+                QueueStore::open(&self.nodes[0].scratch.join("data/queue.sqlite3")).unwrap(),
+            ),
+            Backend::Postgres(pg) => pg.queue.clone(),
+        }
+    }
+
+    fn journal(&self) -> std::path::PathBuf {
+        self.scratch.join("journal/executions.log")
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workflows_survive_kill_9_with_each_step_completed_once_and_in_order() {
-    let node = Node {
-        scratch: Scratch::new("workflow-crash"),
-    };
-    let tools = node.scratch.join("tools");
-    let journal = node.scratch.join("journal");
-    std::fs::create_dir_all(&tools).unwrap();
-    std::fs::create_dir_all(&journal).unwrap();
-    install_recorder(&tools, &journal);
-    std::fs::copy(
-        artifacts::workflow_tools(),
-        tools.join("workflow_tools.wasm"),
-    )
-    .unwrap();
-    std::fs::write(
-        tools.join("workflow_tools.policy.toml"),
-        "[workflow]\nsubmit = true\n",
-    )
-    .unwrap();
-    std::fs::write(
-        node.scratch.join("mcpplus.toml"),
-        format!("[queue]\nworkers = {SLOTS}\nlease_ms = 1500\npoll_ms = 50\n"),
-    )
-    .unwrap();
+    survive_kill_9(Deployment::new("workflow-crash", Backend::Sqlite)).await;
+}
 
+/// The same on PostgreSQL (`MCPPLUS_TEST_PG_URL`, which scripts/test.sh
+/// sets), with two nodes sharing the schema: both drivers advance the same
+/// workflows, and random nodes are killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflows_on_postgres_survive_kill_9_of_either_node() {
+    let schema = TestSchema::with_clock(Clock::Database);
+    survive_kill_9(Deployment::new(
+        "workflow-crash-pg",
+        Backend::Postgres(schema),
+    ))
+    .await;
+}
+
+async fn survive_kill_9(deployment: Deployment) {
+    let nodes = &deployment.nodes;
     let ids: Vec<String> = (0..WORKFLOWS).map(|i| format!("wf{i:02}")).collect();
     let mut accepted = BTreeSet::new();
     let mut completions = BTreeMap::new();
     let started = Instant::now();
-    let db = node.scratch.join("data/queue.sqlite3");
+    let mut servers: Vec<Option<HttpServer>> = nodes.iter().map(|n| Some(n.start())).collect();
     for life in 0..=KILLS {
-        let server = node.start();
         let pending: Vec<String> = ids
             .iter()
             .filter(|id| !accepted.contains(*id))
             .cloned()
             .collect();
-        let url = server.url.clone();
+        let via = fastrand::usize(..nodes.len());
+        let url = servers[via].as_ref().unwrap().url.clone();
         let submitter = tokio::spawn(async move {
             match connect(&url).await {
                 Some(client) => submit(&client, &pending).await,
@@ -170,8 +249,11 @@ async fn workflows_survive_kill_9_with_each_step_completed_once_and_in_order() {
         });
         if life < KILLS {
             tokio::time::sleep(Duration::from_millis(fastrand::u64(200..1_500))).await;
-            completions_logged(&server.kill_and_collect_logs(), &mut completions);
+            let victim = fastrand::usize(..nodes.len());
+            let killed = servers[victim].take().unwrap();
+            completions_logged(&killed.kill_and_collect_logs(), &mut completions);
             accepted.extend(submitter.await.unwrap());
+            servers[victim] = Some(nodes[victim].start());
             continue;
         }
         // The last life is never killed: submit the rest, then wait for every
@@ -182,7 +264,7 @@ async fn workflows_survive_kill_9_with_each_step_completed_once_and_in_order() {
             WORKFLOWS,
             "every workflow was eventually accepted"
         );
-        let store = QueueStore::open(&db).unwrap();
+        let store = deployment.store();
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
             let states = workflow_states(&store);
@@ -192,10 +274,15 @@ async fn workflows_survive_kill_9_with_each_step_completed_once_and_in_order() {
             assert!(Instant::now() < deadline, "not finished: {states:?}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        completions_logged(&server.kill_and_collect_logs(), &mut completions);
+        for server in servers.iter_mut() {
+            completions_logged(
+                &server.take().unwrap().kill_and_collect_logs(),
+                &mut completions,
+            );
+        }
     }
 
-    let store = QueueStore::open(&db).unwrap();
+    let store = deployment.store();
     let states = workflow_states(&store);
     for (id, state) in &states {
         assert_eq!(*state, WorkflowState::Completed, "workflow {id}");
@@ -205,9 +292,7 @@ async fn workflows_survive_kill_9_with_each_step_completed_once_and_in_order() {
         .transaction(0, |txn| {
             let mut all = Vec::new();
             for id in &ids {
-                for s in mcpplus_workflow::store::steps(txn.conn(), id)
-                    .map_err(mcpplus_queue::StoreError::from)?
-                {
+                for s in mcpplus_workflow::store::steps(txn.conn(), id)? {
                     all.push((id.clone(), s.state.to_string()));
                 }
             }
@@ -227,7 +312,7 @@ async fn workflows_survive_kill_9_with_each_step_completed_once_and_in_order() {
         WORKFLOWS * tasks_per_workflow,
         "one task per step and item"
     );
-    let journal_text = std::fs::read_to_string(journal.join("executions.log")).unwrap();
+    let journal_text = std::fs::read_to_string(deployment.journal()).unwrap();
     let lines: Vec<&str> = journal_text.lines().collect();
     let mut executions: BTreeMap<&str, usize> = BTreeMap::new();
     let mut first: BTreeMap<&str, usize> = BTreeMap::new();
@@ -272,9 +357,10 @@ async fn workflows_survive_kill_9_with_each_step_completed_once_and_in_order() {
         }
     }
     println!(
-        "workflow crash test: {WORKFLOWS} workflows ({} tasks), {KILLS} kill -9s, all completed; \
-         executions {} ({reruns} re-runs of interrupted attempts), {:.1} s",
+        "workflow crash test: {WORKFLOWS} workflows ({} tasks) on {} node(s), {KILLS} kill -9s, \
+         all completed; executions {} ({reruns} re-runs of interrupted attempts), {:.1} s",
         tasks.len(),
+        nodes.len(),
         lines.len(),
         started.elapsed().as_secs_f64()
     );

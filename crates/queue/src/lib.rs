@@ -29,14 +29,17 @@
 //! has gone back to the queue and runs again.
 
 mod group_commit;
-#[cfg(test)]
-mod pg_test;
+/// Tests' PostgreSQL schemas (the `test-support` feature, for other
+/// crates' tests).
+#[cfg(any(test, feature = "test-support"))]
+pub mod pg_test;
 pub mod postgres_store;
 pub mod pull;
 pub mod remote;
 #[cfg(test)]
 mod remote_model;
 pub mod service;
+pub mod sql;
 pub mod sqlite_store;
 pub mod store;
 #[cfg(test)]

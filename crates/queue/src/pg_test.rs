@@ -8,7 +8,7 @@ use crate::QueueStore;
 use crate::postgres_store::{Clock, PostgresOptions, PostgresStore};
 
 pub struct TestSchema {
-    pub queue: QueueStore,
+    pub queue: std::sync::Arc<QueueStore>,
     pub schema: String,
     pub url: String,
 }
@@ -21,6 +21,12 @@ pub fn test_url() -> String {
              `scripts/postgres.sh start /tmp/mcpplus-pg` and export MCPPLUS_TEST_PG_URL=<the URL it prints>"
         )
     })
+}
+
+impl Default for TestSchema {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl TestSchema {
@@ -47,7 +53,7 @@ impl TestSchema {
         })
         .unwrap_or_else(|e| panic!("cannot open the test schema {schema}: {e}"));
         Self {
-            queue: QueueStore::with_backend(Box::new(store)),
+            queue: std::sync::Arc::new(QueueStore::with_backend(Box::new(store))),
             schema,
             url,
         }
@@ -116,7 +122,7 @@ mod tests {
             pg.queue.submit(task("t"), 0).unwrap();
         }
         let claimed: Vec<Vec<String>> = std::thread::scope(|s| {
-            let nodes = [&pg.queue, &other, &pg.queue, &other];
+            let nodes = [&*pg.queue, &other, &*pg.queue, &other];
             let handles: Vec<_> = nodes
                 .into_iter()
                 .enumerate()

@@ -30,10 +30,12 @@ use serde_json::{Map, Value};
 use tokio_postgres::{GenericClient, Row, Transaction};
 use tokio_rustls::rustls;
 
+mod txn;
+
 use crate::remote::AttemptRef;
 use crate::store::{
-    Answered, ListFilter, Pause, Result, StoreError, TaskStore, Timings, answer, check_priority,
-    counts_by_state, ensure, outcome_too_large, pause_from_setting, pause_setting,
+    Answered, ListFilter, Pause, Result, StoreError, TaskStore, Timings, Txn, answer,
+    check_priority, counts_by_state, ensure, outcome_too_large, pause_from_setting, pause_setting,
     retry_backoff_ms, validate,
 };
 use crate::{AttemptOutcome, Claim, Lease, NewTask, Settled, Task, TaskState};
@@ -742,6 +744,28 @@ fn filter_sql(
 impl TaskStore for PostgresStore {
     fn backend(&self) -> &'static str {
         "postgres"
+    }
+
+    fn transaction_dyn(&self, now: i64, body: &mut dyn FnMut(&mut Txn<'_>) -> bool) -> Result<()> {
+        let opening = txn::Opening {
+            pool: self.pool.clone(),
+            passed: self.passed(now),
+            quotas: self.quotas(),
+            ready_channel: self.ready_channel.clone(),
+            changed_channel: self.changed_channel.clone(),
+        };
+        let mut open = txn::PgTxn::open(self.runtime(), opening, now)?;
+        if !body(&mut Txn::new(&mut open)) {
+            return Ok(()); // dropped: rolled back
+        }
+        let (submitted, changed) = open.commit()?;
+        if submitted {
+            self.wake();
+        }
+        if changed {
+            self.changed();
+        }
+        Ok(())
     }
 
     fn ready_signal(&self) -> &tokio::sync::Notify {

@@ -44,7 +44,6 @@ impl From<StoreError> for QueueError {
                 QueueError::Conflict(e.to_string())
             }
             StoreError::Sql(_) | StoreError::Postgres(_) => QueueError::Unavailable(e.to_string()),
-            StoreError::Unsupported(m) => QueueError::Invalid(m),
         }
     }
 }

@@ -17,9 +17,10 @@ use serde_json::Value;
 
 use crate::group_commit::GroupCommit;
 use crate::remote::AttemptRef;
+use crate::sql::Sql;
 use crate::store::{
-    Answered, ListFilter, Pause, Result, StoreError, TaskStore, Timings, answer, check_priority,
-    counts_by_state, ensure, outcome_too_large, pause_from_setting, pause_setting,
+    Answered, ListFilter, Pause, Result, StoreError, TaskStore, Timings, Txn, TxnBackend, answer,
+    check_priority, counts_by_state, ensure, outcome_too_large, pause_from_setting, pause_setting,
     retry_backoff_ms, validate,
 };
 use crate::{AttemptOutcome, Claim, Lease, NewTask, Settled, Task, TaskState};
@@ -355,8 +356,8 @@ fn insert(tx: &Connection, new: NewTask, now: i64, room: &mut Room) -> Result<(T
     Ok((get(tx, &id)?, true))
 }
 
-/// One open transaction on the queue's file ([`SqliteStore::transaction`]).
-pub struct Txn<'a> {
+/// One open transaction on the queue's file ([`crate::QueueStore::transaction`]).
+struct SqliteTxn<'a> {
     tx: rusqlite::Transaction<'a>,
     room: Room,
     now: i64,
@@ -364,31 +365,26 @@ pub struct Txn<'a> {
     changed: bool,
 }
 
-impl Txn<'_> {
-    /// The connection, for the caller's own tables.
-    pub fn conn(&self) -> &Connection {
-        &self.tx
+impl TxnBackend for SqliteTxn<'_> {
+    fn sql(&self) -> &dyn Sql {
+        &*self.tx
     }
 
-    /// The transaction's clock.
-    pub fn now(&self) -> i64 {
+    fn now(&self) -> i64 {
         self.now
     }
 
-    /// More tasks that fit under `[queue] max_queued` in this transaction.
-    pub fn room(&self) -> u64 {
+    fn room(&self) -> u64 {
         self.room.tasks
     }
 
-    /// Submit a task as [`SqliteStore::submit`] does, inside this transaction.
-    pub fn submit(&mut self, new: NewTask) -> Result<(Task, bool)> {
+    fn submit(&mut self, new: NewTask) -> Result<(Task, bool)> {
         let submitted = insert(&self.tx, new, self.now, &mut self.room)?;
         self.submitted |= submitted.1;
         Ok(submitted)
     }
 
-    /// The task `id`, if it exists.
-    pub fn get(&self, id: &str) -> Result<Option<Task>> {
+    fn get(&self, id: &str) -> Result<Option<Task>> {
         match get(&self.tx, id) {
             Ok(task) => Ok(Some(task)),
             Err(StoreError::NotFound(_)) => Ok(None),
@@ -396,10 +392,8 @@ impl Txn<'_> {
         }
     }
 
-    /// Cancel a queued or running task as [`SqliteStore::cancel`] does; a
-    /// task already finished (or gone) is left as it is (`None`).
-    pub fn cancel(&mut self, id: &str, reason: &str) -> Result<Option<Task>> {
-        match self.get(id)? {
+    fn cancel(&mut self, id: &str, reason: &str) -> Result<Option<Task>> {
+        match TxnBackend::get(self, id)? {
             Some(task) if !task.state.is_terminal() => {
                 self.changed = true;
                 cancel(&self.tx, id, Some(reason), self.now).map(Some)
@@ -690,35 +684,29 @@ impl SqliteStore {
         Ok(task)
     }
 
-    /// Run `body` as one transaction on the queue's file, for a controller
-    /// that keeps its own tables beside the tasks (workflows): what it reads,
-    /// writes and submits commits together or not at all. Committed only when
-    /// `body` returns `Ok`.
-    pub fn transaction<T, E: From<StoreError>>(
+    /// Run `body` as one transaction on the queue's file (see
+    /// [`crate::QueueStore::transaction`]); committed when it returns true.
+    pub fn transaction_dyn(
         &self,
         now: i64,
-        body: impl FnOnce(&mut Txn<'_>) -> Result<T, E>,
-    ) -> Result<T, E> {
+        body: &mut dyn FnMut(&mut Txn<'_>) -> bool,
+    ) -> Result<()> {
         let mut db = self.db();
-        let (out, submitted, changed) = {
-            let tx = db.transaction().map_err(StoreError::from)?;
+        let (submitted, changed) = {
+            let tx = db.transaction()?;
             let room = Room::of(&tx, self.quotas())?;
-            let mut txn = Txn {
+            let mut txn = SqliteTxn {
                 tx,
                 room,
                 now,
                 submitted: false,
                 changed: false,
             };
-            let out = body(&mut txn)?;
-            let Txn {
-                tx,
-                submitted,
-                changed,
-                ..
-            } = txn;
-            tx.commit().map_err(StoreError::from)?;
-            (out, submitted, changed)
+            if !body(&mut Txn::new(&mut txn)) {
+                return Ok(()); // dropped: rolled back
+            }
+            txn.tx.commit()?;
+            (txn.submitted, txn.changed)
         };
         drop(db);
         if submitted {
@@ -727,7 +715,7 @@ impl SqliteStore {
         if changed {
             self.changed();
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Put a failed (or cancelled) task back in the queue with `extra_attempts`
@@ -1207,6 +1195,9 @@ impl TaskStore for SqliteStore {
     }
     fn sqlite(&self) -> Option<&SqliteStore> {
         Some(self)
+    }
+    fn transaction_dyn(&self, now: i64, body: &mut dyn FnMut(&mut Txn<'_>) -> bool) -> Result<()> {
+        SqliteStore::transaction_dyn(self, now, body)
     }
     fn ready_signal(&self) -> &tokio::sync::Notify {
         SqliteStore::ready_signal(self)

@@ -20,7 +20,8 @@ use crate::remote::AttemptRef;
 use crate::{AttemptOutcome, Claim, Lease, NewTask, Settled, Task, TaskState};
 use mcpplus_policy::config::queue::Quotas;
 
-pub use crate::sqlite_store::{SqliteStore, Txn};
+use crate::sql::Sql;
+pub use crate::sqlite_store::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -29,9 +30,6 @@ pub enum StoreError {
     /// A PostgreSQL error, or the database could not be reached.
     #[error("the queue database (PostgreSQL): {0}")]
     Postgres(String),
-    /// What this backend does not do (e.g. workflows on PostgreSQL).
-    #[error("{0}")]
-    Unsupported(String),
     #[error("{0}")]
     Invalid(String),
     #[error("there is no task `{0}`")]
@@ -82,11 +80,14 @@ pub trait TaskStore: Send + Sync {
     /// `sqlite` or `postgres` (audit, logs, metrics).
     fn backend(&self) -> &'static str;
 
-    /// The SQLite backend, for what only it does (workflow tables beside
-    /// the tasks, in one transaction).
+    /// The SQLite backend, for what only it has (tests of its group commit).
     fn sqlite(&self) -> Option<&SqliteStore> {
         None
     }
+
+    /// Run `body` as one transaction beside the tasks, committed when it
+    /// returns true (see [`QueueStore::transaction`]).
+    fn transaction_dyn(&self, now: i64, body: &mut dyn FnMut(&mut Txn<'_>) -> bool) -> Result<()>;
 
     /// Woken whenever a task may have become ready (on this node or, for a
     /// shared database, any node), so idle workers need not poll.
@@ -316,20 +317,88 @@ impl QueueStore {
     }
 
     /// Run `body` as one transaction beside the tasks, for a controller that
-    /// keeps its own tables there (workflows). SQLite only for now.
+    /// keeps its own tables there (workflows): what it reads, writes (through
+    /// [`Txn::conn`]) and submits commits together or not at all. Committed
+    /// only when `body` returns `Ok`.
     pub fn transaction<T, E: From<StoreError>>(
         &self,
         now: i64,
         body: impl FnOnce(&mut Txn<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
-        match self.backend.sqlite() {
-            Some(sqlite) => sqlite.transaction(now, body),
-            None => Err(StoreError::Unsupported(format!(
-                "workflows keep their state beside the tasks, which the {} queue backend does not do yet; use `[queue] backend = \"sqlite\"` for workflows",
-                self.backend.backend()
-            ))
+        let mut body = Some(body);
+        let mut out = None;
+        let done = self.backend.transaction_dyn(now, &mut |txn| {
+            let Some(body) = body.take() else {
+                return false; // a backend never runs it twice; refuse to commit if one did
+            };
+            let result = body(txn);
+            let commit = result.is_ok();
+            out = Some(result);
+            commit
+        });
+        match (done, out) {
+            // The body failed: its error, whatever the rollback said.
+            (_, Some(Err(e))) => Err(e),
+            (Ok(()), Some(Ok(value))) => Ok(value),
+            (Err(e), _) => Err(e.into()),
+            (Ok(()), None) => Err(StoreError::Invalid(
+                "the transaction ended without running its body".into(),
+            )
             .into()),
         }
+    }
+}
+
+/// One open transaction beside the tasks ([`QueueStore::transaction`]).
+pub struct Txn<'a> {
+    inner: &'a mut dyn TxnBackend,
+}
+
+/// What a backend's open transaction offers [`Txn`].
+pub trait TxnBackend {
+    fn sql(&self) -> &dyn Sql;
+    fn now(&self) -> i64;
+    fn room(&self) -> u64;
+    fn submit(&mut self, new: NewTask) -> Result<(Task, bool)>;
+    fn get(&self, id: &str) -> Result<Option<Task>>;
+    fn cancel(&mut self, id: &str, reason: &str) -> Result<Option<Task>>;
+}
+
+impl<'a> Txn<'a> {
+    pub(crate) fn new(inner: &'a mut dyn TxnBackend) -> Self {
+        Self { inner }
+    }
+
+    /// The connection, for the caller's own tables (portable SQL: see
+    /// [`crate::sql`]).
+    pub fn conn(&self) -> &dyn Sql {
+        self.inner.sql()
+    }
+
+    /// The transaction's clock (the `now` it was opened with).
+    pub fn now(&self) -> i64 {
+        self.inner.now()
+    }
+
+    /// More tasks that fit under `[queue] max_queued` in this transaction.
+    pub fn room(&self) -> u64 {
+        self.inner.room()
+    }
+
+    /// Submit a task as [`TaskStore::submit`] does, inside this transaction.
+    pub fn submit(&mut self, new: NewTask) -> Result<(Task, bool)> {
+        self.inner.submit(new)
+    }
+
+    /// The task `id`, if it exists.
+    pub fn get(&self, id: &str) -> Result<Option<Task>> {
+        self.inner.get(id)
+    }
+
+    /// Cancel a queued or running task as [`TaskStore::cancel`] does; a task
+    /// already finished (or gone) is left as it is (`None`).
+    pub fn cancel(&mut self, id: &str, reason: &str) -> Result<Option<Task>> {
+        self.inner.cancel(id, reason)
     }
 }
 

@@ -73,7 +73,7 @@ pub fn advance(
     cache: CacheRules<'_>,
 ) -> Result<Advanced, WorkflowError> {
     let conn = txn.conn();
-    let Some(w) = store::get_workflow(conn, workflow)? else {
+    let Some(w) = store::lock_workflow(conn, workflow)? else {
         return Ok(Advanced::default());
     };
     let steps = store::steps(conn, workflow)?;

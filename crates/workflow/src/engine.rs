@@ -63,7 +63,8 @@ pub fn now_ms() -> i64 {
 }
 
 impl Workflows {
-    /// Create the workflow tables in the queue's file and load the templates.
+    /// Create the workflow tables beside the queue's tasks and load the
+    /// templates.
     pub fn open(store: Arc<QueueStore>, options: WorkflowOptions) -> Result<Self, WorkflowError> {
         store.transaction(now_ms(), |txn| -> Result<(), WorkflowError> {
             store::ensure_schema(txn.conn())?;
@@ -167,7 +168,7 @@ impl Workflows {
                     )));
                 }
             }
-            store::insert_workflow(
+            let inserted = store::insert_workflow(
                 conn,
                 &WorkflowRow {
                     seq: 0,
@@ -191,6 +192,16 @@ impl Workflows {
                     result: None,
                 },
             )?;
+            if !inserted {
+                // Another node committed the same id since the check above.
+                let existing = store::get_workflow(conn, &id)?;
+                if existing.is_some_and(|w| w.spec_sha256 == sha) {
+                    return Ok((false, Advanced::default()));
+                }
+                return Err(WorkflowError::Conflict(format!(
+                    "workflow `{id}` already exists with a different spec; choose a new workflow_id (or submit the same spec to get the existing one)"
+                )));
+            }
             store::insert_needs(conn, &id, &spec.dependencies)?;
             for (i, step) in spec.steps.iter().enumerate() {
                 store::write_step(conn, &id, &StepRow::new(&step.step_id, i, plan.levels[i]))?;
@@ -541,7 +552,7 @@ impl Workflows {
         let now = self.now();
         let advanced = self.store.transaction(now, |txn| {
             let conn = txn.conn();
-            let mut w = store::get_workflow(conn, id)?
+            let mut w = store::lock_workflow(conn, id)?
                 .ok_or_else(|| WorkflowError::NotFound(id.to_string()))?;
             // A forced cancel after a graceful one upgrades it; never the reverse.
             if w.cancel != Some(CancelMode::Force) {

@@ -3,7 +3,7 @@
 //! spec and its validation (`spec`, `validate`), the `${…}` references
 //! between steps (`reference`), `when` conditions (`condition`), templates
 //! (`template`), graph output (`graph`), and the controller over the queue's
-//! SQLite file (`store`, `advance`, `engine`). It depends on the queue and
+//! database (`store`, `advance`, `engine`). It depends on the queue and
 //! nothing above it.
 
 pub mod advance;
@@ -34,6 +34,4 @@ pub enum WorkflowError {
     Conflict(String),
     #[error(transparent)]
     Store(mcpplus_queue::StoreError),
-    #[error("the workflow tables: {0}")]
-    Sql(#[from] rusqlite::Error),
 }

@@ -1,9 +1,13 @@
-//! The workflow tables, in the queue's SQLite file beside the tasks so that a
-//! workflow's state and the tasks it submits commit in one transaction
-//! (`QueueStore::transaction`). Rows are read and written whole; the
-//! controller (`advance`) decides what changes.
+//! The workflow tables, in the queue's database beside the tasks (the
+//! SQLite file, or the PostgreSQL schema) so that a workflow's state and the
+//! tasks it submits commit in one transaction (`QueueStore::transaction`).
+//! Rows are read and written whole; the controller (`advance`) decides what
+//! changes. The SQL is written once for both databases (`mcpplus_queue::sql`).
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use mcpplus_queue::StoreError;
+use mcpplus_queue::sql::{Dialect, Sql, SqlRow};
+use mcpplus_queue::sql_params;
+use mcpplus_queue::store::Result;
 use serde_json::Value;
 
 use crate::spec::{StepState, WorkflowState};
@@ -263,79 +267,175 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("workflows", "max_parallel", "INTEGER NOT NULL DEFAULT 10"),
 ];
 
-pub fn ensure_schema(conn: &Connection) -> rusqlite::Result<()> {
-    conn.execute_batch(SCHEMA)?;
-    for (table, column, declaration) in ADDED_COLUMNS {
-        let has: bool = conn
-            .prepare("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2")?
-            .exists(params![table, column])?;
-        if !has {
-            conn.execute_batch(&format!(
-                "ALTER TABLE {table} ADD COLUMN {column} {declaration}"
-            ))?;
+/// Serialises nodes creating the tables in one PostgreSQL schema at once
+/// (any constant, ours).
+const POSTGRES_SCHEMA_LOCK: i64 = 0x6d63_7070_6c75_7302;
+
+/// [`SCHEMA`] in PostgreSQL's types (one schema text, so the two cannot
+/// drift): 64-bit integers, doubles, a sequence for `seq`.
+fn postgres_types(sqlite: &str) -> String {
+    sqlite
+        .replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY")
+        .replace("INTEGER", "BIGINT")
+        .replace("REAL", "DOUBLE PRECISION")
+}
+
+/// Create the workflow tables beside the tasks (and the columns an older
+/// release lacked).
+pub fn ensure_schema(db: &dyn Sql) -> Result<()> {
+    match db.dialect() {
+        Dialect::Sqlite => {
+            db.batch(SCHEMA)?;
+            for (table, column, declaration) in ADDED_COLUMNS {
+                let has = db
+                    .query_opt(
+                        "SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2",
+                        sql_params![*table, *column],
+                    )?
+                    .is_some();
+                if !has {
+                    db.batch(&format!(
+                        "ALTER TABLE {table} ADD COLUMN {column} {declaration}"
+                    ))?;
+                }
+            }
+        }
+        Dialect::Postgres => {
+            // DDL locks its tables exclusively even when it changes nothing,
+            // and would deadlock with the other nodes' work: only a schema
+            // that lacks something gets any.
+            if postgres_schema_complete(db)? {
+                return Ok(());
+            }
+            let mut sql = format!(
+                "SELECT pg_advisory_xact_lock({POSTGRES_SCHEMA_LOCK});\n{}",
+                postgres_types(SCHEMA)
+            );
+            for (table, column, declaration) in ADDED_COLUMNS {
+                sql.push_str(&format!(
+                    "\nALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {};",
+                    postgres_types(declaration)
+                ));
+            }
+            db.batch(&sql)?;
         }
     }
     Ok(())
 }
 
-fn json_opt(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<Value>> {
-    let text: Option<String> = row.get(index)?;
-    Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+/// The tables [`SCHEMA`] creates.
+fn schema_tables() -> impl Iterator<Item = &'static str> {
+    SCHEMA
+        .split("CREATE TABLE IF NOT EXISTS ")
+        .skip(1)
+        .filter_map(|rest| rest.split_whitespace().next())
+}
+
+/// Whether every table and every added column is there already.
+fn postgres_schema_complete(db: &dyn Sql) -> Result<bool> {
+    let found: std::collections::BTreeSet<(String, String)> = db
+        .query(
+            "SELECT table_name::TEXT, column_name::TEXT FROM information_schema.columns
+              WHERE table_schema = current_schema()",
+            &[],
+        )?
+        .iter()
+        .map(|r| Ok((r.text(0)?, r.text(1)?)))
+        .collect::<Result<_>>()?;
+    let tables: std::collections::BTreeSet<&str> = found.iter().map(|(t, _)| t.as_str()).collect();
+    Ok(schema_tables().all(|t| tables.contains(t))
+        && ADDED_COLUMNS
+            .iter()
+            .all(|(t, c, _)| found.contains(&(t.to_string(), c.to_string()))))
+}
+
+fn json_opt(row: &SqlRow, index: usize) -> Result<Option<Value>> {
+    Ok(row
+        .opt_text(index)?
+        .and_then(|t| serde_json::from_str(&t).ok()))
 }
 
 fn text_of(value: &Option<Value>) -> Option<String> {
     value.as_ref().map(Value::to_string)
 }
 
+fn u32_of(value: i64) -> u32 {
+    value.clamp(0, u32::MAX as i64) as u32
+}
+
+fn usize_of(value: i64) -> usize {
+    value.max(0) as usize
+}
+
 const WORKFLOW_COLUMNS: &str = "seq, id, name, spec, spec_sha256, state, priority, tags, template, \
     cancel, cancel_reason, timed_out, created_at, started_at, finished_at, deadline, \
     error, result, max_parallel";
 
-fn workflow_from_row(row: &Row<'_>) -> rusqlite::Result<WorkflowRow> {
-    let state: String = row.get(5)?;
-    let tags: String = row.get(7)?;
-    let cancel: Option<String> = row.get(9)?;
+fn workflow_from_row(row: &SqlRow) -> Result<WorkflowRow> {
+    let state = row.text(5)?;
+    let tags = row.text(7)?;
+    let cancel = row.opt_text(9)?;
     Ok(WorkflowRow {
-        seq: row.get(0)?,
-        id: row.get(1)?,
-        name: row.get(2)?,
-        spec: row.get(3)?,
-        spec_sha256: row.get(4)?,
+        seq: row.i64(0)?,
+        id: row.text(1)?,
+        name: row.text(2)?,
+        spec: row.text(3)?,
+        spec_sha256: row.text(4)?,
         state: WorkflowState::parse(&state).unwrap_or(WorkflowState::Failed),
-        priority: row.get(6)?,
+        priority: row.f64(6)?,
         tags: serde_json::from_str(&tags).unwrap_or_default(),
         template: json_opt(row, 8)?,
         cancel: cancel.as_deref().and_then(CancelMode::parse),
-        cancel_reason: row.get(10)?,
-        timed_out: row.get(11)?,
-        created_at: row.get(12)?,
-        started_at: row.get(13)?,
-        finished_at: row.get(14)?,
-        deadline: row.get(15)?,
-        error: row.get(16)?,
+        cancel_reason: row.opt_text(10)?,
+        timed_out: row.bool(11)?,
+        created_at: row.i64(12)?,
+        started_at: row.opt_i64(13)?,
+        finished_at: row.opt_i64(14)?,
+        deadline: row.opt_i64(15)?,
+        error: row.opt_text(16)?,
         result: json_opt(row, 17)?,
-        max_parallel: row.get(18)?,
+        max_parallel: u32_of(row.i64(18)?),
     })
 }
 
-pub fn get_workflow(conn: &Connection, id: &str) -> rusqlite::Result<Option<WorkflowRow>> {
-    conn.query_row(
+pub fn get_workflow(db: &dyn Sql, id: &str) -> Result<Option<WorkflowRow>> {
+    db.query_opt(
         &format!("SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id = ?1"),
-        [id],
-        workflow_from_row,
-    )
-    .optional()
+        sql_params![id],
+    )?
+    .map(|row| workflow_from_row(&row))
+    .transpose()
 }
 
-pub fn insert_workflow(conn: &Connection, w: &WorkflowRow) -> rusqlite::Result<()> {
-    conn.execute(
+/// [`get_workflow`], holding the workflow until the transaction ends: what
+/// changes a workflow reads it this way, so nodes sharing a PostgreSQL
+/// database change one workflow one at a time. (A SQLite transaction holds
+/// the whole file already.)
+pub fn lock_workflow(db: &dyn Sql, id: &str) -> Result<Option<WorkflowRow>> {
+    let lock = match db.dialect() {
+        Dialect::Sqlite => "",
+        Dialect::Postgres => " FOR UPDATE",
+    };
+    db.query_opt(
+        &format!("SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id = ?1{lock}"),
+        sql_params![id],
+    )?
+    .map(|row| workflow_from_row(&row))
+    .transpose()
+}
+
+/// Insert a new workflow; false when one with its id exists already
+/// (perhaps just committed by another node).
+pub fn insert_workflow(db: &dyn Sql, w: &WorkflowRow) -> Result<bool> {
+    let inserted = db.execute(
         "INSERT INTO workflows (id, name, spec, spec_sha256, state, priority, tags, template,
-             created_at, max_parallel) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        params![
-            w.id,
-            w.name,
-            w.spec,
-            w.spec_sha256,
+             created_at, max_parallel) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT (id) DO NOTHING",
+        sql_params![
+            &w.id,
+            &w.name,
+            &w.spec,
+            &w.spec_sha256,
             w.state.as_str(),
             w.priority,
             serde_json::to_string(&w.tags).unwrap_or_default(),
@@ -344,108 +444,110 @@ pub fn insert_workflow(conn: &Connection, w: &WorkflowRow) -> rusqlite::Result<(
             w.max_parallel,
         ],
     )?;
-    Ok(())
+    Ok(inserted == 1)
 }
 
 /// Write the fields `advance` and `cancel` change.
-pub fn update_workflow(conn: &Connection, w: &WorkflowRow) -> rusqlite::Result<()> {
-    conn.execute(
+pub fn update_workflow(db: &dyn Sql, w: &WorkflowRow) -> Result<()> {
+    db.execute(
         "UPDATE workflows SET state = ?2, cancel = ?3, cancel_reason = ?4, timed_out = ?5,
              started_at = ?6, finished_at = ?7, deadline = ?8, error = ?9, result = ?10
          WHERE id = ?1",
-        params![
-            w.id,
+        sql_params![
+            &w.id,
             w.state.as_str(),
             w.cancel.map(CancelMode::as_str),
-            w.cancel_reason,
+            &w.cancel_reason,
             w.timed_out,
             w.started_at,
             w.finished_at,
             w.deadline,
-            w.error,
+            &w.error,
             text_of(&w.result),
         ],
     )?;
     Ok(())
 }
 
-pub fn insert_needs(conn: &Connection, workflow: &str, needs: &[String]) -> rusqlite::Result<()> {
-    let mut insert = conn.prepare_cached(
-        "INSERT OR IGNORE INTO workflow_needs (workflow_id, needs) VALUES (?1, ?2)",
-    )?;
+pub fn insert_needs(db: &dyn Sql, workflow: &str, needs: &[String]) -> Result<()> {
     for need in needs {
-        insert.execute(params![workflow, need])?;
+        db.execute(
+            "INSERT INTO workflow_needs (workflow_id, needs) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+            sql_params![workflow, need],
+        )?;
     }
     Ok(())
 }
 
-pub fn needs(conn: &Connection, workflow: &str) -> rusqlite::Result<Vec<String>> {
-    let mut query =
-        conn.prepare_cached("SELECT needs FROM workflow_needs WHERE workflow_id = ?1")?;
-    query
-        .query_map([workflow], |r| r.get(0))?
-        .collect::<Result<_, _>>()
+fn texts(rows: Vec<SqlRow>) -> Result<Vec<String>> {
+    rows.iter().map(|r| r.text(0)).collect()
+}
+
+pub fn needs(db: &dyn Sql, workflow: &str) -> Result<Vec<String>> {
+    texts(db.query(
+        "SELECT needs FROM workflow_needs WHERE workflow_id = ?1",
+        sql_params![workflow],
+    )?)
 }
 
 /// The unfinished workflows waiting for `workflow`.
-pub fn needed_by(conn: &Connection, workflow: &str) -> rusqlite::Result<Vec<String>> {
-    let mut query = conn.prepare_cached(
+pub fn needed_by(db: &dyn Sql, workflow: &str) -> Result<Vec<String>> {
+    texts(db.query(
         "SELECT n.workflow_id FROM workflow_needs n JOIN workflows w ON w.id = n.workflow_id
           WHERE n.needs = ?1 AND w.state = 'pending'",
-    )?;
-    query
-        .query_map([workflow], |r| r.get(0))?
-        .collect::<Result<_, _>>()
+        sql_params![workflow],
+    )?)
 }
 
 const STEP_COLUMNS: &str = "step_id, ord, level, state, reason, skip_kind, items, \
     items_submitted, items_done, ready_at, started_at, finished_at, attempts, output, result, \
     error, continued";
 
-fn step_from_row(row: &Row<'_>) -> rusqlite::Result<StepRow> {
-    let state: String = row.get(3)?;
-    let skip: Option<String> = row.get(5)?;
-    let items: Option<Value> = json_opt(row, 6)?;
+fn step_from_row(row: &SqlRow) -> Result<StepRow> {
+    let state = row.text(3)?;
+    let skip = row.opt_text(5)?;
+    let items = json_opt(row, 6)?;
     Ok(StepRow {
-        step_id: row.get(0)?,
-        ord: row.get::<_, i64>(1)? as usize,
-        level: row.get(2)?,
+        step_id: row.text(0)?,
+        ord: usize_of(row.i64(1)?),
+        level: u32_of(row.i64(2)?),
         state: StepState::parse(&state).unwrap_or(StepState::Failed),
-        reason: row.get(4)?,
+        reason: row.opt_text(4)?,
         skip_kind: skip.as_deref().and_then(SkipKind::parse),
         items: items.and_then(|v| match v {
             Value::Array(items) => Some(items),
             _ => None,
         }),
-        items_submitted: row.get::<_, i64>(7)? as usize,
-        items_done: row.get::<_, i64>(8)? as usize,
-        ready_at: row.get(9)?,
-        started_at: row.get(10)?,
-        finished_at: row.get(11)?,
-        attempts: row.get(12)?,
+        items_submitted: usize_of(row.i64(7)?),
+        items_done: usize_of(row.i64(8)?),
+        ready_at: row.opt_i64(9)?,
+        started_at: row.opt_i64(10)?,
+        finished_at: row.opt_i64(11)?,
+        attempts: u32_of(row.i64(12)?),
         output: json_opt(row, 13)?,
         result: json_opt(row, 14)?,
-        error: row.get(15)?,
-        continued: row.get(16)?,
+        error: row.opt_text(15)?,
+        continued: row.bool(16)?,
     })
 }
 
 /// The steps of `workflow`, in spec order.
-pub fn steps(conn: &Connection, workflow: &str) -> rusqlite::Result<Vec<StepRow>> {
-    let mut query = conn.prepare_cached(&format!(
-        "SELECT {STEP_COLUMNS} FROM workflow_steps WHERE workflow_id = ?1 ORDER BY ord"
-    ))?;
-    query
-        .query_map([workflow], step_from_row)?
-        .collect::<Result<_, _>>()
+pub fn steps(db: &dyn Sql, workflow: &str) -> Result<Vec<StepRow>> {
+    db.query(
+        &format!("SELECT {STEP_COLUMNS} FROM workflow_steps WHERE workflow_id = ?1 ORDER BY ord"),
+        sql_params![workflow],
+    )?
+    .iter()
+    .map(step_from_row)
+    .collect()
 }
 
-pub fn write_step(conn: &Connection, workflow: &str, s: &StepRow) -> rusqlite::Result<()> {
+pub fn write_step(db: &dyn Sql, workflow: &str, s: &StepRow) -> Result<()> {
     let items = s
         .items
         .as_ref()
         .map(|i| Value::Array(i.clone()).to_string());
-    conn.prepare_cached(
+    db.execute(
         "INSERT INTO workflow_steps (workflow_id, step_id, ord, level, state, reason, skip_kind,
              items, items_total, items_submitted, items_done, ready_at, started_at, finished_at,
              attempts, output, result, error, continued)
@@ -457,80 +559,80 @@ pub fn write_step(conn: &Connection, workflow: &str, s: &StepRow) -> rusqlite::R
              started_at = excluded.started_at, finished_at = excluded.finished_at,
              attempts = excluded.attempts, output = excluded.output, result = excluded.result,
              error = excluded.error, continued = excluded.continued",
-    )?
-    .execute(params![
-        workflow,
-        s.step_id,
-        s.ord as i64,
-        s.level,
-        s.state.as_str(),
-        s.reason,
-        s.skip_kind.map(SkipKind::as_str),
-        items,
-        s.items.as_ref().map(|i| i.len() as i64),
-        s.items_submitted as i64,
-        s.items_done as i64,
-        s.ready_at,
-        s.started_at,
-        s.finished_at,
-        s.attempts,
-        text_of(&s.output),
-        text_of(&s.result),
-        s.error,
-        s.continued,
-    ])?;
+        sql_params![
+            workflow,
+            &s.step_id,
+            s.ord,
+            s.level,
+            s.state.as_str(),
+            &s.reason,
+            s.skip_kind.map(SkipKind::as_str),
+            items,
+            s.items.as_ref().map(Vec::len),
+            s.items_submitted,
+            s.items_done,
+            s.ready_at,
+            s.started_at,
+            s.finished_at,
+            s.attempts,
+            text_of(&s.output),
+            text_of(&s.result),
+            &s.error,
+            s.continued,
+        ],
+    )?;
     Ok(())
 }
 
 const TASK_COLUMNS: &str =
     "task_id, step_id, item, state, output, error, attempts, started_at, finished_at, cached_from";
 
-fn task_from_row(row: &Row<'_>) -> rusqlite::Result<TaskRow> {
+fn task_from_row(row: &SqlRow) -> Result<TaskRow> {
     Ok(TaskRow {
-        task_id: row.get(0)?,
-        step_id: row.get(1)?,
-        item: row.get::<_, Option<i64>>(2)?.map(|i| i as usize),
-        state: row.get(3)?,
+        task_id: row.text(0)?,
+        step_id: row.text(1)?,
+        item: row.opt_i64(2)?.map(usize_of),
+        state: row.text(3)?,
         output: json_opt(row, 4)?,
-        error: row.get(5)?,
-        attempts: row.get(6)?,
-        started_at: row.get(7)?,
-        finished_at: row.get(8)?,
-        cached_from: row.get(9)?,
+        error: row.opt_text(5)?,
+        attempts: u32_of(row.i64(6)?),
+        started_at: row.opt_i64(7)?,
+        finished_at: row.opt_i64(8)?,
+        cached_from: row.opt_text(9)?,
     })
 }
 
 /// Every task row of `workflow`, by step and item, without their outputs
 /// (an advance runs after every settled task; reading every output each
 /// time would make a large for_each quadratic). See [`task_outputs`].
-pub fn tasks(conn: &Connection, workflow: &str) -> rusqlite::Result<Vec<TaskRow>> {
+pub fn tasks(db: &dyn Sql, workflow: &str) -> Result<Vec<TaskRow>> {
     let columns = TASK_COLUMNS.replace("output", "NULL AS output");
-    let mut query = conn.prepare_cached(&format!(
-        "SELECT {columns} FROM workflow_tasks WHERE workflow_id = ?1 ORDER BY step_id, item"
-    ))?;
-    query
-        .query_map([workflow], task_from_row)?
-        .collect::<Result<_, _>>()
+    db.query(
+        &format!(
+            "SELECT {columns} FROM workflow_tasks WHERE workflow_id = ?1 ORDER BY step_id, item"
+        ),
+        sql_params![workflow],
+    )?
+    .iter()
+    .map(task_from_row)
+    .collect()
 }
 
 /// The stored outputs of one step's task rows, by task id.
 pub fn task_outputs(
-    conn: &Connection,
+    db: &dyn Sql,
     workflow: &str,
     step: &str,
-) -> rusqlite::Result<std::collections::HashMap<String, Value>> {
-    let mut query = conn.prepare_cached(
+) -> Result<std::collections::HashMap<String, Value>> {
+    let rows = db.query(
         "SELECT task_id, output FROM workflow_tasks
           WHERE workflow_id = ?1 AND step_id = ?2 AND output IS NOT NULL",
+        sql_params![workflow, step],
     )?;
-    let rows = query.query_map(params![workflow, step], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-    })?;
     let mut outputs = std::collections::HashMap::new();
     for row in rows {
-        let (id, text) = row?;
-        if let Ok(value) = serde_json::from_str(&text) {
-            outputs.insert(id, value);
+        if let Ok(value) = serde_json::from_str(&row.text(1)?) {
+            outputs.insert(row.text(0)?, value);
         }
     }
     Ok(outputs)
@@ -538,30 +640,30 @@ pub fn task_outputs(
 
 /// Insert or update a task row; an output not in memory (`None`, as
 /// [`tasks`] reads them) keeps the stored one.
-pub fn write_task(conn: &Connection, workflow: &str, t: &TaskRow) -> rusqlite::Result<()> {
-    conn.prepare_cached(
+pub fn write_task(db: &dyn Sql, workflow: &str, t: &TaskRow) -> Result<()> {
+    db.execute(
         "INSERT INTO workflow_tasks (task_id, workflow_id, step_id, item, state, output, error,
              attempts, started_at, finished_at, cached_from)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
          ON CONFLICT(task_id) DO UPDATE SET state = excluded.state,
-             output = COALESCE(excluded.output, output),
+             output = COALESCE(excluded.output, workflow_tasks.output),
              error = excluded.error, attempts = excluded.attempts,
              started_at = excluded.started_at, finished_at = excluded.finished_at,
              cached_from = excluded.cached_from",
-    )?
-    .execute(params![
-        t.task_id,
-        workflow,
-        t.step_id,
-        t.item.map(|i| i as i64),
-        t.state,
-        text_of(&t.output),
-        t.error,
-        t.attempts,
-        t.started_at,
-        t.finished_at,
-        t.cached_from,
-    ])?;
+        sql_params![
+            &t.task_id,
+            workflow,
+            &t.step_id,
+            t.item,
+            &t.state,
+            text_of(&t.output),
+            &t.error,
+            t.attempts,
+            t.started_at,
+            t.finished_at,
+            &t.cached_from,
+        ],
+    )?;
     Ok(())
 }
 
@@ -574,15 +676,14 @@ pub fn write_task(conn: &Connection, workflow: &str, t: &TaskRow) -> rusqlite::R
 /// nothing an advance acts on but the refill, so such workflows wait until
 /// fewer than half their `max_parallel` tasks are in flight: one advance per
 /// half-window of items instead of one per item.
-pub fn workflows_to_advance(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+pub fn workflows_to_advance(db: &dyn Sql) -> Result<Vec<String>> {
     let mut due = std::collections::BTreeSet::new();
-    let mut redrives = conn.prepare_cached(
+    let redrives = db.query(
         "SELECT DISTINCT w.workflow_id FROM workflow_tasks w JOIN tasks t ON t.id = w.task_id
           WHERE w.state IN ('failed', 'cancelled') AND t.state IN ('queued', 'running')",
+        &[],
     )?;
-    for id in redrives.query_map([], |r| r.get::<_, String>(0))? {
-        due.insert(id?);
-    }
+    due.extend(texts(redrives)?);
     #[derive(Default)]
     struct Open {
         max_parallel: usize,
@@ -592,26 +693,20 @@ pub fn workflows_to_advance(conn: &Connection) -> rusqlite::Result<Vec<String>> 
         urgent: bool,
     }
     let mut open: std::collections::BTreeMap<String, Open> = std::collections::BTreeMap::new();
-    let mut rows = conn.prepare_cached(
+    let rows = db.query(
         "SELECT w.workflow_id, w.step_id, w.item IS NOT NULL,
                 t.id IS NULL OR t.state IN ('completed', 'failed', 'cancelled'),
                 t.state = 'completed', f.max_parallel
            FROM workflow_tasks w LEFT JOIN tasks t ON t.id = w.task_id
            JOIN workflows f ON f.id = w.workflow_id
           WHERE w.state = 'open'",
+        &[],
     )?;
-    let found = rows.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, bool>(2)?,
-            r.get::<_, bool>(3)?,
-            r.get::<_, Option<bool>>(4)?.unwrap_or(false),
-            r.get::<_, i64>(5)?,
-        ))
-    })?;
-    for row in found {
-        let (workflow, step, is_item, finished, completed, max_parallel) = row?;
+    for row in rows {
+        let (workflow, step) = (row.text(0)?, row.text(1)?);
+        let (is_item, finished) = (row.bool(2)?, row.bool(3)?);
+        let completed = row.opt_bool(4)?.unwrap_or(false);
+        let max_parallel = row.i64(5)?;
         let entry = open.entry(workflow).or_default();
         entry.max_parallel = max_parallel.max(1) as usize;
         match (finished, is_item && completed) {
@@ -641,31 +736,30 @@ pub fn workflows_to_advance(conn: &Connection) -> rusqlite::Result<Vec<String>> 
 }
 
 /// Unfinished workflows (the sweep: deadlines, room in the queue, start-up).
-pub fn unfinished(conn: &Connection, limit: u32) -> rusqlite::Result<Vec<String>> {
-    let mut query = conn.prepare_cached(
+pub fn unfinished(db: &dyn Sql, limit: u32) -> Result<Vec<String>> {
+    texts(db.query(
         "SELECT id FROM workflows WHERE state IN ('pending', 'running') ORDER BY seq LIMIT ?1",
-    )?;
-    query
-        .query_map([limit], |r| r.get(0))?
-        .collect::<Result<_, _>>()
+        sql_params![limit],
+    )?)
 }
 
 /// The most events kept per workflow (the rest are counted in one last event).
 pub const MAX_EVENTS: i64 = 10_000;
 
 pub fn append_event(
-    conn: &Connection,
+    db: &dyn Sql,
     workflow: &str,
     at: i64,
     step: Option<&str>,
     kind: &str,
     detail: Option<&str>,
-) -> rusqlite::Result<()> {
-    let next: i64 = conn
-        .prepare_cached(
+) -> Result<()> {
+    let next = db
+        .query_opt(
             "SELECT COALESCE(MAX(seq), 0) + 1 FROM workflow_events WHERE workflow_id = ?1",
+            sql_params![workflow],
         )?
-        .query_row([workflow], |r| r.get(0))?;
+        .map_or(Ok(1), |row| row.i64(0))?;
     if next > MAX_EVENTS + 1 {
         return Ok(());
     }
@@ -677,11 +771,11 @@ pub fn append_event(
     } else {
         (kind, detail)
     };
-    conn.prepare_cached(
+    db.execute(
         "INSERT INTO workflow_events (workflow_id, seq, at, step_id, kind, detail)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![workflow, next, at, step, kind, detail])?;
+        sql_params![workflow, next, at, step, kind, detail],
+    )?;
     Ok(())
 }
 
@@ -694,40 +788,44 @@ pub struct Event {
     pub detail: Option<String>,
 }
 
-pub fn events(conn: &Connection, workflow: &str, limit: u32) -> rusqlite::Result<Vec<Event>> {
-    let mut query = conn.prepare_cached(
+pub fn events(db: &dyn Sql, workflow: &str, limit: u32) -> Result<Vec<Event>> {
+    db.query(
         "SELECT seq, at, step_id, kind, detail FROM workflow_events WHERE workflow_id = ?1
           ORDER BY seq LIMIT ?2",
-    )?;
-    query
-        .query_map(params![workflow, limit], |r| {
-            Ok(Event {
-                seq: r.get(0)?,
-                at_ms: r.get(1)?,
-                step_id: r.get(2)?,
-                kind: r.get(3)?,
-                detail: r.get(4)?,
-            })
-        })?
-        .collect::<Result<_, _>>()
+        sql_params![workflow, limit],
+    )?
+    .iter()
+    .map(|r| {
+        Ok(Event {
+            seq: r.i64(0)?,
+            at_ms: r.i64(1)?,
+            step_id: r.opt_text(2)?,
+            kind: r.text(3)?,
+            detail: r.opt_text(4)?,
+        })
+    })
+    .collect()
 }
 
 /// A page of workflows, newest first, with the total that matched.
 pub fn list(
-    conn: &Connection,
+    db: &dyn Sql,
     state: Option<WorkflowState>,
     tag: Option<&[String]>,
     offset: u64,
     limit: u64,
-) -> rusqlite::Result<(Vec<WorkflowRow>, u64)> {
-    let mut query = conn.prepare_cached(&format!(
-        "SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE (?1 IS NULL OR state = ?1) ORDER BY seq DESC"
-    ))?;
-    let rows = query.query_map([state.map(WorkflowState::as_str)], workflow_from_row)?;
+) -> Result<(Vec<WorkflowRow>, u64)> {
+    let rows = db.query(
+        &format!(
+            "SELECT {WORKFLOW_COLUMNS} FROM workflows
+              WHERE (CAST(?1 AS TEXT) IS NULL OR state = ?1) ORDER BY seq DESC"
+        ),
+        sql_params![state.map(WorkflowState::as_str)],
+    )?;
     let mut page = Vec::new();
     let mut total = 0u64;
     for row in rows {
-        let row = row?;
+        let row = workflow_from_row(&row)?;
         if let Some(tags) = tag
             && !tags.iter().all(|t| row.tags.contains(t))
         {
@@ -743,27 +841,30 @@ pub fn list(
 
 pub type Pins = std::collections::BTreeMap<(String, String), String>;
 
-pub fn template_pins(conn: &Connection) -> rusqlite::Result<Pins> {
-    let mut query =
-        conn.prepare_cached("SELECT template_id, version, sha256 FROM workflow_template_pins")?;
-    query
-        .query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))?
-        .collect::<Result<_, _>>()
+pub fn template_pins(db: &dyn Sql) -> Result<Pins> {
+    db.query(
+        "SELECT template_id, version, sha256 FROM workflow_template_pins",
+        &[],
+    )?
+    .iter()
+    .map(|r| Ok(((r.text(0)?, r.text(1)?), r.text(2)?)))
+    .collect()
 }
 
-pub fn save_template_pins(conn: &Connection, pins: &Pins) -> rusqlite::Result<()> {
-    let mut insert = conn.prepare_cached(
-        "INSERT OR IGNORE INTO workflow_template_pins (template_id, version, sha256) VALUES (?1, ?2, ?3)",
-    )?;
+pub fn save_template_pins(db: &dyn Sql, pins: &Pins) -> Result<()> {
     for ((id, version), sha) in pins {
-        insert.execute(params![id, version, sha])?;
+        db.execute(
+            "INSERT INTO workflow_template_pins (template_id, version, sha256) VALUES (?1, ?2, ?3)
+             ON CONFLICT DO NOTHING",
+            sql_params![id, version, sha],
+        )?;
     }
     Ok(())
 }
 
 /// Delete workflows that finished before `before`, with their steps, task
 /// rows, events and needs; returns how many.
-pub fn purge_finished(conn: &Connection, before: i64) -> rusqlite::Result<u64> {
+pub fn purge_finished(db: &dyn Sql, before: i64) -> Result<u64> {
     let old = "SELECT id FROM workflows WHERE state IN ('completed', 'failed', 'cancelled')
                  AND finished_at IS NOT NULL AND finished_at < ?1";
     for table in [
@@ -772,17 +873,16 @@ pub fn purge_finished(conn: &Connection, before: i64) -> rusqlite::Result<u64> {
         "workflow_events",
         "workflow_needs",
     ] {
-        conn.execute(
+        db.execute(
             &format!("DELETE FROM {table} WHERE workflow_id IN ({old})"),
-            [before],
+            sql_params![before],
         )?;
     }
-    let n = conn.execute(
+    db.execute(
         "DELETE FROM workflows WHERE state IN ('completed', 'failed', 'cancelled')
            AND finished_at IS NOT NULL AND finished_at < ?1",
-        [before],
-    )?;
-    Ok(n as u64)
+        sql_params![before],
+    )
 }
 
 /// The most results the cache keeps, and the most bytes of them; past
@@ -792,29 +892,29 @@ pub const CACHE_BYTES: i64 = 64 << 20;
 
 /// A cached result under `key` still usable at `now`: (output, the task
 /// that produced it). Counts the hit.
-pub fn cache_get(
-    conn: &Connection,
-    key: &str,
-    now: i64,
-) -> rusqlite::Result<Option<(Value, String)>> {
-    let found: Option<(String, String)> = conn
-        .prepare_cached(
-            "SELECT output, source FROM step_cache WHERE key = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
-        )?
-        .query_row(params![key, now], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    let Some((output, source)) = found else {
+pub fn cache_get(db: &dyn Sql, key: &str, now: i64) -> Result<Option<(Value, String)>> {
+    let Some(found) = db.query_opt(
+        "SELECT output, source FROM step_cache
+          WHERE key = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
+        sql_params![key, now],
+    )?
+    else {
         return Ok(None);
     };
-    conn.prepare_cached("UPDATE step_cache SET hits = hits + 1, last_used = ?2 WHERE key = ?1")?
-        .execute(params![key, now])?;
-    Ok(serde_json::from_str(&output).ok().map(|o| (o, source)))
+    db.execute(
+        "UPDATE step_cache SET hits = hits + 1, last_used = ?2 WHERE key = ?1",
+        sql_params![key, now],
+    )?;
+    let source = found.text(1)?;
+    Ok(serde_json::from_str(&found.text(0)?)
+        .ok()
+        .map(|o| (o, source)))
 }
 
 /// Keep `output` under `key`, then evict the least recently used past the bounds.
 #[allow(clippy::too_many_arguments)]
 pub fn cache_put(
-    conn: &Connection,
+    db: &dyn Sql,
     key: &str,
     tool: &str,
     component: &str,
@@ -822,41 +922,49 @@ pub fn cache_put(
     source: &str,
     now: i64,
     ttl_ms: Option<u64>,
-) -> rusqlite::Result<()> {
+) -> Result<()> {
     let text = output.to_string();
     if text.len() as i64 > CACHE_BYTES / 16 {
         return Ok(()); // one result may not take a sixteenth of the cache
     }
-    conn.prepare_cached(
-        "INSERT OR REPLACE INTO step_cache (key, tool, component, output, bytes, source, created_at,
-             expires_at, last_used) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?7)",
-    )?
-    .execute(params![
-        key,
-        tool,
-        component,
-        text,
-        text.len() as i64,
-        source,
-        now,
-        ttl_ms.map(|t| now.saturating_add(t as i64)),
-    ])?;
-    conn.execute(
+    let bytes = text.len();
+    db.execute(
+        "INSERT INTO step_cache (key, tool, component, output, bytes, source, created_at,
+             expires_at, last_used) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?7)
+         ON CONFLICT (key) DO UPDATE SET tool = excluded.tool, component = excluded.component,
+             output = excluded.output, bytes = excluded.bytes, source = excluded.source,
+             created_at = excluded.created_at, expires_at = excluded.expires_at,
+             last_used = excluded.last_used, hits = 0",
+        sql_params![
+            key,
+            tool,
+            component,
+            text,
+            bytes,
+            source,
+            now,
+            ttl_ms.map(|t| now.saturating_add(t as i64)),
+        ],
+    )?;
+    db.execute(
         "DELETE FROM step_cache WHERE expires_at IS NOT NULL AND expires_at <= ?1",
-        [now],
+        sql_params![now],
     )?;
     loop {
-        let (entries, bytes): (i64, i64) = conn.query_row(
-            "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM step_cache",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
+        let counted = db
+            .query_opt(
+                "SELECT COUNT(*), CAST(COALESCE(SUM(bytes), 0) AS BIGINT) FROM step_cache",
+                &[],
+            )?
+            .ok_or_else(|| StoreError::Invalid("COUNT(*) returned no row".into()))?;
+        let (entries, bytes) = (counted.i64(0)?, counted.i64(1)?);
         if entries <= CACHE_ENTRIES && bytes <= CACHE_BYTES {
             return Ok(());
         }
-        conn.execute(
-            "DELETE FROM step_cache WHERE key IN (SELECT key FROM step_cache ORDER BY last_used LIMIT ?1)",
-            [(entries - CACHE_ENTRIES).clamp(1, 1000)],
+        db.execute(
+            "DELETE FROM step_cache WHERE key IN
+                 (SELECT key FROM step_cache ORDER BY last_used LIMIT ?1)",
+            sql_params![(entries - CACHE_ENTRIES).clamp(1, 1000)],
         )?;
     }
 }
@@ -864,6 +972,7 @@ pub fn cache_put(
 #[cfg(test)]
 mod migration_tests {
     use super::*;
+    use rusqlite::Connection;
 
     /// A file written before `max_parallel` and `cached_from` existed: the
     /// driver's queries must work on it after `ensure_schema`.
@@ -905,5 +1014,22 @@ mod migration_tests {
             )
             .unwrap();
         assert_eq!(parallel, 10);
+    }
+
+    #[test]
+    fn every_table_of_the_schema_is_checked_for() {
+        let tables: Vec<&str> = schema_tables().collect();
+        assert_eq!(
+            tables,
+            [
+                "workflows",
+                "workflow_needs",
+                "workflow_steps",
+                "workflow_tasks",
+                "step_cache",
+                "workflow_template_pins",
+                "workflow_events"
+            ]
+        );
     }
 }

@@ -1,12 +1,15 @@
-//! The controller over a real queue store (SQLite in memory) with a test
-//! clock and a synchronous worker: what runs, in what order, with what
-//! arguments, and what each failure mode skips. The MCP path and crash
-//! tests are in tests/ at the workspace root.
+//! The controller over a real queue store with a test clock and a
+//! synchronous worker: what runs, in what order, with what arguments, and
+//! what each failure mode skips. The store is SQLite in memory, or with
+//! `MCPPLUS_TEST_QUEUE_BACKEND=postgres` a fresh schema on the test server
+//! (`MCPPLUS_TEST_PG_URL`; scripts/test.sh runs this file both ways). The
+//! MCP path and crash tests are in tests/ at the workspace root.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
+use mcpplus_queue::pg_test::TestSchema;
 use mcpplus_queue::{QueueStore, TaskState};
 use mcpplus_workflow::{WorkflowOptions, Workflows};
 use serde_json::{Value, json};
@@ -15,12 +18,26 @@ struct Harness {
     store: Arc<QueueStore>,
     engine: Workflows,
     clock: Arc<AtomicI64>,
+    /// The PostgreSQL schema, dropped after everything else.
+    _postgres: Option<TestSchema>,
 }
 
 const TOOLS: [&str; 5] = ["echo", "fail", "flaky", "sum", "hold"];
 
+/// The queue the tests run on: see the module comment.
+fn test_store() -> (Arc<QueueStore>, Option<TestSchema>) {
+    match std::env::var("MCPPLUS_TEST_QUEUE_BACKEND").as_deref() {
+        Ok("postgres") => {
+            let schema = TestSchema::new();
+            (schema.queue.clone(), Some(schema))
+        }
+        Ok("sqlite") | Err(_) => (Arc::new(QueueStore::in_memory().unwrap()), None),
+        Ok(other) => panic!("MCPPLUS_TEST_QUEUE_BACKEND={other}: use sqlite or postgres"),
+    }
+}
+
 fn harness() -> Harness {
-    let store = Arc::new(QueueStore::in_memory().unwrap());
+    let (store, postgres) = test_store();
     let clock = Arc::new(AtomicI64::new(1_000_000));
     let c = clock.clone();
     let engine = Workflows::open(
@@ -38,6 +55,7 @@ fn harness() -> Harness {
         store,
         engine,
         clock,
+        _postgres: postgres,
     }
 }
 

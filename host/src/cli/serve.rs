@@ -243,16 +243,6 @@ pub async fn run(args: ServeArgs, common: &CommonArgs) -> anyhow::Result<ExitCod
         _ => None,
     };
     let _workflow_driver = match &queue {
-        // Workflow state commits with its tasks in one SQLite transaction;
-        // the PostgreSQL backend has no such transaction yet (docs/queue.md).
-        Some(queue) if queue.backend() == "postgres" => {
-            tracing::warn!(
-                event = "workflow.unavailable",
-                backend = queue.backend(),
-                "workflows need [queue] backend = \"sqlite\"; the workflow tools answer that they are unavailable"
-            );
-            None
-        }
         Some(queue) => Some(start_workflows(queue, &runtime, &live, _mesh.as_ref())?),
         None => None,
     };

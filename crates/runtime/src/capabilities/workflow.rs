@@ -56,9 +56,7 @@ fn to_wit_error(e: EngineError) -> WorkflowError {
         EngineError::Invalid(m) => WorkflowError::Invalid(m),
         e @ EngineError::NotFound(_) => WorkflowError::NotFound(e.to_string()),
         EngineError::Conflict(m) => WorkflowError::Conflict(m),
-        e @ (EngineError::Store(_) | EngineError::Sql(_)) => {
-            WorkflowError::Unavailable(e.to_string())
-        }
+        e @ EngineError::Store(_) => WorkflowError::Unavailable(e.to_string()),
     }
 }
 
