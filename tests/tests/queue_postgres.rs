@@ -266,6 +266,17 @@ fn three_nodes_share_one_database_through_kill_9s() {
     let journals: Vec<PathBuf> = nodes.iter().map(Node::journal).collect();
     let journal_refs: Vec<&Path> = journals.iter().map(PathBuf::as_path).collect();
     let (reruns, extra_attempts) = check_outcome(&store, &ids, &journal_refs, &completions);
+    // Each task names the node whose slot ran it: `local/<slot>@<host>:<pid>`.
+    let (tasks, _) = store.list(&ListFilter::default(), 0, TASKS as u64).unwrap();
+    let runners: std::collections::BTreeSet<&str> = tasks
+        .iter()
+        .filter_map(|t| t.worker.as_deref()?.split_once('@').map(|(_, node)| node))
+        .collect();
+    assert!(
+        runners.len() >= nodes.len(),
+        "tasks ran on {} node processes (3 nodes, restarted {kills} times): {runners:?}",
+        runners.len()
+    );
     // A kill interrupts at most the SLOTS attempts that node was running.
     assert!(
         extra_attempts as usize <= kills * SLOTS,

@@ -252,6 +252,22 @@ async fn sweep(store: Arc<QueueStore>, every: Duration, stop: CancellationToken)
     }
 }
 
+/// What a slot's claims are recorded as (`worker` of a task, `worker_id` of
+/// task_status): `<worker>/<slot>`, and on a database that several nodes
+/// share `<worker>/<slot>@<host>:<pid>`, so an operator sees which node runs
+/// a task. The `<worker>/` prefix is what worker filters match.
+fn slot_name(store: &QueueStore, worker: &str, slot: usize) -> String {
+    if store.backend() == "sqlite" {
+        return format!("{worker}/{slot}");
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".into());
+    format!("{worker}/{slot}@{host}:{}", std::process::id())
+}
+
 async fn run_slot(
     store: Arc<QueueStore>,
     runner: Arc<dyn TaskRunner>,
@@ -260,7 +276,7 @@ async fn run_slot(
     stop: CancellationToken,
     stats: Arc<WorkerStats>,
 ) {
-    let name = format!("{}/{slot}", worker.id);
+    let name = slot_name(&store, &worker.id, slot);
     while !stop.is_cancelled() {
         // A worker for any tool claims only what this node hosts now: in a
         // mesh, other tasks are for peers to pull.
