@@ -14,7 +14,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use mcpplus_queue::postgres_store::{Clock, PostgresOptions, PostgresStore};
+use mcpplus_queue::pg_test::TestSchema;
+use mcpplus_queue::postgres_store::Clock;
 use mcpplus_queue::store::ListFilter;
 use mcpplus_queue::{NewTask, QueueStore, TaskState};
 use mcpplus_tests::mesh::{check_executions, journal_executions};
@@ -32,72 +33,13 @@ fn alone() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn test_url() -> String {
-    std::env::var("MCPPLUS_TEST_PG_URL").unwrap_or_else(|_| {
-        panic!(
-            "these tests need PostgreSQL: run scripts/test.sh, or `scripts/postgres.sh start DIR` \
-             and export MCPPLUS_TEST_PG_URL=<its URL> MCPPLUS_TEST_PG_DIR=DIR"
-        )
-    })
-}
-
-/// A schema of its own on the test server, dropped at the end.
-struct Schema {
-    name: String,
-    url: String,
-}
-
-impl Schema {
-    fn new(test: &str) -> Self {
-        Self {
-            name: format!("{test}_{}_{}", std::process::id(), fastrand::u32(..)),
-            url: test_url(),
-        }
-    }
-
-    /// The queue as the test sees it (the database's clock, like the nodes).
-    fn store(&self) -> QueueStore {
-        QueueStore::with_backend(Box::new(
-            PostgresStore::open(PostgresOptions {
-                url: self.url.clone(),
-                schema: self.name.clone(),
-                ca_file: None,
-                pool_size: 4,
-                clock: Clock::Database,
-            })
-            .expect("the test schema"),
-        ))
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        let (url, name) = (self.url.clone(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(async move {
-                    let (client, connection) =
-                        tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
-                    tokio::spawn(connection);
-                    client
-                        .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
-                        .await
-                })
-        })
-        .join();
-    }
-}
-
 /// One node: its own tools, data dir and journal; the shared schema.
 struct Node {
     scratch: Scratch,
 }
 
 impl Node {
-    fn new(label: &str, schema: &Schema, lease_ms: u64) -> Self {
+    fn new(label: &str, schema: &TestSchema, lease_ms: u64) -> Self {
         let scratch = Scratch::new(label);
         let tools = scratch.join("tools");
         let journal = scratch.join("journal");
@@ -109,7 +51,7 @@ impl Node {
             format!(
                 "[queue]\nbackend = \"postgres\"\nurl = \"{}\"\nschema = \"{}\"\n\
                  workers = {SLOTS}\nlease_ms = {lease_ms}\npoll_ms = 100\n",
-                schema.url, schema.name
+                schema.url, schema.schema
             ),
         )
         .unwrap();
@@ -214,8 +156,8 @@ fn three_nodes_share_one_database_through_kill_9s() {
     let _alone = alone();
     const TASKS: usize = 2_000;
     const MIN_KILLS: usize = 10;
-    let schema = Schema::new("kill9");
-    let store = schema.store();
+    let schema = TestSchema::with_clock(Clock::Database);
+    let store = schema.queue.clone();
     let nodes: Vec<Node> = (0..3)
         .map(|i| Node::new(&format!("pg-node-{i}"), &schema, 1_500))
         .collect();
@@ -296,8 +238,8 @@ fn nodes_ride_out_a_database_restart() {
     let dir = std::env::var("MCPPLUS_TEST_PG_DIR").unwrap_or_else(|_| {
         panic!("this test restarts the test database: run scripts/test.sh, or set MCPPLUS_TEST_PG_DIR to the directory given to scripts/postgres.sh start")
     });
-    let schema = Schema::new("restart");
-    let store = schema.store();
+    let schema = TestSchema::with_clock(Clock::Database);
+    let store = schema.queue.clone();
     let nodes: Vec<Node> = (0..2)
         .map(|i| Node::new(&format!("pg-restart-{i}"), &schema, 3_000))
         .collect();
