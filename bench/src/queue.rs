@@ -37,8 +37,12 @@ pub async fn run(args: &Args, scratch: &Path, cache: &Path) -> anyhow::Result<Va
     let latency = submit_to_complete(args, &dir, cache).await?;
     let tools = through_tools(args, &dir, cache).await?;
     let large = hundred_thousand(&dir)?;
-    let workflow =
-        crate::workflow::run(args, &dir, serving(args, cache, &["showcase.wasm"])?).await?;
+    let workflow = crate::workflow::run(
+        args,
+        Arc::new(QueueStore::open(&dir.join("workflow.sqlite3"))?),
+        serving(args, cache, &["showcase.wasm"])?,
+    )
+    .await?;
     Ok(json!({
         "workflow": workflow,
         "submits": submits,

@@ -1,7 +1,8 @@
 //! The queue on PostgreSQL (`[queue] backend = "postgres"`) beside SQLite, in
 //! the same run: submits per second with 1, 4 and 16 submitters, submit to
 //! completed for a trivial tool, and throughput with 1, 2 and 3 `mcpplus
-//! serve` nodes sharing one database. `scripts/bench.sh` starts a throw-away
+//! serve` nodes sharing one database; the workflow benchmark
+//! (`crate::workflow`) on it. `scripts/bench.sh` starts a throw-away
 //! PostgreSQL on loopback (fsync on) and passes `--postgres-url`.
 
 use std::path::Path;
@@ -96,7 +97,18 @@ pub async fn run(args: &Args, scratch: &Path, cache: &Path, url: &str) -> anyhow
         );
         nodes.push(json!({"nodes": count, "tasks_per_s": rate}));
     }
+    let schema = Schema::new(url, "workflow");
+    let store = Arc::new(schema.store()?);
+    let workflow = crate::workflow::run(
+        args,
+        store.clone(),
+        serving(args, cache, &["showcase.wasm"])?,
+    )
+    .await?;
+    drop(store);
+    schema.drop_now().await?;
     Ok(json!({
+        "workflow": workflow,
         "submits": n,
         "submit_per_s": submits,
         "submit_to_complete": {

@@ -127,13 +127,17 @@ pub fn markdown(r: &Value) -> String {
     out.push_str(&logging(&r["logging"]));
     out.push_str(&outbound(&r["outbound"]));
     out.push_str(&queue(&r["queue"]));
-    out.push_str(&queue_postgres(&r["queue_postgres"]));
+    out.push_str(&queue_postgres(
+        &r["queue_postgres"],
+        &r["queue"]["workflow"],
+    ));
     out.push_str(&mesh(&r["mesh"]));
     out
 }
 
-/// The queue on PostgreSQL beside SQLite (same run).
-fn queue_postgres(r: &Value) -> String {
+/// The queue on PostgreSQL beside SQLite (same run); `sqlite_workflow` is
+/// the workflow benchmark on SQLite, when the queue scenario ran too.
+fn queue_postgres(r: &Value, sqlite_workflow: &Value) -> String {
     if r.is_null() {
         return String::new();
     }
@@ -185,6 +189,52 @@ fn queue_postgres(r: &Value) -> String {
             row["nodes"],
             f(&row["tasks_per_s"]),
             f(&row["tasks_per_s"]) / one
+        ));
+    }
+    out.push_str(&workflows_by_backend(sqlite_workflow, &r["workflow"]));
+    out
+}
+
+/// The workflow benchmark (see [`workflows`]) on each backend.
+fn workflows_by_backend(sqlite: &Value, postgres: &Value) -> String {
+    if postgres.is_null() {
+        return String::new();
+    }
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let cell = |w: &Value, key: &str, digits: usize| {
+        if w.is_null() {
+            "–".to_string()
+        } else {
+            format!("{:.digits$}", f(&w[key]))
+        }
+    };
+    let rows = [
+        ("raw queue, one batch of `echo` tasks (s)", "raw_batch_s", 2),
+        ("workflow map of as many items (s)", "map_s", 2),
+        ("map ÷ raw", "map_over_raw", 2),
+        (
+            "chain: dependency finished → dependent started, p50 (ms)",
+            "chain_gap_p50_ms",
+            1,
+        ),
+        ("chain: same, p99 (ms)", "chain_gap_p99_ms", 1),
+        (
+            "`workflow_submit` of 1,000 steps, p50 of 5 (ms)",
+            "submit_1000_steps_ms",
+            1,
+        ),
+    ];
+    let mut out = format!(
+        "\nWorkflows on each backend (the workflow benchmark below, {} items, {} chain steps, {} slots;\n\
+         the PostgreSQL controller sends its statements one at a time to the database):\n\n\
+         | measure | SQLite | PostgreSQL |\n|---|---:|---:|\n",
+        postgres["items"], postgres["chain_steps"], postgres["slots"]
+    );
+    for (label, key, digits) in rows {
+        out.push_str(&format!(
+            "| {label} | {} | {} |\n",
+            cell(sqlite, key, digits),
+            cell(postgres, key, digits)
         ));
     }
     out
