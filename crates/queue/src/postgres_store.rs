@@ -754,7 +754,7 @@ impl TaskStore for PostgresStore {
             ready_channel: self.ready_channel.clone(),
             changed_channel: self.changed_channel.clone(),
         };
-        let mut open = txn::PgTxn::open(self.runtime(), opening, now)?;
+        let mut open = txn::PgTxn::open(self.runtime(), opening)?;
         if !body(&mut Txn::new(&mut open)) {
             return Ok(()); // dropped: rolled back
         }

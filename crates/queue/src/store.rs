@@ -375,7 +375,8 @@ impl<'a> Txn<'a> {
         self.inner.sql()
     }
 
-    /// The transaction's clock (the `now` it was opened with).
+    /// The transaction's clock: the `now` it was opened with, or on
+    /// PostgreSQL the database's (one clock for every node's controller).
     pub fn now(&self) -> i64 {
         self.inner.now()
     }

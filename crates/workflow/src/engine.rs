@@ -152,6 +152,8 @@ impl Workflows {
         let now = self.now();
         let id = spec.workflow_id.clone();
         let (created, advanced) = self.store.transaction(now, |txn| {
+            // The transaction's clock (the database's, on PostgreSQL).
+            let now = txn.now();
             let conn = txn.conn();
             if let Some(existing) = store::get_workflow(conn, &id)? {
                 if existing.spec_sha256 != sha {
@@ -551,6 +553,7 @@ impl Workflows {
         };
         let now = self.now();
         let advanced = self.store.transaction(now, |txn| {
+            let now = txn.now();
             let conn = txn.conn();
             let mut w = store::lock_workflow(conn, id)?
                 .ok_or_else(|| WorkflowError::NotFound(id.to_string()))?;

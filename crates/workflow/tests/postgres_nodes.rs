@@ -134,3 +134,36 @@ fn two_nodes_advancing_the_same_workflows_at_once_do_each_thing_once() {
         Some((WORKFLOWS * tasks_per_workflow) as u64)
     );
 }
+
+/// With the database's clock (production), a node's own clock does not
+/// stamp the workflow: one far in the past changes nothing.
+#[test]
+fn workflow_times_come_from_the_database_clock() {
+    let pg = TestSchema::with_clock(Clock::Database);
+    let engine = Arc::new(
+        Workflows::open(
+            pg.queue.clone(),
+            WorkflowOptions {
+                tool_exists: Box::new(|t| t == "echo"),
+                template_dir: None,
+                node: "skewed".into(),
+                retention_ms: 0,
+            },
+        )
+        .unwrap()
+        .with_clock(|| 1_000), // this node thinks it is 1970
+    );
+    engine
+        .submit(json!({"workflow_id": "w", "name": "clock", "steps": [
+            {"step_id": "a", "action": "echo"}]}))
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let status = engine.status("w", true, false).unwrap();
+    let near_now = |v: &serde_json::Value| (v.as_i64().unwrap() - now).abs() < 600_000;
+    assert!(near_now(&status["created_time"]), "{status}");
+    assert!(near_now(&status["start_time"]), "{status}");
+    assert!(near_now(&status["steps"][0]["ready_time"]), "{status}");
+}

@@ -60,13 +60,14 @@ pub(super) struct PgTxn {
 }
 
 impl PgTxn {
-    /// Open a transaction on `runtime`; `now` is what [`TxnBackend::now`]
-    /// answers (the controller's clock; tasks get the store's clock).
-    pub fn open(runtime: &tokio::runtime::Runtime, opening: Opening, now: i64) -> Result<Self> {
+    /// Open a transaction on `runtime`. Its clock ([`TxnBackend::now`]) is
+    /// the store's: the database's `now()`, so that every node's controller
+    /// stamps workflows on one clock, or the passed one in tests.
+    pub fn open(runtime: &tokio::runtime::Runtime, opening: Opening) -> Result<Self> {
         let (opened, opened_answer) = std::sync::mpsc::sync_channel(1);
         let (commands, receiver) = mpsc::unbounded_channel();
         runtime.spawn(serve(opening, opened, receiver));
-        let room = opened_answer
+        let (now, room) = opened_answer
             .recv()
             .map_err(|_| pg_error("the transaction's task ended before it began"))??;
         Ok(Self {
@@ -171,7 +172,7 @@ impl TxnBackend for PgTxn {
 /// when asked; roll back when the body's side goes away.
 async fn serve(
     opening: Opening,
-    opened: std::sync::mpsc::SyncSender<Result<u64>>,
+    opened: std::sync::mpsc::SyncSender<Result<(i64, u64)>>,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
     let mut client = match opening.pool.get().await {
@@ -195,7 +196,7 @@ async fn serve(
             return;
         }
     };
-    if opened.send(Ok(room)).is_err() {
+    if opened.send(Ok((now, room))).is_err() {
         return;
     }
     let (mut submitted, mut changed) = (false, false);
