@@ -399,12 +399,7 @@ fn workflow_from_row(row: &SqlRow) -> Result<WorkflowRow> {
 }
 
 pub fn get_workflow(db: &dyn Sql, id: &str) -> Result<Option<WorkflowRow>> {
-    db.query_opt(
-        &format!("SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id = ?1"),
-        sql_params![id],
-    )?
-    .map(|row| workflow_from_row(&row))
-    .transpose()
+    select_workflow(db, id, "")
 }
 
 /// [`get_workflow`], holding the workflow until the transaction ends: what
@@ -416,6 +411,10 @@ pub fn lock_workflow(db: &dyn Sql, id: &str) -> Result<Option<WorkflowRow>> {
         Dialect::Sqlite => "",
         Dialect::Postgres => " FOR UPDATE",
     };
+    select_workflow(db, id, lock)
+}
+
+fn select_workflow(db: &dyn Sql, id: &str, lock: &str) -> Result<Option<WorkflowRow>> {
     db.query_opt(
         &format!("SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id = ?1{lock}"),
         sql_params![id],
