@@ -32,6 +32,8 @@ use tokio_rustls::rustls;
 
 mod txn;
 
+use crate::sql::{Dialect, postgres_placeholders};
+
 use crate::remote::AttemptRef;
 use crate::store::{
     Answered, ListFilter, Pause, Result, StoreError, TaskStore, Timings, Txn, answer,
@@ -699,46 +701,6 @@ async fn settle_failed_attempt(
         .await?;
         Ok(TaskState::Failed)
     }
-}
-
-/// The WHERE clause of a listing, its parameters starting at `$1`.
-fn filter_sql(
-    filter: &ListFilter,
-) -> (
-    String,
-    Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>>,
-) {
-    let mut clauses = vec!["TRUE".to_string()];
-    let mut args: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> = Vec::new();
-    if !filter.states.is_empty() {
-        let names: Vec<String> = filter
-            .states
-            .iter()
-            .map(|s| s.as_str().to_string())
-            .collect();
-        args.push(Box::new(names));
-        clauses.push(format!("state = ANY(${})", args.len()));
-    }
-    if let Some(w) = &filter.worker {
-        // A worker id matches its slots (`worker/N`) too.
-        args.push(Box::new(w.clone()));
-        let n = args.len();
-        clauses.push(format!(
-            "(worker = ${n} OR left(worker, length(${n}) + 1) = ${n} || '/')"
-        ));
-    }
-    for t in &filter.tags {
-        args.push(Box::new(t.clone()));
-        clauses.push(format!(
-            "EXISTS (SELECT 1 FROM jsonb_array_elements_text(tags::jsonb) AS tag WHERE tag = ${})",
-            args.len()
-        ));
-    }
-    if let Some(p) = filter.min_priority {
-        args.push(Box::new(p));
-        clauses.push(format!("priority >= ${}", args.len()));
-    }
-    (clauses.join(" AND "), args)
 }
 
 impl TaskStore for PostgresStore {
@@ -1454,22 +1416,16 @@ impl TaskStore for PostgresStore {
     }
 
     fn list(&self, filter: &ListFilter, offset: u64, limit: u64) -> Result<(Vec<Task>, u64)> {
-        let (clause, args) = filter_sql(filter);
-        // Within one state the index gives this order without sorting.
-        let order = if filter.states.len() == 1 {
-            "priority DESC, seq ASC"
-        } else {
-            "state <> 'queued', priority DESC, seq ASC"
-        };
-        let count = format!("SELECT COUNT(*) FROM tasks WHERE {clause}");
-        let page = format!(
-            "SELECT {COLUMNS} FROM tasks WHERE {clause} ORDER BY {order} LIMIT {limit} OFFSET {offset}"
+        let (count, page, args) = filter.statements(COLUMNS, offset, limit, Dialect::Postgres);
+        let (count, page) = (
+            postgres_placeholders(&count).into_owned(),
+            postgres_placeholders(&page).into_owned(),
         );
         self.run(move |pool| async move {
             let client = pool.get().await?;
             let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = args
                 .iter()
-                .map(|a| a.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
+                .map(|a| a as &(dyn tokio_postgres::types::ToSql + Sync))
                 .collect();
             let total: i64 = client.query_one(&count, &params).await?.get(0);
             let tasks = client

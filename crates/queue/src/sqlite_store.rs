@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::group_commit::GroupCommit;
 use crate::remote::AttemptRef;
-use crate::sql::Sql;
+use crate::sql::{Dialect, Sql};
 use crate::store::{
     Answered, ListFilter, Pause, Result, StoreError, TaskStore, Timings, Txn, TxnBackend, answer,
     check_priority, counts_by_state, ensure, outcome_too_large, pause_from_setting, pause_setting,
@@ -971,21 +971,11 @@ impl SqliteStore {
     /// submission), filtered, one page.
     pub fn list(&self, filter: &ListFilter, offset: u64, limit: u64) -> Result<(Vec<Task>, u64)> {
         let db = self.db();
-        let (clause, args) = filter_sql(filter);
-        let total: i64 = db.query_row(
-            &format!("SELECT COUNT(*) FROM tasks WHERE {clause}"),
-            rusqlite::params_from_iter(args.iter()),
-            |r| r.get(0),
-        )?;
-        // Within one state the index gives this order without sorting.
-        let order = if filter.states.len() == 1 {
-            "priority DESC, seq ASC"
-        } else {
-            "state <> 'queued', priority DESC, seq ASC"
-        };
-        let mut stmt = db.prepare(&format!(
-            "SELECT {COLUMNS} FROM tasks WHERE {clause} ORDER BY {order} LIMIT {limit} OFFSET {offset}"
-        ))?;
+        let (count, page, args) = filter.statements(COLUMNS, offset, limit, Dialect::Sqlite);
+        let total: i64 = db.query_row(&count, rusqlite::params_from_iter(args.iter()), |r| {
+            r.get(0)
+        })?;
+        let mut stmt = db.prepare(&page)?;
         let tasks = stmt
             .query_map(rusqlite::params_from_iter(args.iter()), task_from_row)?
             .collect::<Result<_, _>>()?;
@@ -1001,44 +991,6 @@ impl SqliteStore {
             .collect::<Result<_, _>>()?;
         Ok(counts_by_state(&rows))
     }
-}
-
-/// The WHERE clause (and its arguments) of a listing.
-fn filter_sql(filter: &ListFilter) -> (String, Vec<rusqlite::types::Value>) {
-    use rusqlite::types::Value as V;
-    let mut clauses = vec!["1".to_string()];
-    let mut args = Vec::new();
-    if !filter.states.is_empty() {
-        let marks: Vec<String> = filter
-            .states
-            .iter()
-            .map(|s| {
-                args.push(V::Text(s.as_str().into()));
-                format!("?{}", args.len())
-            })
-            .collect();
-        clauses.push(format!("state IN ({})", marks.join(", ")));
-    }
-    if let Some(w) = &filter.worker {
-        // A worker id matches its slots (`worker/N`) too.
-        args.push(V::Text(w.clone()));
-        let n = args.len();
-        clauses.push(format!(
-            "(worker = ?{n} OR substr(worker, 1, length(?{n}) + 1) = ?{n} || '/')"
-        ));
-    }
-    for t in &filter.tags {
-        args.push(V::Text(t.clone()));
-        clauses.push(format!(
-            "EXISTS (SELECT 1 FROM json_each(tags) WHERE value = ?{})",
-            args.len()
-        ));
-    }
-    if let Some(p) = filter.min_priority {
-        args.push(V::Real(p));
-        clauses.push(format!("priority >= ?{}", args.len()));
-    }
-    (clauses.join(" AND "), args)
 }
 
 /// A failed attempt: back to the queue after the backoff, or failed for good.

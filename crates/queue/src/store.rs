@@ -20,7 +20,7 @@ use crate::remote::AttemptRef;
 use crate::{AttemptOutcome, Claim, Lease, NewTask, Settled, Task, TaskState};
 use mcpplus_policy::config::queue::Quotas;
 
-use crate::sql::Sql;
+use crate::sql::{Dialect, Sql, SqlValue};
 pub use crate::sqlite_store::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +57,71 @@ pub struct ListFilter {
     /// Every one of these tags.
     pub tags: Vec<String>,
     pub min_priority: Option<f64>,
+}
+
+impl ListFilter {
+    /// The listing's two statements, the count and one page of `columns`,
+    /// with their arguments (`?N` placeholders, which the PostgreSQL backend
+    /// rewrites; only the tag test differs between the databases).
+    pub(crate) fn statements(
+        &self,
+        columns: &str,
+        offset: u64,
+        limit: u64,
+        dialect: Dialect,
+    ) -> (String, String, Vec<SqlValue>) {
+        let mut clauses = vec!["1 = 1".to_string()];
+        let mut args = Vec::new();
+        if !self.states.is_empty() {
+            let marks: Vec<String> = self
+                .states
+                .iter()
+                .map(|s| {
+                    args.push(SqlValue::from(s.as_str()));
+                    format!("?{}", args.len())
+                })
+                .collect();
+            clauses.push(format!("state IN ({})", marks.join(", ")));
+        }
+        if let Some(w) = &self.worker {
+            // A worker id matches its slots (`worker/N`) too.
+            args.push(SqlValue::from(w));
+            let n = args.len();
+            clauses.push(format!(
+                "(worker = ?{n} OR substr(worker, 1, length(CAST(?{n} AS TEXT)) + 1) = ?{n} || '/')"
+            ));
+        }
+        for t in &self.tags {
+            args.push(SqlValue::from(t));
+            let n = args.len();
+            clauses.push(match dialect {
+                Dialect::Sqlite => {
+                    format!("EXISTS (SELECT 1 FROM json_each(tags) WHERE value = ?{n})")
+                }
+                Dialect::Postgres => format!(
+                    "EXISTS (SELECT 1 FROM jsonb_array_elements_text(tags::jsonb) AS tag WHERE tag = ?{n})"
+                ),
+            });
+        }
+        if let Some(p) = self.min_priority {
+            args.push(SqlValue::from(p));
+            clauses.push(format!("priority >= ?{}", args.len()));
+        }
+        let clause = clauses.join(" AND ");
+        // Within one state the index gives this order without sorting.
+        let order = if self.states.len() == 1 {
+            "priority DESC, seq ASC"
+        } else {
+            "state <> 'queued', priority DESC, seq ASC"
+        };
+        (
+            format!("SELECT COUNT(*) FROM tasks WHERE {clause}"),
+            format!(
+                "SELECT {columns} FROM tasks WHERE {clause} ORDER BY {order} LIMIT {limit} OFFSET {offset}"
+            ),
+            args,
+        )
+    }
 }
 
 /// Why and since when the queue is paused.
