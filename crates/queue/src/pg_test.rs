@@ -112,6 +112,42 @@ mod tests {
         NewTask::new(tool, json!({}))
     }
 
+    /// A released attempt (a worker handing its task back) goes back to the
+    /// queue without using up an attempt, once; progress is fenced by attempt.
+    #[test]
+    fn a_release_gives_the_attempt_back_once_and_progress_is_fenced() {
+        let pg = TestSchema::new();
+        let one_attempt = NewTask {
+            max_attempts: 1,
+            ..task("t")
+        };
+        let (t, _) = pg.queue.submit(one_attempt, 0).unwrap();
+        let claim = pg.queue.claim("w/0", None, 60_000, 0).unwrap().unwrap();
+        assert!(
+            pg.queue
+                .progress(&t.id, claim.attempt, 1.0, Some(2.0), Some("half"))
+                .unwrap()
+        );
+        assert!(
+            !pg.queue
+                .progress(&t.id, claim.attempt + 1, 2.0, None, None)
+                .unwrap()
+        );
+        let task = pg.queue.get(&t.id).unwrap();
+        assert_eq!((task.progress, task.progress_total), (Some(1.0), Some(2.0)));
+        assert_eq!(task.progress_message.as_deref(), Some("half"));
+        assert!(pg.queue.release(&t.id, claim.attempt).unwrap());
+        assert!(
+            !pg.queue.release(&t.id, claim.attempt).unwrap(),
+            "a second release changes nothing"
+        );
+        assert_eq!(pg.queue.get(&t.id).unwrap().state, TaskState::Queued);
+        assert!(
+            pg.queue.claim("w/0", None, 60_000, 1).unwrap().is_some(),
+            "the released attempt did not count against max_attempts"
+        );
+    }
+
     /// Two nodes claiming from one database at once never get the same task.
     #[test]
     fn nodes_claiming_at_once_each_get_different_tasks() {

@@ -32,7 +32,7 @@ use tokio_rustls::rustls;
 
 mod txn;
 
-use crate::sql::{Dialect, postgres_placeholders};
+use crate::sql::{Dialect, SqlValue, postgres_placeholders};
 
 use crate::remote::AttemptRef;
 use crate::store::{
@@ -304,6 +304,31 @@ impl PostgresStore {
         });
         rx.recv()
             .map_err(|_| pg_error("the database call was dropped before it answered"))?
+    }
+
+    /// One fenced UPDATE in a transaction of its own; `channel` is notified
+    /// at commit when it changed the row. Whether it did.
+    fn update_notifying(
+        &self,
+        sql: &'static str,
+        params: Vec<SqlValue>,
+        channel: &str,
+    ) -> Result<bool> {
+        let channel = channel.to_string();
+        self.run(move |pool| async move {
+            let mut client = pool.get().await?;
+            let tx = begin(&mut client).await?;
+            let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+                .iter()
+                .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
+                .collect();
+            let changed = tx.execute(sql, &refs).await? == 1;
+            if changed {
+                notify(&tx, &channel).await?;
+            }
+            tx.commit().await?;
+            Ok(changed)
+        })
     }
 
     fn passed(&self, now: i64) -> Option<i64> {
@@ -876,24 +901,18 @@ impl TaskStore for PostgresStore {
         total: Option<f64>,
         message: Option<&str>,
     ) -> Result<bool> {
-        let (id, message) = (id.to_string(), message.map(String::from));
-        let channel = self.changed_channel.clone();
-        let changed = self.run(move |pool| async move {
-            let mut client = pool.get().await?;
-            let tx = begin(&mut client).await?;
-            let changed = tx
-                .execute(
-                    "UPDATE tasks SET progress = $3, progress_total = $4, progress_message = $5
-                      WHERE id = $1 AND attempt = $2 AND state = 'running'",
-                    &[&id, &(attempt as i64), &progress, &total, &message],
-                )
-                .await?;
-            if changed == 1 {
-                notify(&tx, &channel).await?;
-            }
-            tx.commit().await?;
-            Ok(changed == 1)
-        })?;
+        let changed = self.update_notifying(
+            "UPDATE tasks SET progress = $3, progress_total = $4, progress_message = $5
+              WHERE id = $1 AND attempt = $2 AND state = 'running'",
+            vec![
+                id.into(),
+                attempt.into(),
+                progress.into(),
+                total.into(),
+                message.into(),
+            ],
+            &self.changed_channel,
+        )?;
         if changed {
             self.changed();
         }
@@ -1019,25 +1038,13 @@ impl TaskStore for PostgresStore {
     }
 
     fn release(&self, id: &str, attempt: u32) -> Result<bool> {
-        let id = id.to_string();
-        let channel = self.ready_channel.clone();
-        let released = self.run(move |pool| async move {
-            let mut client = pool.get().await?;
-            let tx = begin(&mut client).await?;
-            let released = tx
-                .execute(
-                    "UPDATE tasks SET state = 'queued', worker = NULL, lease_until = NULL,
-                        max_attempts = max_attempts + 1, not_before = 0
-                      WHERE id = $1 AND attempt = $2 AND state = 'running'",
-                    &[&id, &(attempt as i64)],
-                )
-                .await?;
-            if released == 1 {
-                notify(&tx, &channel).await?;
-            }
-            tx.commit().await?;
-            Ok(released == 1)
-        })?;
+        let released = self.update_notifying(
+            "UPDATE tasks SET state = 'queued', worker = NULL, lease_until = NULL,
+                max_attempts = max_attempts + 1, not_before = 0
+              WHERE id = $1 AND attempt = $2 AND state = 'running'",
+            vec![id.into(), attempt.into()],
+            &self.ready_channel,
+        )?;
         if released {
             self.wake();
         }
