@@ -175,6 +175,24 @@ impl HttpServer {
 }
 
 impl HttpServer {
+    /// A crash tests' node: its `tools/`, `data/` and `mcpplus.toml` under
+    /// `dir`, no admin socket, no folder watcher.
+    pub fn start_node(dir: &Scratch) -> Self {
+        let s = |p: &str| dir.join(p).to_str().unwrap().to_string();
+        Self::start(&[
+            "--tools",
+            &s("tools"),
+            "--data-dir",
+            &s("data"),
+            "--config",
+            &s("mcpplus.toml"),
+            "--no-admin",
+            "--no-watch",
+        ])
+    }
+}
+
+impl HttpServer {
     /// Read its log lines until one contains `fragment` (or `within` passes);
     /// returns the lines read, which later reads do not see again. Wait on
     /// this before a kill when a line must be there: a SIGKILL loses what

@@ -36,17 +36,7 @@ struct Node {
 
 impl Node {
     fn start(&self) -> HttpServer {
-        let s = |p: &str| self.scratch.join(p).to_str().unwrap().to_string();
-        HttpServer::start(&[
-            "--tools",
-            &s("tools"),
-            "--data-dir",
-            &s("data"),
-            "--config",
-            &s("mcpplus.toml"),
-            "--no-admin",
-            "--no-watch",
-        ])
+        HttpServer::start_node(&self.scratch)
     }
 }
 
