@@ -117,25 +117,44 @@ fn concurrent_submits(dir: &Path, n: usize) -> anyhow::Result<Value> {
 
 /// Submit one `echo` task, wait until it is completed; sequentially.
 async fn submit_to_complete(args: &Args, dir: &Path, cache: &Path) -> anyhow::Result<Value> {
-    let (runtime, catalog) = serving(args, cache, &["showcase.wasm"])?;
     let store = Arc::new(QueueStore::open(&dir.join("latency.sqlite3"))?);
-    let pool = WorkerPool::start(
-        store.clone(),
+    let n = ((300.0 * args.scale) as usize).max(50);
+    let (p50, p99) = echo_latency(args, cache, store, n).await?;
+    eprintln!("  submit to completed (echo, durable): p50 {p50:.2} ms  p99 {p99:.2} ms");
+    Ok(json!({"tasks": n, "p50_ms": p50, "p99_ms": p99}))
+}
+
+/// [`echo_round_trips`] with two bench worker slots on `store`: (p50, p99) in ms.
+pub(crate) async fn echo_latency(
+    args: &Args,
+    cache: &Path,
+    store: Arc<QueueStore>,
+    n: usize,
+) -> anyhow::Result<(f64, f64)> {
+    let pool = echo_workers(store.clone(), serving(args, cache, &["showcase.wasm"])?, 2);
+    let latency = echo_round_trips(&store, n).await;
+    pool.stop().await;
+    latency
+}
+
+/// `slots` bench worker slots on `store`, running what `serving` serves.
+pub(crate) fn echo_workers(
+    store: Arc<QueueStore>,
+    (runtime, catalog): (Arc<Runtime>, Arc<LiveCatalog>),
+    slots: usize,
+) -> WorkerPool {
+    WorkerPool::start(
+        store,
         Arc::new(CatalogRunner { runtime, catalog }),
         vec![WorkerConfig {
             id: "bench".into(),
             tools: None,
-            slots: 2,
+            slots,
             lease: Duration::from_secs(30),
             // Workers are woken by submissions; the poll is only a fallback.
             poll: Duration::from_millis(250),
         }],
-    );
-    let n = ((300.0 * args.scale) as usize).max(50);
-    let (p50, p99) = echo_round_trips(&store, n).await?;
-    pool.stop().await;
-    eprintln!("  submit to completed (echo, durable): p50 {p50:.2} ms  p99 {p99:.2} ms");
-    Ok(json!({"tasks": n, "p50_ms": p50, "p99_ms": p99}))
+    )
 }
 
 /// Submit `n` `echo` tasks one after the other, each polled until completed:

@@ -9,14 +9,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mcpplus::runner::CatalogRunner;
 use mcpplus_queue::postgres_store::{Clock, PostgresOptions, PostgresStore};
-use mcpplus_queue::worker::{WorkerConfig, WorkerPool};
 use mcpplus_queue::{QueueStore, TaskState};
 use serde_json::{Value, json};
 
 use crate::Args;
-use crate::queue::{echo, echo_round_trips, serving, submit_rate};
+use crate::queue::{echo, echo_latency, serving, submit_rate};
 
 /// A schema of this run, dropped when the run ends.
 struct Schema {
@@ -77,10 +75,10 @@ pub async fn run(args: &Args, scratch: &Path, cache: &Path, url: &str) -> anyhow
 
     let round_trips = ((300.0 * args.scale) as usize).max(50);
     let sqlite = Arc::new(QueueStore::open(&dir.join("latency.sqlite3"))?);
-    let sqlite_latency = submit_to_complete(args, cache, sqlite, round_trips).await?;
+    let sqlite_latency = echo_latency(args, cache, sqlite, round_trips).await?;
     let schema = Schema::new(url, "latency");
     let pg = Arc::new(schema.store()?);
-    let pg_latency = submit_to_complete(args, cache, pg.clone(), round_trips).await?;
+    let pg_latency = echo_latency(args, cache, pg.clone(), round_trips).await?;
     drop(pg);
     schema.drop_now().await?;
     eprintln!(
@@ -118,31 +116,6 @@ pub async fn run(args: &Args, scratch: &Path, cache: &Path, url: &str) -> anyhow
         },
         "nodes": {"tasks": tasks, "slots_per_node": 4, "rates": nodes},
     }))
-}
-
-/// Submit one `echo` task and poll until completed, `n` times, with two
-/// in-process worker slots on `store`: (p50, p99) in ms.
-async fn submit_to_complete(
-    args: &Args,
-    cache: &Path,
-    store: Arc<QueueStore>,
-    n: usize,
-) -> anyhow::Result<(f64, f64)> {
-    let (runtime, catalog) = serving(args, cache, &["showcase.wasm"])?;
-    let pool = WorkerPool::start(
-        store.clone(),
-        Arc::new(CatalogRunner { runtime, catalog }),
-        vec![WorkerConfig {
-            id: "bench".into(),
-            tools: None,
-            slots: 2,
-            lease: Duration::from_secs(30),
-            poll: Duration::from_millis(250),
-        }],
-    );
-    let latency = echo_round_trips(&store, n).await;
-    pool.stop().await;
-    latency
 }
 
 /// `count` `mcpplus serve` nodes on one fresh schema; `tasks` echo tasks

@@ -8,8 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mcpplus::runner::CatalogRunner;
-use mcpplus_queue::worker::{WorkerConfig, WorkerPool, now_ms};
+use mcpplus_queue::worker::now_ms;
 use mcpplus_queue::{NewTask, QueueStore, TaskState};
 use mcpplus_workflow::{WorkflowOptions, Workflows, spawn_driver};
 use serde_json::{Value, json};
@@ -29,18 +28,7 @@ pub async fn run(
 ) -> anyhow::Result<Value> {
     let items = ((1_000.0 * args.scale) as usize).max(200);
     let chain = ((200.0 * args.scale) as usize).max(50);
-    let (runtime, catalog) = serving;
-    let pool = WorkerPool::start(
-        store.clone(),
-        Arc::new(CatalogRunner { runtime, catalog }),
-        vec![WorkerConfig {
-            id: "bench".into(),
-            tools: None,
-            slots: SLOTS,
-            lease: Duration::from_secs(30),
-            poll: Duration::from_millis(250),
-        }],
-    );
+    let pool = crate::queue::echo_workers(store.clone(), serving, SLOTS);
     let engine = Arc::new(Workflows::open(
         store.clone(),
         WorkflowOptions {
