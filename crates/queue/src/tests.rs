@@ -1042,3 +1042,48 @@ fn a_key_used_twice_in_one_shared_commit_returns_the_first_task_as_it_would_one_
             .collect::<Vec<_>>()
     );
 }
+
+/// `QueueStore::transaction` on both backends: a body that fails leaves
+/// nothing behind (neither its submits nor its own tables' rows); one that
+/// succeeds commits both together.
+#[test]
+fn a_transaction_commits_whole_or_not_at_all_on_both_backends() {
+    let pg = crate::pg_test::TestSchema::new();
+    let sqlite = std::sync::Arc::new(QueueStore::in_memory().unwrap());
+    for q in [sqlite, pg.queue.clone()] {
+        q.transaction(0, |txn| {
+            txn.conn()
+                .batch("CREATE TABLE IF NOT EXISTS notes (note TEXT NOT NULL)")
+        })
+        .unwrap();
+        let body = |fail: bool| {
+            move |txn: &mut Txn<'_>| {
+                let id = if fail { "dropped" } else { "kept" };
+                txn.submit(NewTask {
+                    id: Some(id.into()),
+                    ..task("t")
+                })?;
+                txn.conn()
+                    .execute("INSERT INTO notes (note) VALUES (?1)", sql_params![id])?;
+                if fail {
+                    return Err(StoreError::Invalid("the body failed".into()));
+                }
+                Ok(())
+            }
+        };
+        let failed = q.transaction(0, body(true)).unwrap_err();
+        assert!(failed.to_string().contains("the body failed"), "{failed}");
+        q.transaction(0, body(false)).unwrap();
+        let notes = q
+            .transaction(0, |txn| txn.conn().query("SELECT note FROM notes", &[]))
+            .unwrap();
+        let notes: Vec<String> = notes.iter().map(|r| r.text(0).unwrap()).collect();
+        assert_eq!(notes, ["kept"], "{}", q.backend());
+        assert!(q.get("kept").is_ok(), "{}", q.backend());
+        assert!(
+            matches!(q.get("dropped"), Err(StoreError::NotFound(_))),
+            "{}",
+            q.backend()
+        );
+    }
+}
