@@ -460,11 +460,11 @@ fn compile_parameters(template_id: &str, parameters: &Value) -> Result<Value, Te
     let defaults = Value::Object(defaults(&schema));
     let bad: Vec<String> = validator
         .iter_errors(&defaults)
-        .filter(|e| !e.instance_path.as_str().is_empty())
+        .filter(|e| !e.instance_path().as_str().is_empty())
         .map(|e| {
             format!(
                 "default of {}: {e}",
-                dotted(e.instance_path.as_str(), &defaults)
+                dotted(e.instance_path().as_str(), &defaults)
             )
         })
         .collect();
@@ -720,8 +720,8 @@ fn describe_error(
     instance: &Value,
     declared: &[String],
 ) -> String {
-    let at = dotted(e.instance_path.as_str(), instance);
-    match &e.kind {
+    let at = dotted(e.instance_path().as_str(), instance);
+    match e.kind() {
         jsonschema::error::ValidationErrorKind::Required { property } => {
             let name = property
                 .as_str()
@@ -729,7 +729,7 @@ fn describe_error(
             format!("{at}.{name}: required parameter is missing")
         }
         jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected }
-            if e.instance_path.as_str().is_empty() =>
+            if e.instance_path().as_str().is_empty() =>
         {
             format!(
                 "{at}: unknown parameter{} {}; declared parameters: {}",
