@@ -32,7 +32,7 @@ use tokio_rustls::rustls;
 
 mod txn;
 
-use crate::sql::{Dialect, SqlValue, postgres_placeholders};
+use crate::sql::{Dialect, SqlValue, postgres_params, postgres_placeholders};
 
 use crate::remote::AttemptRef;
 use crate::store::{
@@ -318,11 +318,7 @@ impl PostgresStore {
         self.run(move |pool| async move {
             let mut client = pool.get().await?;
             let tx = begin(&mut client).await?;
-            let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
-                .iter()
-                .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
-                .collect();
-            let changed = tx.execute(sql, &refs).await? == 1;
+            let changed = tx.execute(sql, &postgres_params(&params)).await? == 1;
             if changed {
                 notify(&tx, &channel).await?;
             }
@@ -1430,10 +1426,7 @@ impl TaskStore for PostgresStore {
         );
         self.run(move |pool| async move {
             let client = pool.get().await?;
-            let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = args
-                .iter()
-                .map(|a| a as &(dyn tokio_postgres::types::ToSql + Sync))
-                .collect();
+            let params = postgres_params(&args);
             let total: i64 = client.query_one(&count, &params).await?.get(0);
             let tasks = client
                 .query(&page, &params)

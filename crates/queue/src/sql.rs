@@ -262,6 +262,14 @@ pub fn postgres_placeholders(sql: &str) -> Cow<'_, str> {
     Cow::Owned(sql.replace('?', "$"))
 }
 
+/// Parameters as tokio-postgres takes them.
+pub fn postgres_params(params: &[SqlValue]) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+    params
+        .iter()
+        .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect()
+}
+
 mod postgres {
     use bytes::BytesMut;
     use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};

@@ -12,10 +12,11 @@
 use deadpool_postgres::Pool;
 use tokio::sync::mpsc;
 use tokio_postgres::Transaction;
-use tokio_postgres::types::ToSql;
 
 use super::{begin, clock_and_room, get, get_for_update, insert, notify, pg_error};
-use crate::sql::{Dialect, Sql, SqlRow, SqlValue, postgres_placeholders, postgres_row};
+use crate::sql::{
+    Dialect, Sql, SqlRow, SqlValue, postgres_params, postgres_placeholders, postgres_row,
+};
 use crate::store::{Result, StoreError, TxnBackend};
 use crate::{NewTask, Task};
 use mcpplus_policy::config::queue::Quotas;
@@ -240,17 +241,14 @@ async fn serve(
 
 /// Statements of the controller's own tables, and reads of tasks.
 async fn run(tx: &Transaction<'_>, op: Op) -> Result<Answer> {
-    fn refs(params: &[SqlValue]) -> Vec<&(dyn ToSql + Sync)> {
-        params.iter().map(|p| p as &(dyn ToSql + Sync)).collect()
-    }
     Ok(match op {
         Op::Execute(sql, params) => Answer::Changed(
-            tx.execute(&*postgres_placeholders(&sql), &refs(&params))
+            tx.execute(&*postgres_placeholders(&sql), &postgres_params(&params))
                 .await?,
         ),
         Op::Query(sql, params) => {
             let rows = tx
-                .query(&*postgres_placeholders(&sql), &refs(&params))
+                .query(&*postgres_placeholders(&sql), &postgres_params(&params))
                 .await?;
             Answer::Rows(rows.iter().map(postgres_row).collect::<Result<_>>()?)
         }
