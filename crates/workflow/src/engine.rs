@@ -149,9 +149,8 @@ impl Workflows {
         let plan = validate::validate(&spec, &*self.tool_exists).map_err(WorkflowError::Invalid)?;
         let canonical = canonical_json(&serde_json::to_value(&spec).expect("a spec serializes"));
         let sha = hex::encode(Sha256::digest(canonical.as_bytes()));
-        let now = self.now();
         let id = spec.workflow_id.clone();
-        let (created, advanced) = self.store.transaction(now, |txn| {
+        let (created, advanced) = self.store.transaction(self.now(), |txn| {
             // The transaction's clock (the database's, on PostgreSQL).
             let now = txn.now();
             let conn = txn.conn();
@@ -401,8 +400,9 @@ impl Workflows {
     /// in the queue, start-up after a crash.
     pub fn sweep(&self) -> Result<(), WorkflowError> {
         if self.retention_ms > 0 {
-            let before = self.now().saturating_sub(self.retention_ms as i64);
             let purged = self.store.transaction(self.now(), |txn| {
+                // The clock that stamped finished_at (the database's, on PostgreSQL).
+                let before = txn.now().saturating_sub(self.retention_ms as i64);
                 store::purge_finished(txn.conn(), before).map_err(WorkflowError::from)
             })?;
             if purged > 0 {
@@ -551,8 +551,7 @@ impl Workflows {
         } else {
             CancelMode::Graceful
         };
-        let now = self.now();
-        let advanced = self.store.transaction(now, |txn| {
+        let advanced = self.store.transaction(self.now(), |txn| {
             let now = txn.now();
             let conn = txn.conn();
             let mut w = store::lock_workflow(conn, id)?

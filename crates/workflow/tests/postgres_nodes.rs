@@ -167,3 +167,38 @@ fn workflow_times_come_from_the_database_clock() {
     assert!(near_now(&status["start_time"]), "{status}");
     assert!(near_now(&status["steps"][0]["ready_time"]), "{status}");
 }
+
+/// Retention is measured on the clock that stamped the workflow finished:
+/// a node whose own clock runs years ahead purges nothing early.
+#[test]
+fn a_node_clock_ahead_does_not_purge_finished_workflows_early() {
+    let pg = TestSchema::with_clock(Clock::Database);
+    let ten_years_ahead = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        + 10 * 365 * 86_400_000;
+    let engine = Workflows::open(
+        pg.queue.clone(),
+        WorkflowOptions {
+            tool_exists: Box::new(|t| t == "echo"),
+            template_dir: None,
+            node: "fast".into(),
+            retention_ms: 3_600_000,
+        },
+    )
+    .unwrap()
+    .with_clock(move || ten_years_ahead);
+    engine
+        .submit(json!({"workflow_id": "w", "name": "retention", "steps": [
+            {"step_id": "a", "action": "echo"}]}))
+        .unwrap();
+    engine.cancel("w", None, true).unwrap();
+    assert_eq!(
+        engine.status("w", false, false).unwrap()["status"],
+        "cancelled"
+    );
+    engine.sweep().unwrap();
+    let status = engine.status("w", false, false).unwrap();
+    assert_eq!(status["status"], "cancelled", "{status}");
+}
