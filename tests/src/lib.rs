@@ -172,9 +172,7 @@ impl HttpServer {
             }
         }
     }
-}
 
-impl HttpServer {
     /// A crash tests' node: its `tools/`, `data/` and `mcpplus.toml` under
     /// `dir`, no admin socket, no folder watcher.
     pub fn start_node(dir: &Scratch) -> Self {
