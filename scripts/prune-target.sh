@@ -27,20 +27,23 @@ names.discard("build-script-build")
 print("\n".join(sorted({n.replace("-", "_") for n in names} | names)))'
 }
 
-names="$(workspace_names)"
+# deps/<name>-<hash>[.d], deps/lib<name>-<hash>.{rlib,rmeta,so}, and the
+# fingerprint and build-script folders <name>-<hash>, for every name at once.
+patterns=()
+while read -r name; do
+    [[ -n "$name" ]] || continue
+    patterns+=(-o -name "$name-????????????????" -o -name "$name-????????????????.*"
+        -o -name "lib$name-????????????????.*")
+done <<<"$(workspace_names)"
+patterns=("${patterns[@]:1}") # the leading -o
+
 for dir in "$@"; do
     [[ -d "$dir" ]] || continue
     before="$(du -sm "$dir" | cut -f1)"
     # Incremental state is only ever reused by the same checkout.
     find "$dir" -maxdepth 3 -type d -name incremental -prune -exec rm -rf {} +
-    while read -r name; do
-        [[ -n "$name" ]] || continue
-        # deps/<name>-<hash>[.d], deps/lib<name>-<hash>.{rlib,rmeta,so}, and the
-        # fingerprint and build-script folders <name>-<hash>.
-        find "$dir" -maxdepth 5 \( -path '*/deps/*' -o -path '*/.fingerprint/*' -o -path '*/build/*' \) \
-            \( -name "$name-????????????????" -o -name "$name-????????????????.*" \
-            -o -name "lib$name-????????????????.*" \) -prune -exec rm -rf {} +
-    done <<<"$names"
+    find "$dir" -maxdepth 5 \( -path '*/deps/*' -o -path '*/.fingerprint/*' -o -path '*/build/*' \) \
+        \( "${patterns[@]}" \) -prune -exec rm -rf {} +
     after="$(du -sm "$dir" | cut -f1)"
     printf '==> prune-target: %s: %s MiB -> %s MiB\n' "$dir" "$before" "$after" >&2
 done
